@@ -1,0 +1,3 @@
+from tinker_actors.cli import main
+
+raise SystemExit(main())
