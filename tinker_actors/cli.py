@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "version": ("tinker_actors._cli_version", "print the package version"),
     "openapi": ("tinker_actors.openapi", "print the OpenAPI 3.1 document derived from the manifest"),
     "serve": ("tinker_actors.server.cli", "run the embedded Tinker-compatible local server"),
+    "demo": ("tinker_actors.demo", "fine-tune a built-in model on a small task, then sample it"),
 }
 
 
