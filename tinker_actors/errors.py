@@ -1,0 +1,313 @@
+"""The exception tree, shaped like the official SDK's ``tinker._exceptions``.
+
+Constructors take plain values (status, headers, body) rather than HTTP-library
+objects, so the transport seam can build them from whatever client it uses and
+nothing above it depends on aiohttp. ``status_error_for`` picks the subclass.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BillingError",
+    "ConflictError",
+    "DecodeError",
+    "EncodeError",
+    "InternalServerError",
+    "InvalidTinkerPathError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PromiseExpiredError",
+    "ProtocolError",
+    "RateLimitError",
+    "RequestFailedError",
+    "RequestInfo",
+    "ResponseInfo",
+    "TinkerError",
+    "UnprocessableEntityError",
+    "status_error_for",
+]
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What we know about the request behind an error (no HTTP-library object)."""
+
+    method: str = ""
+    url: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResponseInfo:
+    """What we know about the response behind an error: status, headers, raw body."""
+
+    status_code: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes = b""
+    request: RequestInfo | None = None
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class TinkerError(Exception):
+    """Base exception for all Tinker-related errors."""
+
+
+class APIError(TinkerError):
+    """Base class for errors tied to an API call; ``body`` is the decoded JSON body or raw text."""
+
+    message: str
+    request: RequestInfo | None
+    body: object | None
+
+    def __init__(
+        self, message: str, request: RequestInfo | None = None, *, body: object | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request = request
+        self.body = body
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (self.__class__, self.__dict__.copy(), self.args))
+
+
+def _rebuild(cls: type, state: dict[str, Any], args: tuple[Any, ...]) -> Any:
+    obj = cls.__new__(cls)
+    Exception.__init__(obj, *args)
+    obj.__dict__.update(state)
+    return obj
+
+
+class APIResponseValidationError(APIError):
+    """The response did not match the expected schema."""
+
+    response: ResponseInfo | None
+    status_code: int
+
+    def __init__(
+        self,
+        response: ResponseInfo | None = None,
+        body: object | None = None,
+        message: str | None = None,
+    ) -> None:
+        super().__init__(
+            message or "Data returned by API invalid for expected schema.",
+            response.request if response is not None else None,
+            body=body,
+        )
+        self.response = response
+        self.status_code = response.status_code if response is not None else 200
+
+
+class APIStatusError(APIError):
+    """The server answered with a 4xx/5xx status."""
+
+    response: ResponseInfo | None
+    status_code: int
+
+    def __init__(
+        self,
+        message: str,
+        response: ResponseInfo | None = None,
+        body: object | None = None,
+        *,
+        status_code: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if status_code is None:
+            status_code = (
+                response.status_code
+                if response is not None
+                else getattr(type(self), "status_code", 0)
+            )
+        if response is None:
+            response = ResponseInfo(status_code=status_code, headers=dict(headers or {}))
+        super().__init__(message, response.request, body=body)
+        self.response = response
+        self.status_code = status_code
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.response.headers if self.response is not None else {}
+
+
+class APIConnectionError(APIError):
+    """The request never got an HTTP response (connection refused, reset, DNS...)."""
+
+    def __init__(
+        self, request: RequestInfo | str | None = None, message: str = "Connection error."
+    ) -> None:
+        if isinstance(request, str):  # allow APIConnectionError("message")
+            request, message = None, request
+        super().__init__(message, request, body=None)
+
+
+class APITimeoutError(APIConnectionError):
+    """The request timed out."""
+
+    def __init__(
+        self, request: RequestInfo | None = None, message: str = "Request timed out."
+    ) -> None:
+        super().__init__(request=request, message=message)
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400."""
+
+    status_code: int = 400
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401."""
+
+    status_code: int = 401
+
+
+class BillingError(APIStatusError):
+    """HTTP 402 (billing pause)."""
+
+    status_code: int = 402
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 403."""
+
+    status_code: int = 403
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404."""
+
+    status_code: int = 404
+
+
+class ConflictError(APIStatusError):
+    """HTTP 409."""
+
+    status_code: int = 409
+
+
+class UnprocessableEntityError(APIStatusError):
+    """HTTP 422."""
+
+    status_code: int = 422
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429."""
+
+    status_code: int = 429
+
+
+class InternalServerError(APIStatusError):
+    """HTTP 500 and above."""
+
+
+class RequestFailedError(TinkerError):
+    """An asynchronous request finished in a failed state (``{"error", "category"}``)."""
+
+    def __init__(self, message: str, request_id: str, category: Any = "unknown") -> None:
+        from .types.futures import RequestErrorCategory
+
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+        self.category = RequestErrorCategory.parse(category)
+
+    def __reduce__(self) -> Any:
+        return (self.__class__, (self.message, self.request_id, str(self.category)))
+
+
+class PromiseExpiredError(TinkerError):
+    """retrieve_future answered 410: the future expired or broke; resubmit to retry."""
+
+
+class ProtocolError(TinkerError, ValueError):
+    """A body violated the wire protocol (bad JSON/protobuf, wrong shape or type)."""
+
+
+class DecodeError(ProtocolError):
+    """A body could not be decoded into the expected type."""
+
+
+class EncodeError(ProtocolError):
+    """A value cannot be encoded for the wire (for example an image pointer in fwd/bwd)."""
+
+
+class InvalidTinkerPathError(TinkerError, ValueError):
+    """A ``tinker://`` path is malformed."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: BillingError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status: int) -> type[APIStatusError]:
+    """The exception class for an HTTP status (>= 500 is InternalServerError)."""
+    if status >= 500:
+        return InternalServerError
+    return _STATUS_CLASSES.get(status, APIStatusError)
+
+
+def _decode_body(body: object | None) -> object | None:
+    if isinstance(body, bytes | bytearray):
+        if not body:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            return bytes(body).decode("utf-8", "replace")
+    return body
+
+
+def status_error_for(
+    status: int,
+    message: str | None = None,
+    body: object | None = None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    request: RequestInfo | None = None,
+) -> APIStatusError:
+    """Build the right APIStatusError subclass from a status, body and headers.
+
+    ``body`` may be raw bytes (decoded as JSON when possible) or an already
+    decoded value. The default message is the SDK's ``"Error code: {status} - {body}"``.
+    """
+    raw = bytes(body) if isinstance(body, bytes | bytearray) else b""
+    decoded = _decode_body(body)
+    if message is None:
+        shown = json.dumps(decoded) if not isinstance(decoded, str) else decoded
+        message = (
+            f"Error code: {status} - {shown}" if decoded is not None else f"Error code: {status}"
+        )
+    response = ResponseInfo(
+        status_code=status, headers=dict(headers or {}), content=raw, request=request
+    )
+    cls = status_error_class(status)
+    return cls(message, response, decoded, status_code=status)

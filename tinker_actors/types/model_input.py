@@ -1,0 +1,192 @@
+"""ModelInput and its chunks (a tagged union on ``type``).
+
+Token lists stay Python lists for users (``chunk.tokens`` behaves as in the
+official SDK); an integer numpy array is also accepted and kept as is, which
+gives the protobuf encoder a zero-copy path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from ._base import WireStruct, force_set
+
+ImageFormat = Literal["png", "jpeg"]
+
+
+def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if offset >= len(data):
+            raise ValueError("Truncated TensorContainer header")
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, offset
+        shift += 7
+        if shift > 63:
+            raise ValueError("TensorContainer varint is too long")
+
+
+def tensor_container_shape(data: bytes) -> tuple[int, ...]:
+    """Shape from a TensorContainer header: [0xFE] dtype(0..7) varint-ndim varint-dims."""
+    if not data:
+        raise ValueError("TensorContainer bytes are empty")
+    off = 1 if data[0] == 0xFE else 0
+    if off >= len(data):
+        raise ValueError("Truncated TensorContainer header")
+    if data[off] > 7:
+        raise ValueError(f"Unknown TensorContainer dtype byte: {data[off]}")
+    ndim, off = _read_varint(data, off + 1)
+    dims = []
+    for _ in range(ndim):
+        d, off = _read_varint(data, off)
+        dims.append(d)
+    return tuple(dims)
+
+
+class EncodedTextChunk(WireStruct, tag_field="type", tag="encoded_text"):
+    """A run of token ids."""
+
+    tokens: list[int]
+
+    def __post_init__(self) -> None:
+        t = self.tokens
+        if not isinstance(t, list):
+            if isinstance(t, np.ndarray) and t.dtype.kind in "iu" and t.ndim == 1:
+                return
+            force_set(self, "tokens", [int(x) for x in t])
+
+    @property
+    def type(self) -> str:
+        return "encoded_text"
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+    def tokens_np(self, dtype: Any = np.int64) -> np.ndarray:
+        """Tokens as a numpy array (no Python loop)."""
+        t = self.tokens
+        if isinstance(t, np.ndarray):
+            return t if t.dtype == dtype else t.astype(dtype)
+        return np.fromiter(t, dtype=dtype, count=len(t))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EncodedTextChunk):
+            return NotImplemented
+        return len(self.tokens) == len(other.tokens) and bool(
+            np.array_equal(self.tokens_np(), other.tokens_np())
+        )
+
+
+class ImageChunk(WireStruct, tag_field="type", tag="image"):
+    """Raw image bytes (base64 in JSON)."""
+
+    data: bytes
+    format: ImageFormat
+    expected_tokens: int | None = None
+
+    @property
+    def type(self) -> str:
+        return "image"
+
+    @property
+    def length(self) -> int:
+        if self.expected_tokens is None:
+            raise ValueError("ImageChunk expected_tokens must be set to compute the length")
+        return self.expected_tokens
+
+
+class ImageAssetPointerChunk(WireStruct, tag_field="type", tag="image_asset_pointer"):
+    """An image by path or URL (JSON / sampling only)."""
+
+    format: ImageFormat
+    location: str
+    expected_tokens: int | None = None
+
+    @property
+    def type(self) -> str:
+        return "image_asset_pointer"
+
+    @property
+    def length(self) -> int:
+        if self.expected_tokens is None:
+            raise ValueError(
+                "ImageAssetPointerChunk expected_tokens must be set to compute the length"
+            )
+        return self.expected_tokens
+
+
+class DmelChunk(WireStruct, tag_field="type", tag="dmel"):
+    """Serialized TensorContainer bytes (base64 in JSON); length is its dim 0."""
+
+    dmel: bytes
+
+    @property
+    def type(self) -> str:
+        return "dmel"
+
+    @property
+    def length(self) -> int:
+        shape = tensor_container_shape(self.dmel)
+        if not shape:
+            raise ValueError("TensorContainer tensor has no dimension 0")
+        return shape[0]
+
+
+ModelInputChunk = EncodedTextChunk | ImageAssetPointerChunk | ImageChunk | DmelChunk
+
+
+class ModelInput(WireStruct):
+    """A prompt / training input: a list of chunks."""
+
+    chunks: list[ModelInputChunk]
+
+    @classmethod
+    def from_ints(cls, tokens: Sequence[int] | np.ndarray) -> ModelInput:
+        return cls(chunks=[EncodedTextChunk(tokens=tokens)])  # type: ignore[arg-type]
+
+    def to_ints(self) -> list[int]:
+        """All tokens; raises ValueError if a chunk is not text."""
+        out: list[int] = []
+        for chunk in self.chunks:
+            if not isinstance(chunk, EncodedTextChunk):
+                raise ValueError(
+                    "to_ints only supports ModelInput made of EncodedTextChunks, "
+                    f"got {[type(c).__name__ for c in self.chunks]}"
+                )
+            t = chunk.tokens
+            out.extend(t.tolist() if isinstance(t, np.ndarray) else t)
+        return out
+
+    def to_numpy(self, dtype: Any = np.int64) -> np.ndarray:
+        """All tokens as one numpy array (text chunks only), without Python loops per token."""
+        parts = []
+        for chunk in self.chunks:
+            if not isinstance(chunk, EncodedTextChunk):
+                raise ValueError("to_numpy only supports ModelInput made of EncodedTextChunks")
+            parts.append(chunk.tokens_np(dtype))
+        if not parts:
+            return np.empty(0, dtype=dtype)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    @property
+    def length(self) -> int:
+        return sum(chunk.length for chunk in self.chunks)
+
+    @classmethod
+    def empty(cls) -> ModelInput:
+        return cls(chunks=[])
+
+    def append(self, chunk: ModelInputChunk) -> ModelInput:
+        """A new ModelInput with ``chunk`` added."""
+        return ModelInput(chunks=[*self.chunks, chunk])
+
+    def append_int(self, token: int) -> ModelInput:
+        """A new ModelInput with one token added."""
+        return self.append(EncodedTextChunk(tokens=[token]))

@@ -1,0 +1,116 @@
+"""Sampling requests and results."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from ._base import WireStruct, always
+from .model_input import ModelInput
+from .tensor import TensorData
+
+StopReason = Literal["length", "stop"]
+TopkEntries = list[list[tuple[int, float]] | None]
+MASK_LOGPROB = -99999.0
+
+
+class SamplingParams(WireStruct):
+    """max_tokens/seed/stop are omitted when None; temperature/top_k/top_p always sent.
+
+    ``stop=None`` keeps implicit EOS stopping; ``[]`` disables every stop token.
+    """
+
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: str | list[str | int] | None = None
+    temperature: float = always(1.0)
+    top_k: int = always(-1)
+    top_p: float = always(1.0)
+
+
+class SampleRequest(WireStruct, tag_field="type", tag="sample"):
+    num_samples: int = always(1)
+    prompt: ModelInput
+    sampling_params: SamplingParams
+    base_model: str | None = None
+    model_path: str | None = None
+    sampling_session_id: str | None = None
+    seq_id: int | None = None
+    prompt_logprobs: bool | None = None
+    topk_prompt_logprobs: int = always(0)
+    topk_sample_logprobs: int = always(0)
+    target_prompt_logprobs: TensorData | None = None
+    prompt_alt_tokens_k: int = always(0)
+    prompt_logprobs_last_n: int | None = None
+    record_stability_info: bool | None = None
+
+
+class PromptAltTokens(WireStruct):
+    """Alternative prompt tokens ([len-1, k] int64) and their logprobs (float32)."""
+
+    tokens: TensorData
+    logprobs: TensorData
+
+
+class SampledSequence(WireStruct):
+    """One sampled continuation; ``sequence_id`` comes from the submit response."""
+
+    stop_reason: StopReason
+    tokens: list[int]
+    logprobs: list[float] | None = None
+    topk_logprobs: TopkEntries | None = None
+    sequence_id: str | None = None
+
+    @property
+    def tokens_np(self) -> np.ndarray:
+        return np.asarray(self.tokens, dtype=np.int64)
+
+    @property
+    def logprobs_np(self) -> np.ndarray | None:
+        return None if self.logprobs is None else np.asarray(self.logprobs, dtype=np.float32)
+
+
+class SampleResponse(WireStruct, tag_field="type", tag="sample"):
+    """All sequences of one sample call, plus the optional prompt logprobs."""
+
+    sequences: list[SampledSequence]
+    prompt_logprobs: list[float | None] | None = None
+    topk_prompt_logprobs: TopkEntries | None = None
+    target_prompt_logprobs: TensorData | None = None
+    prompt_cache_hit_tokens: int = 0
+    prompt_alt_tokens: PromptAltTokens | None = None
+
+    @property
+    def prompt_logprobs_np(self) -> np.ndarray | None:
+        """Prompt logprobs as float32 with NaN where the value is None."""
+        if self.prompt_logprobs is None:
+            return None
+        return np.array(
+            [np.nan if v is None else v for v in self.prompt_logprobs], dtype=np.float32
+        )
+
+
+class CreateSamplingSessionRequest(WireStruct, tag_field="type", tag="create_sampling_session"):
+    session_id: str
+    sampling_session_seq_id: int
+    base_model: str | None = None
+    model_path: str | None = None
+
+
+class CreateSamplingSessionResponse(WireStruct, tag_field="type", tag="create_sampling_session"):
+    sampling_session_id: str
+
+
+class JoinSamplingSessionRequest(WireStruct, tag_field="type", tag="join_sampling_session"):
+    sampling_session_id: str
+
+
+class JoinSamplingSessionResponse(WireStruct, tag_field="type", tag="join_sampling_session"):
+    client_counter: int
+
+
+class GetSamplerResponse(WireStruct):
+    sampler_id: str
+    base_model: str
+    model_path: str | None = None
