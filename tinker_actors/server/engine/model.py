@@ -1,0 +1,412 @@
+"""Base models: a compact Llama-style decoder in plain torch, and Hugging Face models on disk.
+
+Why our own module rather than ``LlamaForCausalLM``: on a 1M-parameter model the per-call
+Python overhead of the transformers forward (mask builders, cache objects, output classes)
+costs more than the arithmetic, and we want a batched KV cache whose rows we can drop
+(finished sequences) and repeat (num_samples) cheaply. Parameter names match
+``LlamaForCausalLM`` exactly (``model.layers.0.self_attn.q_proj.weight``...), so the weights
+load into transformers and PEFT adapter keys are the real Llama ones; a test holds the logits
+equal to transformers' on the same weights.
+
+Both kinds are wrapped in a small `Backend` interface: `logits` for training (right padding,
+plain causal attention) and `new_cache` / `step` / `select` for sampling (left padding, a key
+mask, per-row positions).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import EngineUserError, ModelSpec
+from .lora import LoraLinear, assign_lora_keys, lora_target_names
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    max_context_length: int = 1024
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    # None: 1/sqrt(hidden_size). Larger than GPT's 0.02 so the random base has features a LoRA
+    # can use: the 1M model then learns a small dataset in a few dozen steps.
+    init_std: float | None = None
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def to_hf_config(self):
+        """The equivalent transformers LlamaConfig (for export and the equivalence test)."""
+        from transformers import LlamaConfig
+
+        return LlamaConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads,
+            max_position_embeddings=self.max_context_length,
+            rms_norm_eps=self.rms_norm_eps,
+            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
+            tie_word_embeddings=False,
+            bos_token_id=BOS_ID,
+            eos_token_id=EOS_ID,
+            pad_token_id=PAD_ID,
+        )
+
+
+BUILTIN_MODELS: dict[str, ModelConfig] = {
+    # about 1.07M parameters
+    "tinker-actors/byte-1m": ModelConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=128,
+        intermediate_size=352,
+        num_layers=5,
+        num_heads=4,
+        num_kv_heads=4,
+    ),
+    # about 19.6M parameters
+    "tinker-actors/byte-20m": ModelConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=512,
+        intermediate_size=1408,
+        num_layers=6,
+        num_heads=8,
+        num_kv_heads=8,
+    ),
+}
+
+
+def count_parameters(cfg: ModelConfig) -> int:
+    d, f, v, hd = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.head_dim
+    attn = d * cfg.num_heads * hd * 2 + d * cfg.num_kv_heads * hd * 2
+    layer = attn + 3 * d * f + 2 * d
+    return cfg.num_layers * layer + 2 * v * d + d
+
+
+# --------------------------------------------------------------------------------------------
+# the compact Llama module
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class KVCache:
+    """Preallocated keys/values [layers][B, H, L, D]; every row writes at the same index."""
+
+    def __init__(self, cfg: ModelConfig, batch: int, max_len: int, device, dtype) -> None:
+        shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
+        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)]
+        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)]
+        self.length = 0
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.k = [k.index_select(0, rows) for k in self.k]
+        self.v = [v.index_select(0, rows) for v in self.v]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        hd = cfg.head_dim
+        self.nh, self.nkv, self.hd = cfg.num_heads, cfg.num_kv_heads, hd
+        self.q_proj = LoraLinear(cfg.hidden_size, cfg.num_heads * hd, bias=False)
+        self.k_proj = LoraLinear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=False)
+        self.v_proj = LoraLinear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=False)
+        self.o_proj = LoraLinear(cfg.num_heads * hd, cfg.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, layer: int, cache: KVCache | None, mask) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.nh, self.hd).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.nkv, self.hd).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.nkv, self.hd).transpose(1, 2)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        if cache is not None:
+            start = cache.length
+            cache.k[layer][:, :, start : start + t] = k
+            cache.v[layer][:, :, start : start + t] = v
+            k = cache.k[layer][:, :, : start + t]
+            v = cache.v[layer][:, :, : start + t]
+        gqa = self.nh != self.nkv
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.nh * self.hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gate_proj = LoraLinear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = LoraLinear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = LoraLinear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, layer, cache, mask):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, layer, cache, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Body(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class LlamaLM(nn.Module):
+    """Decoder-only Llama: RMSNorm, rotary (rotate-half), SwiGLU, SDPA; untied unembedding."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = Body(cfg)
+        self.lm_head = LoraLinear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim))
+        self.register_buffer("inv_freq", inv, persistent=False)
+
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions.to(torch.float32)[..., None] * self.inv_freq.to(positions.device)
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, D]
+        return emb.cos(), emb.sin()
+
+    def forward(self, ids, positions=None, cache: KVCache | None = None, mask=None):
+        if positions is None:
+            positions = torch.arange(ids.shape[1], device=ids.device)[None].expand_as(ids)
+        cos, sin = self.rope(positions)
+        x = self.model.embed_tokens(ids)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, i, cache, mask)
+        if cache is not None:
+            cache.length += ids.shape[1]
+        return self.lm_head(self.model.norm(x))
+
+    @torch.no_grad()
+    def init_weights(self, seed: int) -> None:
+        """Deterministic init (same weights in every process), without the global RNG."""
+        g = torch.Generator().manual_seed(seed)
+        std = self.cfg.init_std or self.cfg.hidden_size**-0.5
+        for name, p in self.named_parameters():
+            if name.endswith("layernorm.weight") or name == "model.norm.weight":
+                p.fill_(1.0)
+            else:
+                scale = std
+                if name.endswith(("o_proj.weight", "down_proj.weight")):
+                    scale = std / math.sqrt(2 * self.cfg.num_layers)
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+def build_builtin(name: str, device: torch.device) -> LlamaLM:
+    cfg = BUILTIN_MODELS[name]
+    with torch.device("meta"):
+        module = LlamaLM(cfg)
+    module = module.to_empty(device="cpu")
+    module.inv_freq = 1.0 / (
+        cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim)
+    )
+    module.init_weights(seed=zlib.crc32(name.encode()))
+    module.requires_grad_(False)
+    assign_lora_keys(module)
+    return module.to(device).eval()
+
+
+# --------------------------------------------------------------------------------------------
+# backends: the interface the engine uses
+
+
+class Backend:
+    """A frozen base model plus what the engine needs to know about it."""
+
+    name: str
+    spec: ModelSpec
+    vocab_size: int
+    max_context_length: int
+    pad_id: int
+    eos_id: int | None
+    tokenizer_dir: str
+    module: nn.Module
+    device: torch.device
+
+    def lora_targets(self) -> dict[str, tuple[int, int]]:
+        """PEFT module path -> (in_features, out_features) of every LoRA-able Linear."""
+        return {
+            n: (m.in_features, m.out_features)
+            for n, m in self.module.named_modules()
+            if isinstance(m, LoraLinear)
+        }
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def new_cache(self, batch: int, max_len: int):
+        raise NotImplementedError
+
+    def step(self, ids, positions, key_mask, cache) -> torch.Tensor:
+        """Logits for ``ids`` [B, T] appended to ``cache``; key_mask [B, cache_len + T] bool."""
+        raise NotImplementedError
+
+    def select(self, cache, rows: torch.Tensor):
+        raise NotImplementedError
+
+
+class NativeBackend(Backend):
+    def __init__(self, name: str, device: torch.device, tokenizer_dir: str) -> None:
+        cfg = BUILTIN_MODELS[name]
+        self.name = name
+        self.cfg = cfg
+        self.module = build_builtin(name, device)
+        self.device = device
+        self.vocab_size = cfg.vocab_size
+        self.max_context_length = cfg.max_context_length
+        self.pad_id, self.eos_id = PAD_ID, EOS_ID
+        self.tokenizer_dir = tokenizer_dir
+        self.spec = builtin_spec(name)
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.module(ids)
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        return KVCache(self.cfg, batch, max_len, self.device, torch.float32)
+
+    def step(self, ids, positions, key_mask, cache: KVCache) -> torch.Tensor:
+        t = ids.shape[1]
+        past = cache.length
+        if t == 1:
+            mask = key_mask[:, None, None, :]
+        else:
+            # causal over the new block, plus each query's own key so that left-padding
+            # queries never see an all-masked row (SDPA would return NaN there).
+            q_idx = torch.arange(past, past + t, device=ids.device)
+            k_idx = torch.arange(past + t, device=ids.device)
+            causal = k_idx[None, :] <= q_idx[:, None]
+            own = k_idx[None, :] == q_idx[:, None]
+            mask = (causal[None] & key_mask[:, None, :]) | own[None]
+            mask = mask[:, None]
+        return self.module(ids, positions, cache, mask)
+
+    def select(self, cache: KVCache, rows: torch.Tensor) -> KVCache:
+        cache.select(rows)
+        return cache
+
+
+class HFBackend(Backend):
+    """A transformers causal LM from a local directory (local files only, float32)."""
+
+    def __init__(self, path: str, device: torch.device) -> None:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
+            module = AutoModelForCausalLM.from_pretrained(
+                path, local_files_only=True, dtype=torch.float32
+            )
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except Exception as e:  # a directory we cannot serve is the user's problem
+            raise EngineUserError(f"cannot load Hugging Face model from {path!r}: {e}") from e
+        module.requires_grad_(False)
+        module.to(device).eval()
+        for n, m in module.named_modules():
+            if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in lora_target_names(
+                True, True, True
+            ):
+                m.__class__ = LoraLinear
+                m.lora_key = n
+        self.name = path
+        self.module = module
+        self.device = device
+        self.vocab_size = int(module.get_output_embeddings().weight.shape[0])
+        self.max_context_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
+        eos = tok.eos_token_id if tok.eos_token_id is not None else config.eos_token_id
+        if isinstance(eos, list):
+            eos = eos[0] if eos else None
+        self.eos_id = eos
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        self.pad_id = int(pad) if pad is not None else 0
+        self.tokenizer_dir = str(Path(path).resolve())
+        # transformers 5.x renamed past_key_values to cache; accept both generations
+        params = inspect.signature(module.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.spec = ModelSpec(
+            model_name=path,
+            max_context_length=self.max_context_length,
+            arch=str(getattr(config, "model_type", "llama")),
+            num_parameters=sum(p.numel() for p in module.parameters()),
+        )
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.module(input_ids=ids, use_cache=False).logits
+
+    def new_cache(self, batch: int, max_len: int):
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    def step(self, ids, positions, key_mask, cache) -> torch.Tensor:
+        out = self.module(
+            input_ids=ids,
+            attention_mask=key_mask.long(),
+            position_ids=positions,
+            use_cache=True,
+            **{self._cache_kw: cache},
+        )
+        return out.logits
+
+    def select(self, cache, rows: torch.Tensor):
+        cache.batch_select_indices(rows)
+        return cache
+
+
+def builtin_spec(name: str) -> ModelSpec:
+    cfg = BUILTIN_MODELS[name]
+    return ModelSpec(
+        model_name=name,
+        max_context_length=cfg.max_context_length,
+        arch="llama",
+        num_parameters=count_parameters(cfg),
+    )
+
+
+def is_hf_dir(base_model: str) -> bool:
+    p = Path(base_model)
+    return p.is_dir() and (p / "config.json").is_file()

@@ -1,0 +1,290 @@
+"""The torch `Engine`: shared frozen base models, per-model LoRA adapters and AdamW, samplers
+as immutable adapter snapshots.
+
+Concurrency: the server calls one model's methods from one thread at a time, but different
+models and samplers may run in parallel threads. Each call selects its adapter through a
+thread-local (see lora.py), so compute needs no lock; ``_lock`` only guards the registries and
+the lazy loading of base models.
+
+Threads: on CPU the engine sets torch's (process-wide) intra-op pool to ONE thread unless
+``num_threads`` or ``TINKER_ACTORS_TORCH_THREADS`` says otherwise. These models are small
+enough that per-op overhead dominates, the server already runs different models and samplers
+in parallel worker threads (each would otherwise start its own OpenMP team: oversubscription),
+and OpenMP teams spinning on busy cores are pathological: on the 2-core CI box under load, a
+1M-model step measured 7-10x slower with 2 threads than with 1 (benchmarks/bench_engine.py).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import (
+    AdamSpec,
+    DatumArrays,
+    EngineStats,
+    EngineUserError,
+    ForwardBackwardResult,
+    LoraSpec,
+    ModelDetails,
+    ModelSpec,
+    SampleJob,
+    SampleOutcome,
+)
+from .checkpoints import (
+    load_adapter_into,
+    load_optimizer_into,
+    load_peft_adapter,
+    lora_spec_from_meta,
+    read_state_meta,
+    save_peft_adapter,
+    save_training_state,
+)
+from .lora import Adapter, LoraPair, use_adapter
+from .losses import build_batch, compute_loss, resolve_config, target_logprobs
+from .model import BUILTIN_MODELS, Backend, HFBackend, NativeBackend, builtin_spec, is_hf_dir
+from .sampling import sample_batch
+from .tokenizer import EOS_ID, byte_tokenizer_dir, load_fast_tokenizer
+
+
+@dataclass(slots=True)
+class _TrainModel:
+    model_id: str
+    base: Backend
+    lora: LoraSpec
+    adapter: Adapter
+    optimizer: torch.optim.AdamW
+    steps: int = 0
+
+
+@dataclass(slots=True)
+class _Sampler:
+    base: Backend
+    pairs: dict[str, LoraPair] | None
+
+
+class TorchEngine:
+    """Real training and sampling of small decoder-only transformers with LoRA."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        *,
+        device: str = "cpu",
+        cache_dir: str | Path | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        threads = num_threads or int(os.environ.get("TINKER_ACTORS_TORCH_THREADS", "0") or 0)
+        if threads <= 0 and self.device.type == "cpu":
+            threads = 1
+        if threads > 0 and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        self._lock = threading.RLock()
+        self._bases: dict[str, Backend] = {}
+        self._models: dict[str, _TrainModel] = {}
+        self._samplers: dict[str, _Sampler] = {}
+
+    # base models ---------------------------------------------------------------------------
+    def models(self) -> list[ModelSpec]:
+        return [builtin_spec(n) for n in BUILTIN_MODELS]
+
+    def _base(self, base_model: str) -> Backend:
+        with self._lock:
+            backend = self._bases.get(base_model)
+            if backend is None:
+                if base_model in BUILTIN_MODELS:
+                    backend = NativeBackend(
+                        base_model, self.device, str(byte_tokenizer_dir(self.cache_dir))
+                    )
+                elif is_hf_dir(base_model):
+                    backend = HFBackend(base_model, self.device)
+                else:
+                    known = ", ".join(BUILTIN_MODELS)
+                    raise EngineUserError(
+                        f"unknown base model {base_model!r}: use one of {known} or a local "
+                        "Hugging Face model directory"
+                    )
+                self._bases[base_model] = backend
+            return backend
+
+    def tokenizer_dir(self, base_model: str) -> str:
+        if base_model in BUILTIN_MODELS:
+            return str(byte_tokenizer_dir(self.cache_dir))
+        return self._base(base_model).tokenizer_dir
+
+    def eos_token_id(self, base_model: str) -> int | None:
+        if base_model in BUILTIN_MODELS:
+            return EOS_ID
+        return self._base(base_model).eos_id
+
+    # training models -----------------------------------------------------------------------
+    def _new_model(self, model_id: str, base_model: str, lora: LoraSpec) -> _TrainModel:
+        if lora.rank < 1:
+            raise EngineUserError("LoRA rank must be >= 1")
+        if not (lora.train_attn or lora.train_mlp or lora.train_unembed):
+            raise EngineUserError("LoRA must train at least one of attn, mlp, unembed")
+        base = self._base(base_model)
+        adapter = Adapter.init(
+            base.lora_targets(),
+            lora.rank,
+            lora.seed,
+            lora.train_attn,
+            lora.train_mlp,
+            lora.train_unembed,
+            base.device,
+        )
+        optimizer = torch.optim.AdamW(
+            adapter.parameters(),
+            lr=1e-4,
+            betas=(0.9, 0.95),
+            eps=1e-12,
+            weight_decay=0.0,
+            foreach=True,
+        )
+        return _TrainModel(model_id, base, lora, adapter, optimizer)
+
+    def _details(self, m: _TrainModel) -> ModelDetails:
+        return ModelDetails(
+            model_id=m.model_id,
+            base_model=m.base.name,
+            lora=m.lora,
+            tokenizer_dir=self.tokenizer_dir(m.base.name),
+            arch=m.base.spec.arch,
+        )
+
+    def create_model(self, model_id: str, base_model: str, lora: LoraSpec) -> ModelDetails:
+        m = self._new_model(model_id, base_model, lora)
+        with self._lock:
+            self._models[model_id] = m
+        return self._details(m)
+
+    def unload_model(self, model_id: str) -> None:
+        with self._lock:
+            self._models.pop(model_id, None)
+
+    def _model(self, model_id: str) -> _TrainModel:
+        with self._lock:
+            m = self._models.get(model_id)
+        if m is None:
+            raise EngineUserError(f"unknown model {model_id!r}")
+        return m
+
+    def forward_backward(
+        self,
+        model_id: str,
+        data: list[DatumArrays],
+        loss_fn: str,
+        loss_fn_config: dict[str, float | str],
+        forward_only: bool,
+    ) -> ForwardBackwardResult:
+        m = self._model(model_id)
+        cfg = resolve_config(loss_fn, loss_fn_config)
+        base = m.base
+        batch = build_batch(
+            loss_fn, data, base.vocab_size, base.max_context_length, base.pad_id, base.device
+        )
+        grad = torch.no_grad() if forward_only else nullcontext()
+        with use_adapter(m.adapter.pairs), grad:
+            lp = target_logprobs(base.logits(batch.tokens), batch.targets)
+            loss = compute_loss(loss_fn, cfg, lp, batch)
+            if not forward_only:
+                loss.backward()
+        lp_np = lp.detach().cpu().numpy().astype(np.float32, copy=False)
+        outputs = [{"logprobs": lp_np[i, :n].copy()} for i, n in enumerate(batch.lengths)]
+        return ForwardBackwardResult(outputs=outputs, metrics={"loss:sum": float(loss.detach())})
+
+    def optim_step(self, model_id: str, adam: AdamSpec) -> dict[str, float]:
+        m = self._model(model_id)
+        params = [p for p in m.adapter.parameters() if p.grad is not None]
+        grad_norm = 0.0
+        if params:
+            if adam.grad_clip_norm > 0:
+                norm = torch.nn.utils.clip_grad_norm_(params, adam.grad_clip_norm, foreach=True)
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+            grad_norm = float(norm)
+            for group in m.optimizer.param_groups:
+                group["lr"] = adam.learning_rate
+                group["betas"] = (adam.beta1, adam.beta2)
+                group["eps"] = adam.eps
+                group["weight_decay"] = adam.weight_decay
+            m.optimizer.step()
+            m.optimizer.zero_grad(set_to_none=True)
+            m.steps += 1
+        return {"grad_norm:mean": grad_norm, "learning_rate:mean": float(adam.learning_rate)}
+
+    # checkpoints ---------------------------------------------------------------------------
+    def save_state(self, model_id: str, directory: Path) -> int:
+        m = self._model(model_id)
+        return save_training_state(
+            Path(directory), m.adapter, m.optimizer, m.lora, m.base.name, m.steps
+        )
+
+    def load_state(
+        self, model_id: str, directory: Path, *, with_optimizer: bool, base_model: str | None
+    ) -> ModelDetails:
+        directory = Path(directory)
+        meta = read_state_meta(directory)
+        saved_base = meta["base_model"]
+        if base_model is not None and base_model != saved_base:
+            raise EngineUserError(f"checkpoint was trained on {saved_base!r}, not {base_model!r}")
+        m = self._new_model(model_id, saved_base, lora_spec_from_meta(meta))
+        load_adapter_into(m.adapter, directory)
+        if with_optimizer:
+            load_optimizer_into(m.optimizer, m.adapter, directory)
+            m.steps = int(meta.get("optimizer_steps", 0))
+        with self._lock:
+            self._models[model_id] = m
+        return self._details(m)
+
+    def save_sampler_weights(self, model_id: str, directory: Path) -> int:
+        m = self._model(model_id)
+        return save_peft_adapter(Path(directory), m.adapter, m.base.name)
+
+    # sampling ------------------------------------------------------------------------------
+    def create_sampler(self, sampler_id: str, base_model: str, weights_dir: Path | None) -> None:
+        base = self._base(base_model)
+        pairs = None
+        if weights_dir is not None:
+            pairs = load_peft_adapter(Path(weights_dir), base.lora_targets(), base.device)
+        with self._lock:
+            self._samplers[sampler_id] = _Sampler(base, pairs)
+
+    def snapshot_sampler(self, sampler_id: str, model_id: str) -> None:
+        """A sampler from a training model's current weights without touching disk."""
+        m = self._model(model_id)
+        with self._lock:
+            self._samplers[sampler_id] = _Sampler(m.base, m.adapter.frozen_copy())
+
+    def sample(self, sampler_id: str, jobs: list[SampleJob]) -> list[SampleOutcome]:
+        with self._lock:
+            s = self._samplers.get(sampler_id)
+        if s is None:
+            raise EngineUserError(f"unknown sampler {sampler_id!r}")
+        tok = load_fast_tokenizer(s.base.tokenizer_dir)
+        decode = None if tok is None else (lambda ids: tok.decode(ids, skip_special_tokens=True))
+        with torch.inference_mode(), use_adapter(s.pairs):
+            return sample_batch(s.base, jobs, decode)
+
+    def close_sampler(self, sampler_id: str) -> None:
+        with self._lock:
+            self._samplers.pop(sampler_id, None)
+
+    def stats(self) -> EngineStats:
+        with self._lock:
+            return EngineStats(
+                extra={
+                    "training_models": float(len(self._models)),
+                    "samplers": float(len(self._samplers)),
+                    "base_models": float(len(self._bases)),
+                }
+            )
