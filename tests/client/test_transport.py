@@ -1,0 +1,137 @@
+"""Transport edge cases a real server won't produce: error mapping, retry hints, billing.
+
+aioresponses does not work with the installed aiohttp (ClientResponse gained a required
+``stream_writer``), so a scripted aiohttp server on port 0 plays the edge cases instead.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tinker_actors import errors
+from tinker_actors.config import Settings
+from tinker_actors.runtime import get_runtime
+from tinker_actors.transport import (
+    STANDARD,
+    RetryPolicy,
+    Transport,
+    retry_after_seconds,
+    should_retry,
+)
+
+from .scripted import aioresponses
+
+
+def make_transport(sleeps: list[float], base: str) -> Transport:
+    async def sleep(d: float) -> None:
+        sleeps.append(d)
+
+    return Transport(get_runtime(), Settings(base_url=base, api_key="tml-x"), sleep=sleep)
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, errors.BadRequestError),
+        (401, errors.AuthenticationError),
+        (403, errors.PermissionDeniedError),
+        (404, errors.NotFoundError),
+        (422, errors.UnprocessableEntityError),
+    ],
+)
+async def test_status_errors_are_mapped_once(status: int, cls: type) -> None:
+    async with aioresponses() as m:
+        t = make_transport([], m.base)
+        m.post("/api/v1/x", status=status, payload={"detail": "nope"})
+        with pytest.raises(cls) as ei:
+            await t.request("POST", "/api/v1/x", json={})
+    assert ei.value.status_code == status
+    assert "nope" in str(ei.value)
+
+
+async def test_retries_5xx_then_succeeds_with_backoff() -> None:
+    sleeps: list[float] = []
+    async with aioresponses() as m:
+        t = make_transport(sleeps, m.base)
+        m.post("/api/v1/x", status=503)
+        m.post("/api/v1/x", status=500)
+        m.post("/api/v1/x", status=200, payload={"ok": 1})
+        r = await t.request("POST", "/api/v1/x", json={})
+    assert r.json() == {"ok": 1}
+    assert len(sleeps) == 2
+
+
+async def test_retry_after_header_is_honoured() -> None:
+    sleeps: list[float] = []
+    async with aioresponses() as m:
+        t = make_transport(sleeps, m.base)
+        m.post("/api/v1/x", status=429, headers={"retry-after-ms": "1500"})
+        m.post("/api/v1/x", status=200, payload={})
+        await t.request("POST", "/api/v1/x", json={})
+    assert sleeps == [1.5]
+
+
+async def test_x_should_retry_false_stops_retries() -> None:
+    async with aioresponses() as m:
+        t = make_transport([], m.base)
+        m.post("/api/v1/x", status=503, headers={"x-should-retry": "false"})
+        with pytest.raises(errors.InternalServerError):
+            await t.request("POST", "/api/v1/x", json={})
+
+
+async def test_gives_up_after_max_attempts() -> None:
+    sleeps: list[float] = []
+    async with aioresponses() as m:
+        t = make_transport(sleeps, m.base)
+        for _ in range(3):
+            m.post("/api/v1/x", status=500)
+        with pytest.raises(errors.InternalServerError):
+            await t.request("POST", "/api/v1/x", json={}, retry=RetryPolicy(max_attempts=3))
+    assert len(sleeps) == 2
+
+
+async def test_billing_402_is_a_bounded_pause() -> None:
+    sleeps: list[float] = []
+    async with aioresponses() as m:
+        t = make_transport(sleeps, m.base)
+        m.post("/api/v1/x", status=402)
+        m.post("/api/v1/x", status=402)
+        m.post("/api/v1/x", status=200, payload={})
+        await t.request("POST", "/api/v1/x", json={})
+    assert sleeps == [5.0, 5.0]
+    async with aioresponses() as m:
+        t = make_transport(sleeps, m.base)
+        m.post("/api/v1/x", status=402)
+        with pytest.raises(errors.BillingError):
+            await t.request("POST", "/api/v1/x", json={}, retry=STANDARD.with_billing(0.0))
+
+
+async def test_connection_error_is_mapped() -> None:
+    t = make_transport([], "http://127.0.0.1:9")  # discard port: nothing listens
+    with pytest.raises(errors.APIConnectionError):
+        await t.request("GET", "/api/v1/none", retry=RetryPolicy(max_attempts=2))
+
+
+async def test_headers_on_requests() -> None:
+    async with aioresponses() as m:
+        t = make_transport([], m.base)
+        m.post("/api/v1/x", status=200, payload={})
+        m.get("/api/v1/y", status=200, payload={})
+        await t.request("POST", "/api/v1/x", json={}, sdk_method="TrainingClient.optim_step")
+        await t.request("GET", "/api/v1/y")
+        post_h, get_h = m.requests[0].headers, m.requests[1].headers
+    assert post_h["X-API-Key"] == "tml-x"
+    assert post_h["X-Idempotency-Key"].startswith("stainless-python-retry-")
+    assert post_h["x-sdk-method"] == "TrainingClient.optim_step"
+    assert post_h["User-Agent"] == "AsyncTinker/Python 0.38.0"
+    assert "X-Idempotency-Key" not in get_h
+
+
+def test_should_retry_table() -> None:
+    assert should_retry(503, {}, STANDARD)
+    assert should_retry(409, {}, STANDARD)
+    assert not should_retry(400, {}, STANDARD)
+    assert should_retry(400, {"x-should-retry": "true"}, STANDARD)
+    assert not should_retry(500, {"x-should-retry": "false"}, STANDARD)
+    assert retry_after_seconds({"retry-after": "2"}) == 2.0
+    assert retry_after_seconds({"retry-after": "120"}) is None

@@ -1,0 +1,637 @@
+"""The sampling actor: one per SamplingClient, many requests in flight, none blocking another.
+
+Every ``sample`` call is ONE task on the runtime loop that walks the whole pipeline itself:
+
+    retry handler (in-flight cap, retries, progress timeout)
+      -> attempt: take a seq id -> admission (count + byte budgets, 429 pause)
+         -> POST /asample (429 re-sends the SAME seq id after the pause)
+         -> long-poll /retrieve_future -> decode the proto result with numpy
+
+There is no per-request helper task, lock or watchdog: the progress timeout is one watchdog
+task for the whole actor, admission is loop-local counters, and the request body is encoded
+once per seq id. A 410 (promise expired) and the other retryable failures run a new attempt,
+which takes a new seq id, as the official SDK does.
+
+The pure decisions (what is retried, how long to wait, when progress has stalled) are
+module-level functions so they are tested without a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import random
+import time
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from .. import codec, errors, types
+from ..config import RetryConfig
+from ..futures import APIFuture, QueueStateObserver, poll_future
+from ..telemetry import get_logger
+from ..transport import RetryPolicy
+from .actor import Actor
+from .admission import (
+    DEFAULT_DISPATCH_BYTES,
+    SamplingAdmission,
+    backoff_seconds,
+)
+
+if TYPE_CHECKING:
+    from ..transport import Response, Transport
+    from .session import Session
+
+__all__ = [
+    "ASAMPLE_RETRY",
+    "SEQ_IDS_PER_CLONE",
+    "SampleCall",
+    "SampleFuture",
+    "SamplingActor",
+    "admission_for",
+    "effective_retry_config",
+    "is_retryable",
+    "no_progress_error",
+    "progress_expired",
+    "retry_delay",
+]
+
+log = get_logger(__name__)
+
+SEQ_IDS_PER_CLONE = 1_000_000_000
+BACKPRESSURE_HEADERS = {"X-Tinker-Sampling-Backpressure": "1"}
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+# The asample POST: 408/409/5xx and connection errors re-send the same body (same seq id)
+# with backoff 1, 2, 4 ... 30 s for up to 300 s. 429 is NOT retried here: it is the
+# backpressure signal, handled by the actor's session-wide pause.
+ASAMPLE_RETRY = RetryPolicy(
+    max_attempts=1_000,
+    max_total=300.0,
+    base_delay=1.0,
+    max_delay=30.0,
+    retry_statuses=frozenset({408, 409}),
+    retry_5xx=True,
+    billing_pause=None,
+)
+
+
+# ============================================================================ pure decisions
+def is_retryable(exc: BaseException, config: RetryConfig) -> bool:
+    """Whether the retry handler runs another attempt after ``exc``.
+
+    A failed request (``RequestFailedError``) is final whatever the config says; an expired
+    promise (410) always means "resubmit"; then the configured exception types; then the
+    retryable statuses 408/409/429/5xx.
+    """
+    if isinstance(exc, errors.RequestFailedError):
+        return False
+    if isinstance(exc, errors.PromiseExpiredError):
+        return True
+    if isinstance(exc, config.retryable_exceptions):
+        return True
+    if isinstance(exc, errors.APIStatusError):
+        status = exc.status_code
+        return status in RETRYABLE_STATUSES or 500 <= status < 600
+    return False
+
+
+def retry_delay(attempt: int, config: RetryConfig, rand: float) -> float:
+    """``min(base * 2**attempt, max)`` with symmetric jitter, clamped to ``[0, max]``.
+
+    ``rand`` is a uniform sample in [0, 1) (injected so tests are deterministic).
+    """
+    cap = config.retry_delay_max
+    try:
+        delay = min(config.retry_delay_base * (2**attempt), cap)
+    except OverflowError:
+        delay = cap
+    jitter = delay * config.jitter_factor * (2 * rand - 1)
+    return max(0.0, min(delay + jitter, cap))
+
+
+def progress_expired(now: float, last_progress: float, timeout: float, in_flight: int) -> bool:
+    """The handler is stuck: requests are in flight and none finished for ``timeout`` s."""
+    return in_flight > 0 and now - last_progress > timeout
+
+
+def no_progress_error(timeout: float) -> errors.APIConnectionError:
+    return errors.APIConnectionError(
+        message=f"No progress made in {timeout}s. Requests appear to be stuck."
+    )
+
+
+def effective_retry_config(
+    config: RetryConfig | None, client_config: types.ClientConfigResponse
+) -> RetryConfig:
+    """The server's limits override the caller's: in-flight cap and stuck detection."""
+    config = config or RetryConfig()
+    config = replace(config, max_connections=client_config.sample_max_concurrent_requests)
+    if not client_config.sample_enable_stuck_detection:
+        config = replace(config, enable_stuck_detection=False)
+    return config
+
+
+# ============================================================================ shared admission
+_admissions: weakref.WeakKeyDictionary[Any, SamplingAdmission] = weakref.WeakKeyDictionary()
+
+
+def admission_for(session: Session) -> SamplingAdmission:
+    """One admission controller per session: its samplers share the budgets and the 429 pause."""
+    adm = _admissions.get(session)
+    if adm is None:
+        size = getattr(session.client_config, "sample_dispatch_bytes_semaphore_size", None)
+        adm = _admissions[session] = SamplingAdmission(size or DEFAULT_DISPATCH_BYTES)
+    return adm
+
+
+# ============================================================================ the call
+@dataclass(slots=True)
+class SampleCall:
+    """Everything one sample/compute_logprobs call sends, validated and frozen at call time."""
+
+    prompt: types.ModelInput
+    num_samples: int
+    sampling_params: types.SamplingParams
+    include_prompt_logprobs: bool = False
+    topk_prompt_logprobs: int = 0
+    topk_sample_logprobs: int = 0
+    target_prompt_logprobs: types.TensorData | None = None
+    prompt_alt_tokens_k: int = 0
+    prompt_logprobs_last_n: int | None = None
+    sdk_method: str = "SamplingClient.sample"
+    estimated_bytes: int = 0
+
+
+class SampleFuture(APIFuture[Any]):
+    """An APIFuture whose on-loop await goes straight to the request task.
+
+    Awaiting it on the runtime loop costs no thread-safe wake-up; cancelling that await (or a
+    ``result_async`` timeout) abandons the request, as in the official SDK, which then asks the
+    server to cancel it when the dynamic config allows.
+    """
+
+    __slots__ = ("_task",)
+
+    def __init__(self, cf: concurrent.futures.Future[Any], runtime: Any) -> None:
+        super().__init__(cf, runtime)
+        self._task: asyncio.Task[None] | None = None
+
+    async def result_async(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        cf = self._cf
+        if cf.done():
+            return cf.result()
+        task = self._task
+        if timeout is None:
+            await self._wait(task)
+        else:
+            async with asyncio.timeout(timeout):
+                await self._wait(task)
+        return cf.result()
+
+    async def _wait(self, task: asyncio.Task[None] | None) -> None:
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            # The task never raises except CancelledError; its outcome is in the cf.
+            await task
+        else:
+            await asyncio.wrap_future(self._cf)
+
+
+# ============================================================================ the actor
+class _Book:
+    """What a sampler has promised: seq ids, in-flight requests, queued cancels, progress.
+
+    Kept apart from the actor so a restarted actor adopts it whole.
+    """
+
+    __slots__ = (
+        "cancel_wake",
+        "cancels",
+        "cloned_sampler_id",
+        "completed",
+        "inflight",
+        "last_progress",
+        "requests",
+        "retries",
+        "running",
+        "seq",
+        "stuck",
+        "wake",
+    )
+
+    def __init__(self, cloned_sampler_id: int | None, max_connections: int | None, now: float):
+        self.cloned_sampler_id = cloned_sampler_id
+        self.seq = itertools.count(SEQ_IDS_PER_CLONE * (cloned_sampler_id or 0))
+        self.requests: dict[asyncio.Task[None], concurrent.futures.Future[Any]] = {}
+        self.running: set[asyncio.Task[None]] = set()
+        self.stuck: set[asyncio.Task[None]] = set()
+        self.inflight = asyncio.Semaphore(max_connections) if max_connections else None
+        self.cancels: deque[str] = deque()
+        self.wake = asyncio.Event()
+        self.cancel_wake = asyncio.Event()
+        self.last_progress = now
+        self.completed = 0
+        self.retries = 0
+
+
+class SamplingActor(Actor):
+    """Owns a sampler's in-flight requests, its seq ids, the progress watchdog and cancels."""
+
+    uses_mailbox = False
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        sampling_session_id: str,
+        retry_config: RetryConfig | None = None,
+        cloned_sampler_id: int | None = 0,
+        record_stability_info: bool = False,
+        observer: QueueStateObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+        previous: SamplingActor | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name or f"sampler:{sampling_session_id}")
+        self.session = session
+        self.sampling_session_id = sampling_session_id
+        self.record_stability_info = record_stability_info
+        self.observer = observer
+        self.clock = clock
+        self.sleep = sleep
+        self.watch_sleep = sleep
+        self.rand = rand
+        self.user_retry_config = retry_config
+        self.retry_config = effective_retry_config(retry_config, session.client_config)
+        self.no_retries = bool(session.client_config.sample_no_retries)
+        self.admission = admission_for(session)
+        #: Awaited before a request's first attempt (an unpickled client starts itself here).
+        self.prepare: Callable[[], Awaitable[None]] | None = None
+        # A restart keeps the promises made so far: ids, in-flight requests, queued cancels.
+        self.book = (
+            previous.book
+            if previous is not None
+            else _Book(cloned_sampler_id, self.retry_config.max_connections, clock())
+        )
+        self._join_lock = asyncio.Lock()
+        self._retiring = False
+
+    # ------------------------------------------------------------------ public (any thread)
+    def submit(
+        self, call: SampleCall, decode: Callable[[types.SampleResponse], Any]
+    ) -> SampleFuture:
+        """Starts one request; returns its future at once. Thread-safe, never blocks."""
+        runtime = self.session.runtime
+        cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        fut = SampleFuture(cf, runtime)
+        if runtime.on_loop():
+            self._start_request(call, decode, cf, fut)
+        else:
+            runtime.call_soon(self._start_request, call, decode, cf, fut)
+        return fut
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.book.requests)
+
+    @property
+    def cloned_sampler_id(self) -> int | None:
+        return self.book.cloned_sampler_id
+
+    def next_seq_id(self) -> int:
+        return next(self.book.seq)
+
+    # ------------------------------------------------------------------ request lifecycle
+    def _start_request(
+        self,
+        call: SampleCall,
+        decode: Callable[[types.SampleResponse], Any],
+        cf: concurrent.futures.Future[Any],
+        fut: SampleFuture,
+    ) -> None:
+        if cf.done():  # cancelled before it started: nothing was promised to the server
+            return
+        task = self.session.runtime.loop.create_task(self._request(call, decode, cf))
+        fut._task = task
+        self.book.requests[task] = cf
+        task.add_done_callback(self._request_done)
+        cf.add_done_callback(lambda f, t=task: self._on_cf_done(f, t))
+
+    def _request_done(self, task: asyncio.Task[None]) -> None:
+        requests = self.book.requests
+        requests.pop(task, None)
+        if self._retiring and not requests:
+            self._stop_soon()
+
+    def retire(self) -> None:
+        """The client is gone: stop once the last in-flight request has finished."""
+        self._retiring = True
+        if not self.book.requests:
+            self._stop_soon()
+
+    def _stop_soon(self) -> None:
+        self._retiring = False
+        if self.state.value == "running":
+            self.session.runtime.spawn(self.session.supervisor.stop_child(self.name))
+
+    def _on_cf_done(self, cf: concurrent.futures.Future[Any], task: asyncio.Task[None]) -> None:
+        if cf.cancelled() and not task.done():
+            self.session.runtime.call_soon(task.cancel)
+
+    async def _request(
+        self,
+        call: SampleCall,
+        decode: Callable[[types.SampleResponse], Any],
+        cf: concurrent.futures.Future[Any],
+    ) -> None:
+        """The whole life of one call; its outcome goes to ``cf`` (never raised, but cancel)."""
+        task = asyncio.current_task()
+        assert task is not None
+        book = self.book
+        try:
+            if self.prepare is not None:
+                await self.prepare()
+            if self.no_retries:
+                response = await self._attempt(call)
+            else:
+                response = await self._with_retries(call, task)
+            value = decode(response)
+        except asyncio.CancelledError:
+            if task in book.stuck:
+                book.stuck.discard(task)
+                task.uncancel()
+                _reject(cf, no_progress_error(self.retry_config.progress_timeout))
+                return
+            cf.cancel()
+            raise
+        except BaseException as exc:
+            _reject(cf, exc)
+            return
+        _resolve(cf, value)
+
+    async def _with_retries(
+        self, call: SampleCall, task: asyncio.Task[None]
+    ) -> types.SampleResponse:
+        config = self.retry_config
+        book = self.book
+        sem = book.inflight
+        if sem is not None:
+            await sem.acquire()
+        try:
+            if not book.running:
+                book.last_progress = self.clock()
+            book.running.add(task)
+            if config.enable_stuck_detection and len(book.running) == 1:
+                self.book.wake.set()
+            attempt = 0
+            while True:
+                try:
+                    response = await self._attempt(call)
+                except Exception as exc:
+                    if not config.enable_retry_logic or not is_retryable(exc, config):
+                        raise
+                    delay = retry_delay(attempt, config, self.rand())
+                    attempt += 1
+                    book.retries += 1
+                    log.debug(
+                        "sample attempt failed; retrying",
+                        sampler=self.sampling_session_id,
+                        error=type(exc).__name__,
+                        attempt=attempt,
+                        delay=round(delay, 3),
+                    )
+                    await self.sleep(delay)
+                    continue
+                book.last_progress = self.clock()
+                book.completed += 1
+                return response
+        finally:
+            book.running.discard(task)
+            if sem is not None:
+                sem.release()
+
+    async def _attempt(self, call: SampleCall) -> types.SampleResponse:
+        """One submission under one seq id, then its poll. 429 re-sends the same seq id."""
+        if self.cloned_sampler_id is None:
+            await self._join()
+        transport = self.session.transport
+        assert transport is not None, "session not started"
+        seq_id = self.next_seq_id()
+        submitted = await self._submit(transport, call, seq_id)
+        started = time.time()
+        untyped = codec.json_decode(submitted.body, types.UntypedAPIFuture)
+        sequence_ids = untyped.sample_sequence_ids
+
+        def decode(resp: Response) -> types.SampleResponse:
+            return codec.decode_sample_response(resp.body, sequence_ids)
+
+        try:
+            response = await poll_future(
+                transport,
+                untyped.request_id,
+                "Sample",
+                decode,
+                observer=self.observer,
+                start_time=started,
+                billing_max_pause=float(
+                    self.session.client_config.billing_exception_max_pause_duration_sec
+                ),
+            )
+        except asyncio.CancelledError:
+            self.request_cancel(untyped.request_id)
+            raise
+        _check_prompt_alt_tokens(response, call.prompt_alt_tokens_k)
+        _check_prompt_logprobs_last_n(response, call.prompt_logprobs_last_n)
+        return response
+
+    async def _submit(self, transport: Transport, call: SampleCall, seq_id: int) -> Response:
+        """POSTs asample under admission; waits out 429 pauses and re-sends the same body."""
+        adm = self.admission
+        ticket = await adm.acquire(call.estimated_bytes)
+        try:
+            body = codec.json_encode(self._sample_request(call, seq_id))
+            billing_since: float | None = None
+            while True:
+                remaining = adm.backoff.remaining()
+                while remaining > 0:
+                    await self.sleep(min(remaining, 1.0))
+                    remaining = adm.backoff.remaining()
+                try:
+                    return await transport.request(
+                        "POST",
+                        "/api/v1/asample",
+                        content=body,
+                        headers=BACKPRESSURE_HEADERS,
+                        retry=ASAMPLE_RETRY,
+                        sdk_method=call.sdk_method,
+                    )
+                except errors.RateLimitError:
+                    pass
+                except errors.BillingError:
+                    now = self.clock()
+                    billing_since = billing_since if billing_since is not None else now
+                    limit = self.session.client_config.billing_exception_max_pause_duration_sec
+                    if now - billing_since >= limit:
+                        raise
+                adm.backoff.request(backoff_seconds(call.estimated_bytes))
+                log.debug("asample backpressure; pausing dispatch", seq_id=seq_id)
+        finally:
+            adm.release(ticket)
+
+    def _sample_request(self, call: SampleCall, seq_id: int) -> types.SampleRequest:
+        return types.SampleRequest(
+            sampling_session_id=self.sampling_session_id,
+            seq_id=seq_id,
+            num_samples=call.num_samples,
+            prompt=call.prompt,
+            sampling_params=call.sampling_params,
+            prompt_logprobs=call.include_prompt_logprobs,
+            topk_prompt_logprobs=call.topk_prompt_logprobs,
+            topk_sample_logprobs=call.topk_sample_logprobs,
+            target_prompt_logprobs=call.target_prompt_logprobs,
+            prompt_alt_tokens_k=call.prompt_alt_tokens_k,
+            prompt_logprobs_last_n=call.prompt_logprobs_last_n,
+            record_stability_info=self.record_stability_info,
+        )
+
+    async def _join(self) -> None:
+        """An unpickled clone asks the server for its clone id once, before its first id."""
+        async with self._join_lock:
+            if self.book.cloned_sampler_id is not None:
+                return
+            transport = self.session.transport
+            assert transport is not None
+            resp = await transport.request(
+                "POST",
+                "/api/v1/join_sampling_session",
+                json=types.JoinSamplingSessionRequest(sampling_session_id=self.sampling_session_id),
+            )
+            joined = codec.json_decode(resp.body, types.JoinSamplingSessionResponse)
+            self.book.seq = itertools.count(SEQ_IDS_PER_CLONE * joined.client_counter)
+            self.book.cloned_sampler_id = joined.client_counter
+
+    # ------------------------------------------------------------------ cancels
+    def request_cancel(self, request_id: str) -> None:
+        """Queue ``cancel_future`` for an abandoned request (only when the server enables it)."""
+        if not self.session.dynamic_config.sample_cancel_enabled:
+            return
+        self.book.cancels.append(request_id)
+        self.book.cancel_wake.set()
+
+    async def _drain_cancels(self) -> None:
+        cancels = self.book.cancels
+        while True:
+            if not cancels:
+                self.book.cancel_wake.clear()
+                await self.book.cancel_wake.wait()
+            while cancels:
+                size = max(1, self.session.dynamic_config.sample_cancel_max_batch_size)
+                batch = [cancels.popleft() for _ in range(min(size, len(cancels)))]
+                await asyncio.gather(*(self._send_cancel(rid) for rid in batch))
+
+    async def _send_cancel(self, request_id: str) -> None:
+        transport = self.session.transport
+        if transport is None:
+            return
+        try:
+            await transport.request(
+                "POST",
+                "/api/v1/cancel_future",
+                json=types.CancelFutureRequest(request_id=request_id),
+                timeout=30.0,
+            )
+        except Exception as exc:  # a lost cancel only costs server time
+            log.warning("failed to cancel sampling request", request_id=request_id, error=repr(exc))
+
+    # ------------------------------------------------------------------ actor body
+    async def main(self) -> None:
+        """One watchdog for every request (not one per request), plus the cancel drain."""
+        self.spawn(self._drain_cancels(), name=f"{self.name}:cancels")
+        config = self.retry_config
+        if self.no_retries or not config.enable_stuck_detection:
+            await asyncio.Event().wait()
+        timeout = config.progress_timeout
+        book = self.book
+        while True:
+            if not book.running:
+                self.book.wake.clear()
+                await self.book.wake.wait()
+                continue
+            now = self.clock()
+            if progress_expired(now, book.last_progress, timeout, len(book.running)):
+                stuck = list(book.running)
+                log.warning(
+                    "no sampling progress; failing stuck requests",
+                    sampler=self.sampling_session_id,
+                    requests=len(stuck),
+                    timeout=timeout,
+                )
+                book.stuck.update(stuck)
+                for t in stuck:
+                    t.cancel()
+                book.last_progress = now
+                continue
+            await self.watch_sleep(max(0.01, book.last_progress + timeout - now + 0.001))
+
+    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        # TODO(core): Actor.stop re-raises the CancelledError of a non-mailbox actor whose task
+        # was cancelled before its first step (so _run never ran and on_exit never fired).
+        try:
+            await super().stop(timeout)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise
+            self._finish_with(None)
+
+    def on_exit(self, reason: BaseException | None) -> None:
+        # Requests outlive a crash (a restarted actor adopts them); on a normal stop, or
+        # when the supervisor gives up, fail_all is called by the owner.
+        if reason is None:
+            self.fail_all(errors.TinkerError("SamplingClient was closed"))
+
+    def fail_all(self, exc: BaseException) -> None:
+        """Fail every outstanding future with ``exc`` (supervisor gave up, or close)."""
+        for task, cf in list(self.book.requests.items()):
+            _reject(cf, exc)
+            task.cancel()
+
+
+def _resolve(cf: concurrent.futures.Future[Any], value: Any) -> None:
+    if not cf.done():
+        try:
+            cf.set_result(value)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+
+def _reject(cf: concurrent.futures.Future[Any], exc: BaseException) -> None:
+    if not cf.done():
+        try:
+            cf.set_exception(exc)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+
+def _check_prompt_alt_tokens(response: types.SampleResponse, k: int) -> None:
+    if k > 0 and response.prompt_alt_tokens is None:
+        raise RuntimeError(
+            f"prompt_alt_tokens_k={k} was requested but the server returned no "
+            "prompt_alt_tokens; it may predate this feature"
+        )
+
+
+def _check_prompt_logprobs_last_n(response: types.SampleResponse, last_n: int | None) -> None:
+    if last_n is None or response.prompt_logprobs is None:
+        return
+    excluded = response.prompt_logprobs[: max(0, len(response.prompt_logprobs) - last_n)]
+    if any(v is not None for v in excluded):
+        raise RuntimeError(
+            f"prompt_logprobs_last_n={last_n} was requested but the server returned prompt "
+            "logprobs before that suffix; it may predate this feature"
+        )

@@ -1,0 +1,283 @@
+"""The session context shared by every client of one ServiceClient, and the heartbeat actor.
+
+Start-up is lazy (nothing is sent at construction): the first operation that needs a session
+calls ``ensure_started``, which sends ``/client/config``, ``/client/dynamic_config`` (404 means
+defaults) and ``/create_session``, then starts the heartbeat and telemetry actors under the
+ServiceClient's supervisor. Counters for ``model_seq_id`` and ``sampling_session_seq_id`` are
+taken synchronously, in the caller's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from .. import errors, types
+from ..config import SDK_VERSION, Restart, RestartPolicy, Settings
+from ..runtime import Runtime, embedded_endpoint
+from ..telemetry import get_logger
+from ..transport import NO_RETRY, Transport
+from .actor import Actor
+from .supervisor import ChildSpec, Supervisor
+from .telemetry import TelemetryActor
+
+__all__ = ["HeartbeatActor", "Session"]
+
+log = get_logger(__name__)
+
+HEARTBEAT_INTERVAL = 10.0
+HEARTBEAT_WARN_AFTER = 120.0
+
+
+class HeartbeatActor(Actor):
+    """``POST /session_heartbeat`` every 10 s; warns after 120 s of failures; stops on 410."""
+
+    uses_mailbox = False
+
+    def __init__(
+        self,
+        transport: Transport,
+        session_id: str,
+        *,
+        interval: float = HEARTBEAT_INTERVAL,
+        warn_after: float = HEARTBEAT_WARN_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ):
+        super().__init__(name=f"heartbeat-{session_id}")
+        self.transport = transport
+        self.session_id = session_id
+        self.interval = interval
+        self.warn_after = warn_after
+        self.clock = clock
+        self._sleep = sleep
+        self.beats = 0
+        self.failing_since: float | None = None
+        self.warnings = 0
+
+    async def main(self) -> None:
+        body = types.SessionHeartbeatRequest(session_id=self.session_id)
+        while True:
+            await self._sleep(self.interval)
+            try:
+                await self.transport.request(
+                    "POST", "/api/v1/session_heartbeat", json=body, timeout=10.0, retry=NO_RETRY
+                )
+            except errors.APIStatusError as exc:
+                if exc.status_code == 410:
+                    log.info(
+                        "session finished on the server; heartbeat stopped",
+                        session_id=self.session_id,
+                    )
+                    return
+                self._failed(exc)
+            except errors.APIError as exc:
+                self._failed(exc)
+            else:
+                self.beats += 1
+                self.failing_since = None
+
+    def _failed(self, exc: BaseException) -> None:
+        now = self.clock()
+        if self.failing_since is None:
+            self.failing_since = now
+        elif now - self.failing_since > self.warn_after:
+            self.warnings += 1
+            log.warning(
+                "session heartbeats have been failing; the server may end this session",
+                session_id=self.session_id,
+                seconds=round(now - self.failing_since),
+                error=repr(exc),
+            )
+
+
+class Session:
+    """What every client of one ServiceClient shares: transport, config, ids, supervisor."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        runtime: Runtime,
+        user_metadata: dict[str, Any] | None = None,
+        display_name: str | None = None,
+        restart_policy: RestartPolicy | None = None,
+        rest_only: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.settings = settings
+        self.runtime = runtime
+        self.user_metadata = user_metadata
+        self.display_name = display_name
+        self.rest_only = rest_only
+        self.supervisor = Supervisor(restart_policy, clock=clock, name="service")
+        self.transport: Transport | None = None
+        self.client_config = types.ClientConfigResponse()
+        self.dynamic_config = types.ClientDynamicConfigResponse()
+        self.session_id: str | None = None
+        self.telemetry: TelemetryActor | None = None
+        self.heartbeat: HeartbeatActor | None = None
+        self._model_seq = itertools.count()
+        self._sampling_seq = itertools.count()
+        self._custom_loss_seq = itertools.count()
+        self._ids_lock = threading.Lock()
+        self._start_lock: asyncio.Lock | None = None
+        self._started = False
+        self._closed = False
+        self.fwdbwd_bytes: asyncio.Semaphore | None = None
+
+    # ------------------------------------------------------------------ counters
+    def next_model_seq_id(self) -> int:
+        with self._ids_lock:
+            return next(self._model_seq)
+
+    def next_sampling_session_seq_id(self) -> int:
+        with self._ids_lock:
+            return next(self._sampling_seq)
+
+    def next_custom_loss_seq_id(self) -> int:
+        with self._ids_lock:
+            return next(self._custom_loss_seq)
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def require_session_id(self) -> str:
+        if self.session_id is None:
+            raise RuntimeError("session not started")
+        return self.session_id
+
+    # ------------------------------------------------------------------ start-up
+    async def ensure_started(self) -> None:
+        """Idempotent; must run on the runtime loop."""
+        if self._started:
+            return
+        if self._closed:
+            raise RuntimeError("ServiceClient is closed")
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            await self._start()
+            self._started = True
+
+    async def ensure_transport(self) -> Transport:
+        if self.transport is None:
+            settings = self.settings
+            if settings.base_url is None:
+                url, key = await asyncio.to_thread(embedded_endpoint)
+                settings = self.settings = settings.with_endpoint(url, key)
+            self.transport = Transport(self.runtime, settings)
+            self.runtime.acquire()
+        return self.transport
+
+    async def _start(self) -> None:
+        t = await self.ensure_transport()
+        body = types.ClientConfigRequest(sdk_version=SDK_VERSION)
+        resp = await t.request("POST", "/api/v1/client/config", json=body)
+        self.client_config = _decode(resp.body, types.ClientConfigResponse)
+        try:
+            resp = await t.request("POST", "/api/v1/client/dynamic_config", json=body, timeout=10.0)
+            self.dynamic_config = _decode(resp.body, types.ClientDynamicConfigResponse)
+        except errors.NotFoundError:
+            self.dynamic_config = types.ClientDynamicConfigResponse()
+        self.fwdbwd_bytes = asyncio.Semaphore(1)  # placeholder; byte budget lives in training
+        if self.rest_only:
+            return
+        req = types.CreateSessionRequest(
+            tags=list(self.settings.tags),
+            user_metadata=dict(self.user_metadata or {}),
+            sdk_version=SDK_VERSION,
+            project_id=self.settings.project_id,
+            display_name=self.display_name,
+        )
+        resp = await t.request("POST", "/api/v1/create_session", json=req)
+        created = _decode(resp.body, types.CreateSessionResponse)
+        self.session_id = created.session_id
+        for level, msg in (
+            ("info", created.info_message),
+            ("warning", created.warning_message),
+            ("error", created.error_message),
+        ):
+            if msg:
+                getattr(log, level)(msg, session_id=self.session_id)
+        sid = created.session_id
+        if self.settings.telemetry_enabled:
+
+            async def start_telemetry(prev: Actor | None) -> Actor:
+                a = TelemetryActor(t, sid, emit_session_events=prev is None)
+                await a.start()
+                self.telemetry = a
+                return a
+
+            await self.supervisor.start_child(
+                ChildSpec("telemetry", start_telemetry, restart=Restart.PERMANENT)
+            )
+
+        async def start_heartbeat(prev: Actor | None) -> Actor:
+            a = HeartbeatActor(t, sid)
+            await a.start()
+            self.heartbeat = a
+            return a
+
+        await self.supervisor.start_child(
+            ChildSpec("heartbeat", start_heartbeat, restart=Restart.TRANSIENT)
+        )
+        log.info("session started", session_id=sid)
+
+    # ------------------------------------------------------------------ events
+    def log_event(self, name: str, data: dict[str, Any] | None = None) -> None:
+        if self.telemetry is not None:
+            self.telemetry.log_generic(name, data)
+
+    def log_exception(self, exc: BaseException) -> None:
+        if self.telemetry is not None:
+            self.telemetry.log_exception(exc)
+
+    # ------------------------------------------------------------------ shutdown
+    async def close(
+        self,
+        status: Literal["success", "errored", "interrupted"] = "success",
+        detail: str | None = None,
+    ) -> None:
+        """Finishes the session on the server, stops actors (reverse order), releases HTTP."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.session_id is not None and self.transport is not None:
+                reason = {
+                    "success": types.ClientSessionFinishSuccess,
+                    "errored": types.ClientSessionFinishErrored,
+                    "interrupted": types.ClientSessionFinishInterrupted,
+                }[status]()
+                try:
+                    await self.transport.request(
+                        "POST",
+                        f"/api/v1/sessions/{self.session_id}/finish",
+                        json=types.SessionFinishRequest(reason=reason, detail=detail),
+                    )
+                except errors.APIError as exc:
+                    log.warning(
+                        "could not finish session", session_id=self.session_id, error=repr(exc)
+                    )
+        finally:
+            await self.supervisor.stop()
+            if self.transport is not None:
+                await self.runtime.release()
+
+
+def _decode(body: bytes, typ: type[Any]) -> Any:
+    from .. import codec
+
+    return codec.json_decode(body or b"{}", typ)

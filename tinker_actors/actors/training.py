@@ -1,0 +1,543 @@
+"""The training actor: one per TrainingClient; strict seq_id order, chunking, recovery.
+
+Order tokens are reserved in the caller's thread (``TrainingState.reserve``) and each call
+becomes an ``Op`` in a reorder buffer that outlives actor instances. The actor sends the op
+holding token k only after every op < k was acknowledged by the server; the chunks of one
+forward_backward go out together, first chunk last. Results are polled in owned tasks so
+many ops are queued server-side at once.
+
+Failure semantics: a caller's cancel drops only the result. A submission that fails after
+transport retries breaks the sequence: the op's future fails and the actor crashes. The
+supervisor restarts it; under a RecoveryPolicy the new actor rebuilds the model from the last
+checkpoint (a fresh model if none) and replays the ops issued after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .. import errors, types
+from ..config import RecoveryPolicy
+from ..futures import QueueStateLogger, poll_future, reject, resolve
+from ..telemetry import get_logger
+from ..transport import STANDARD, Response
+from ..types import fwdbwd as _fb
+from .actor import Actor
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["Op", "SequenceBrokenError", "TrainingActor", "TrainingState"]
+
+log = get_logger(__name__)
+
+
+class SequenceBrokenError(errors.TinkerError):
+    """A request holding a seq id could not be delivered; later requests cannot run in order."""
+
+
+# ============================================================================ ops
+@dataclass(eq=False)
+class Op:
+    """One user call: ``kind`` plus its arguments, its order tokens and its future."""
+
+    kind: str  # fwdbwd | optim | save_state | save_sampler | save_external | load | broken
+    tokens: range
+    cf: concurrent.futures.Future[Any]
+    args: dict[str, Any] = field(default_factory=dict)
+    sdk_method: str | None = None
+    start_time: float = field(default_factory=time.time)
+
+    @property
+    def first(self) -> int:
+        return self.tokens.start
+
+    @property
+    def mutates(self) -> bool:
+        if self.kind == "fwdbwd":
+            return not self.args["forward_only"]
+        return self.kind in ("optim", "load", "save_state")
+
+
+class TrainingState:
+    """Everything a TrainingClient's actor needs that must survive the actor's restarts."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        model_id: str,
+        info: types.GetInfoResponse,
+        create: dict[str, Any],
+        recovery: RecoveryPolicy | None = None,
+        checkpoint: tuple[str, bool] | None = None,
+    ):
+        self.session = session
+        self.model_id = model_id
+        self.info = info
+        self.create = create  # how to rebuild the model from scratch (create_model args)
+        self.recovery = recovery
+        self.last_checkpoint = checkpoint  # (tinker path, has optimizer state)
+        self._lock = threading.Lock()
+        self._next_token = 1
+        self.next_to_send = 1
+        self.wire_next = 1  # next wire seq_id for the current model
+        self.pending: dict[int, Op] = {}
+        self.inflight: dict[int, tuple[Op, list[str], str]] = {}
+        self.replay_log: list[Op] = []
+        self.wake = asyncio.Event()
+        self.dead: BaseException | None = None
+        self.queue_logger = QueueStateLogger(model_id, "Training")
+        self.actor: TrainingActor | None = None
+        self.server_model_ids: list[str] = [model_id]
+
+    # -------------------------------------------------------------- caller side
+    def reserve(self, count: int) -> range:
+        """Takes ``count`` consecutive order tokens now, in the caller's thread."""
+        with self._lock:
+            start = self._next_token
+            self._next_token += count
+            return range(start, start + count)
+
+    def submit(self, op: Op) -> None:
+        """Hands ``op`` to the actor (thread-safe)."""
+        self.session.runtime.call_soon(self._enqueue, op)
+
+    def _enqueue(self, op: Op) -> None:
+        if self.dead is not None:
+            reject(op.cf, self.dead)
+            return
+        self.pending[op.first] = op
+        self.wake.set()
+
+    # -------------------------------------------------------------- give up
+    def fail_all(self, exc: BaseException) -> None:
+        self.dead = exc
+        for op in list(self.pending.values()):
+            reject(op.cf, exc)
+        for op, _, _ in list(self.inflight.values()):
+            reject(op.cf, exc)
+        for op in self.replay_log:
+            reject(op.cf, exc)
+        self.pending.clear()
+        self.inflight.clear()
+        self.replay_log.clear()
+
+
+# ============================================================================ actor
+class TrainingActor(Actor):
+    uses_mailbox = False
+
+    def __init__(self, state: TrainingState, *, recovering: bool = False):
+        super().__init__(name=f"training-{state.model_id}")
+        self.ts = state
+        self.recovering = recovering
+
+    @property
+    def session(self) -> Session:
+        return self.ts.session
+
+    # -------------------------------------------------------------- lifecycle
+    async def on_start(self) -> None:
+        self.ts.actor = self
+        if not self.recovering:
+            return
+        st = self.ts
+        policy = st.recovery
+        if policy is not None and policy.enabled:
+            await self._recover(policy)
+        else:
+            # No recovery: keep the model; re-poll what the server already accepted and
+            # fail what never got a seq id through (the sequence is broken).
+            for token, (op, rids, rtype) in list(st.inflight.items()):
+                self._spawn_poll(op, rids, rtype, token)
+
+    async def main(self) -> None:
+        st = self.ts
+        while True:
+            op = st.pending.pop(st.next_to_send, None)
+            if op is None:
+                st.wake.clear()
+                await st.wake.wait()
+                continue
+            try:
+                await self._send(op)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    # killed mid-send: the op goes back so a restarted actor can redo it
+                    st.pending[op.first] = op
+                    raise
+                reject(op.cf, exc)
+                raise SequenceBrokenError(
+                    f"request with seq ids {list(op.tokens)} could not be submitted: {exc!r}"
+                ) from exc
+            st.next_to_send = op.tokens.stop
+
+    # -------------------------------------------------------------- sending
+    def _wire_ids(self, count: int) -> list[int]:
+        st = self.ts
+        ids = list(range(st.wire_next, st.wire_next + count))
+        st.wire_next += count
+        return ids
+
+    async def _send(self, op: Op, *, replay: bool = False) -> None:
+        st = self.ts
+        if op.kind == "broken":
+            raise op.args["error"]
+        t = self.session.transport
+        assert t is not None
+        model_id = st.model_id
+        seq = self._wire_ids(len(op.tokens))
+        if op.kind == "fwdbwd":
+            from .. import codec
+
+            chunks = op.args["chunks"]
+            bodies = [
+                codec.encode_forward_backward_request(
+                    model_id=model_id,
+                    seq_id=sid,
+                    data=chunk,
+                    loss_fn=op.args["loss_fn"],
+                    loss_fn_config=op.args["loss_fn_config"],
+                    forward_only=op.args["forward_only"],
+                )
+                for sid, chunk in zip(seq, chunks, strict=True)
+            ]
+            if self.session.client_config.proto_compress_fwdbwd:
+                bodies = [codec.zstd_compress(b) for b in bodies]
+            headers = (
+                {"Content-Encoding": "zstd"}
+                if self.session.client_config.proto_compress_fwdbwd
+                else None
+            )
+
+            async def post(body: bytes) -> str:
+                r = await t.request(
+                    "POST",
+                    "/api/v1/forward_backward",
+                    content=body,
+                    content_type="application/x-protobuf",
+                    headers=headers,
+                    retry=STANDARD,
+                    sdk_method=op.sdk_method,
+                )
+                return _request_id(r)
+
+            if len(bodies) > 1 and self.session.client_config.parallel_fwdbwd_chunks:
+                rest = await asyncio.gather(*(post(b) for b in bodies[1:]))
+                rids = [await post(bodies[0]), *rest]
+            else:
+                rids = [await post(b) for b in bodies]
+            rtype = "Forward" if op.args["forward_only"] else "ForwardBackward"
+        else:
+            path, body, rtype = self._build(op, model_id, seq[0], replay=replay)
+            r = await t.request("POST", path, json=body, retry=STANDARD, sdk_method=op.sdk_method)
+            rids = [_request_id(r)]
+        st.inflight[op.first] = (op, rids, rtype)
+        if st.recovery is not None and st.recovery.enabled and not replay:
+            st.replay_log.append(op)
+            if len(st.replay_log) > st.recovery.max_replay:
+                st.replay_log.pop(0)
+        self._spawn_poll(op, rids, rtype, op.first)
+
+    def _build(self, op: Op, model_id: str, seq_id: int, *, replay: bool) -> tuple[str, Any, str]:
+        a = op.args
+        if op.kind == "optim":
+            params = a["params"]
+            if isinstance(params, types.AdamParams):
+                req = types.OptimStepRequest(model_id=model_id, seq_id=seq_id, adam_params=params)
+            else:
+                req = types.OptimStepRequest(
+                    model_id=model_id, seq_id=seq_id, optimizer_params=params
+                )
+            return "/api/v1/optim_step", req, "OptimStep"
+        if op.kind == "save_state":
+            req = types.SaveWeightsRequest(
+                model_id=model_id,
+                path=a["name"],
+                seq_id=seq_id,
+                ttl_seconds=a.get("ttl_seconds"),
+                overwrite=bool(a.get("overwrite")) or replay,
+                user_metadata=a.get("user_metadata"),
+            )
+            return "/api/v1/save_weights", req, "SaveWeights"
+        if op.kind == "save_sampler":
+            sss = None
+            if a.get("name") is None:
+                sss = self.session.next_sampling_session_seq_id()
+            req = types.SaveWeightsForSamplerRequest(
+                model_id=model_id,
+                path=a.get("name"),
+                sampling_session_seq_id=sss,
+                kind=a.get("kind", "snapshot"),
+                seq_id=seq_id,
+                ttl_seconds=a.get("ttl_seconds"),
+                user_metadata=a.get("user_metadata"),
+            )
+            return "/api/v1/save_weights_for_sampler", req, "SaveWeightsForSampler"
+        if op.kind == "save_external":
+            req = types.SaveWeightsExternalRequest(
+                model_id=model_id,
+                path=a["name"],
+                seq_id=seq_id,
+                ttl_seconds=a.get("ttl_seconds"),
+                age_encryption_recipients=a.get("age_encryption_recipients"),
+            )
+            return "/api/v1/save_weights_external", req, "SaveWeightsExternal"
+        if op.kind == "load":
+            req = types.LoadWeightsRequest(
+                model_id=model_id,
+                seq_id=seq_id,
+                path=a["path"],
+                optimizer=a["optimizer"],
+                weights_access_token=a.get("weights_access_token"),
+            )
+            return "/api/v1/load_weights", req, "LoadWeights"
+        raise ValueError(f"unknown op kind {op.kind}")
+
+    # -------------------------------------------------------------- results
+    def _spawn_poll(self, op: Op, rids: list[str], rtype: str, token: int) -> None:
+        self.spawn(self._poll(op, rids, rtype, token), name=f"poll-{rtype}-{token}")
+
+    async def _poll(self, op: Op, rids: list[str], rtype: str, token: int) -> None:
+        st = self.ts
+        t = self.session.transport
+        assert t is not None
+        try:
+            if op.kind == "fwdbwd":
+                from .. import codec
+
+                def dec(r: Response) -> Any:
+                    return codec.decode_forward_backward_output(r.body)
+
+                parts = await asyncio.gather(
+                    *(
+                        poll_future(
+                            t, rid, rtype, dec, observer=st.queue_logger, start_time=op.start_time
+                        )
+                        for rid in rids
+                    )
+                )
+                result: Any = _fb.combine_fwd_bwd_output_results(parts)
+            else:
+                rtypes = {
+                    "OptimStep": types.OptimStepResponse,
+                    "SaveWeights": types.SaveWeightsResponse,
+                    "SaveWeightsForSampler": types.SaveWeightsForSamplerResponseInternal,
+                    "SaveWeightsExternal": types.SaveWeightsExternalResponseInternal,
+                    "LoadWeights": types.LoadWeightsResponse,
+                }
+                typ = rtypes[rtype]
+                result = await poll_future(
+                    t,
+                    rids[0],
+                    rtype,
+                    lambda r: _json(r, typ),
+                    observer=st.queue_logger,
+                    start_time=op.start_time,
+                )
+                result = self._shape(op, result)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            st.inflight.pop(token, None)
+            reject(op.cf, exc)
+            return
+        st.inflight.pop(token, None)
+        if op.kind == "save_state" and isinstance(result, types.SaveWeightsResponse):
+            st.last_checkpoint = (result.path, True)
+            st.replay_log = [o for o in st.replay_log if o.first > op.first]
+        resolve(op.cf, result)
+
+    def _shape(self, op: Op, result: Any) -> Any:
+        if op.kind == "save_sampler":
+            if op.args.get("name") is not None:
+                if result.path is None:
+                    raise errors.ProtocolError("save_weights_for_sampler result has no path")
+                return types.SaveWeightsForSamplerResponse(path=result.path)
+            if result.sampling_session_id is None:
+                raise errors.ProtocolError("ephemeral sampler save returned no sampling_session_id")
+            return result.sampling_session_id
+        if op.kind == "save_external":
+            if result.path is None:
+                raise errors.ProtocolError("save_weights_external result has no path")
+            return types.SaveWeightsExternalResponse(path=result.path)
+        return result
+
+    # -------------------------------------------------------------- recovery
+    async def _recover(self, policy: RecoveryPolicy) -> None:
+        st = self.ts
+        ckpt = st.last_checkpoint
+        if policy.checkpoint != "latest":
+            ckpt = (policy.checkpoint, True)
+        # in-flight polls died with the old actor; their ops are in the replay log
+        st.inflight.clear()
+        if ckpt is not None:
+            model_id = await create_via_load(
+                self.session,
+                path=ckpt[0],
+                optimizer=policy.restore_optimizer and ckpt[1],
+                base_model=None,
+                user_metadata=None,
+            )
+        else:
+            model_id = await create_model(self.session, **st.create)
+        log.warning(
+            "training actor recovered",
+            old_model_id=st.model_id,
+            new_model_id=model_id,
+            checkpoint=ckpt[0] if ckpt else None,
+            replay=len(st.replay_log),
+        )
+        st.model_id = model_id
+        st.server_model_ids.append(model_id)
+        st.wire_next = 1
+        st.info = await get_info(self.session, model_id)
+        # replay what ran after the checkpoint, in order, with new seq ids
+        for op in sorted(st.replay_log, key=lambda o: o.first):
+            if op.first >= st.next_to_send:
+                continue  # never sent; it is still (or again) in pending
+            if op.cf.done() and not op.mutates:
+                continue
+            await self._send(op, replay=True)
+
+
+# ============================================================================ helpers
+def _request_id(r: Response) -> str:
+    data = r.json()
+    if not isinstance(data, dict) or "request_id" not in data:
+        raise errors.ProtocolError(f"expected an UntypedAPIFuture, got {r.body[:200]!r}")
+    return str(data["request_id"])
+
+
+def _json(r: Response, typ: type[Any]) -> Any:
+    from .. import codec
+
+    return codec.json_decode(r.body, typ)
+
+
+async def create_model(
+    session: Session,
+    *,
+    base_model: str,
+    lora_config: types.LoraConfig,
+    user_metadata: dict[str, str] | None = None,
+    optimizer_config: Any = None,
+    sdk_method: str | None = None,
+) -> str:
+    """``create_model`` + poll; returns the new model id."""
+    t = session.transport
+    assert t is not None
+    req = types.CreateModelRequest(
+        session_id=session.require_session_id(),
+        model_seq_id=session.next_model_seq_id(),
+        base_model=base_model,
+        lora_config=lora_config,
+        user_metadata=user_metadata,
+        optimizer_config=optimizer_config or types.AdamOptimizerConfig(),
+    )
+    start = time.time()
+    r = await t.request("POST", "/api/v1/create_model", json=req, sdk_method=sdk_method)
+    res = await poll_future(
+        t,
+        _request_id(r),
+        "CreateModel",
+        lambda resp: _json(resp, types.CreateModelResponse),
+        observer=QueueStateLogger(base_model, "Model creation"),
+        start_time=start,
+    )
+    return res.model_id
+
+
+async def create_via_load(
+    session: Session,
+    *,
+    path: str,
+    optimizer: bool,
+    base_model: str | None,
+    user_metadata: dict[str, str] | None,
+    optimizer_config: Any = None,
+    weights_access_token: str | None = None,
+    sdk_method: str | None = None,
+) -> str:
+    """Create-via-load (the model's implicit seq 0); the id is ``{session}:train:{n}``."""
+    t = session.transport
+    assert t is not None
+    sid = session.require_session_id()
+    n = session.next_model_seq_id()
+    req = types.LoadWeightsRequest(
+        session_id=sid,
+        model_seq_id=n,
+        base_model=base_model,
+        user_metadata=user_metadata,
+        path=path,
+        optimizer=optimizer,
+        optimizer_config=optimizer_config,
+        weights_access_token=weights_access_token,
+    )
+    start = time.time()
+    r = await t.request("POST", "/api/v1/load_weights", json=req, sdk_method=sdk_method)
+    await poll_future(
+        t,
+        _request_id(r),
+        "LoadWeights",
+        lambda resp: _json(resp, types.LoadWeightsResponse),
+        start_time=start,
+    )
+    return f"{sid}:train:{n}"
+
+
+async def get_info(session: Session, model_id: str) -> types.GetInfoResponse:
+    t = session.transport
+    assert t is not None
+    r = await t.request("POST", "/api/v1/get_info", json=types.GetInfoRequest(model_id=model_id))
+    return _json(r, types.GetInfoResponse)
+
+
+def make_custom_backward(
+    data: list[Any], loss_fn: Callable[..., Any], forward: types.ForwardBackwardOutput
+) -> tuple[list[Any], dict[str, float], float]:
+    """Client-side custom loss (protocol.md 6.1 step 4): weights = -dLoss/dlogprobs."""
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "forward_backward_custom needs PyTorch: pip install 'tinker-actors[local]'"
+        ) from exc
+    logprobs = []
+    for out in forward.loss_fn_outputs:
+        td = out["logprobs"]
+        lp = torch.tensor(
+            td.to_numpy() if hasattr(td, "to_numpy") else td.data, dtype=torch.float32
+        )
+        if td.shape is not None:
+            lp = lp.reshape(tuple(td.shape))
+        logprobs.append(lp.clone().detach().requires_grad_(True))
+    loss, metrics = loss_fn(data, logprobs)
+    loss_sum = float(loss.detach().sum().item())
+    loss.backward()
+    new_data = []
+    for datum, lp in zip(data, logprobs, strict=True):
+        if lp.grad is None:
+            raise ValueError("No gradient computed for logprob tensor")
+        new_data.append(
+            types.Datum(
+                model_input=datum.model_input,
+                loss_fn_inputs={
+                    "target_tokens": datum.loss_fn_inputs["target_tokens"],
+                    "weights": types.TensorData.from_numpy((-lp.grad).numpy().astype("float32")),
+                },
+                model_input_spans=datum.model_input_spans,
+                loss_fn_input_spans=datum.loss_fn_input_spans,
+            )
+        )
+    out_metrics = {
+        k: float(v.item() if hasattr(v, "item") else v) for k, v in (metrics or {}).items()
+    }
+    return new_data, out_metrics, loss_sum

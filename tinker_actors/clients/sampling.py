@@ -1,0 +1,496 @@
+"""SamplingClient: the official ``tinker.SamplingClient`` surface over one SamplingActor.
+
+The façade only validates arguments and hands a frozen ``SampleCall`` to the actor, which
+runs it as one task on the runtime loop; everything about admission, retries and
+cancellation lives in ``actors/sampling.py``. Pickling and ``get_sampler_handle`` carry the
+sampler's identity and the negotiated config, never credentials: the receiving process
+authenticates with its own environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import itertools
+import json
+import threading
+import time
+import uuid
+import warnings
+import weakref
+from typing import Any
+
+import msgspec
+
+from .. import codec, types
+from ..actors.admission import estimate_model_input_bytes
+from ..actors.sampling import SampleCall, SamplingActor
+from ..actors.session import Session
+from ..actors.supervisor import ChildSpec
+from ..config import Restart, RetryConfig, Settings
+from ..futures import APIFuture, QueueState, _default_reason
+from ..runtime import get_runtime
+from ..telemetry import get_logger
+
+__all__ = ["SamplingClient"]
+
+log = get_logger(__name__)
+
+QUEUE_STATE_LOG_INTERVAL = 60.0
+_client_ids = itertools.count(1)
+
+
+def _prompt_logprobs(response: types.SampleResponse) -> list[float | None]:
+    return response.prompt_logprobs  # type: ignore[return-value]
+
+
+def _identity(response: types.SampleResponse) -> types.SampleResponse:
+    return response
+
+
+class _WeakObserver:
+    """Queue-state observer that does not keep the client alive (the actor outlives it)."""
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, client: SamplingClient) -> None:
+        self._ref = weakref.ref(client)
+
+    def on_queue_state_change(
+        self, queue_state: QueueState, queue_state_reason: str | None
+    ) -> None:
+        client = self._ref()
+        if client is not None:
+            client.on_queue_state_change(queue_state, queue_state_reason)
+
+
+class SamplingClient:
+    """Generates tokens and scores prompts on one sampler (base model or saved weights).
+
+    Same methods, arguments, defaults and return types as ``tinker.SamplingClient`` 0.38.
+    ``sample`` returns an ``APIFuture`` at once; thousands may be in flight on one client.
+    Picklable: the copy reconnects with the receiving process's credentials.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        sampling_session_id: str,
+        base_model: str,
+        retry_config: RetryConfig | None = None,
+        record_stability_info: bool = False,
+        shadow: bool = False,
+    ) -> None:
+        self._session = session
+        self._sampling_session_id = sampling_session_id
+        self._base_model = base_model
+        self._record_stability_info = record_stability_info
+        self._retry_config = retry_config
+        self._last_queue_state_logged = float("-inf")
+        self._clock = time.monotonic
+        if shadow:
+            cloned: int | None = (
+                None
+                if session.client_config.sample_join_sampling_session
+                else int(uuid.uuid4()) % 1_000_000_000 + 1
+            )
+        else:
+            cloned = 0
+        self._box: list[SamplingActor] = [
+            SamplingActor(
+                session,
+                sampling_session_id=sampling_session_id,
+                retry_config=retry_config,
+                cloned_sampler_id=cloned,
+                record_stability_info=record_stability_info,
+                observer=_WeakObserver(self),
+                name=f"sampler:{sampling_session_id}:{next(_client_ids)}",
+            )
+        ]
+        self._start_lock: Any = None
+        self._supervised = False
+        if shadow:
+            self._actor.prepare = self._start_supervised
+        # The box (not the client) is shared with the supervisor's restart closure, so the
+        # client can be collected; its actor then retires after its last request.
+        weakref.finalize(self, _retire, session.runtime, self._box)
+
+    @property
+    def _actor(self) -> SamplingActor:
+        return self._box[0]
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    async def _create(
+        cls,
+        session: Session,
+        *,
+        sampling_session_id: str | None,
+        base_model: str | None,
+        model_path: str | None,
+        retry_config: RetryConfig | None,
+        record_stability_info: bool = False,
+    ) -> SamplingClient:
+        """Builds a started client on the session's loop (the core's construction seam)."""
+        await session.ensure_started()
+        transport = session.transport
+        assert transport is not None
+        if sampling_session_id is None:
+            if model_path is None and base_model is None:
+                raise ValueError("Either model_path or base_model must be provided")
+            req = types.CreateSamplingSessionRequest(
+                session_id=session.require_session_id(),
+                sampling_session_seq_id=session.next_sampling_session_seq_id(),
+                base_model=base_model,
+                model_path=model_path,
+            )
+            resp = await transport.request("POST", "/api/v1/create_sampling_session", json=req)
+            created = codec.json_decode(resp.body, types.CreateSamplingSessionResponse)
+            sampling_session_id = created.sampling_session_id
+        if base_model is None:
+            base_model = (await _fetch_sampler(session, sampling_session_id)).base_model
+        client = cls(
+            session,
+            sampling_session_id=sampling_session_id,
+            base_model=base_model,
+            retry_config=retry_config,
+            record_stability_info=record_stability_info,
+        )
+        await client._start_supervised()
+        return client
+
+    @staticmethod
+    def create(
+        session: Any,
+        *,
+        model_path: str | None = None,
+        base_model: str | None = None,
+        sampling_session_id: str | None = None,
+        retry_config: RetryConfig | None = None,
+        record_stability_info: bool = False,
+    ) -> APIFuture[SamplingClient]:
+        """Creates a client on ``session`` (a ServiceClient or its session); returns a future."""
+        session = getattr(session, "_session", session)
+        coro = SamplingClient._create(
+            session,
+            sampling_session_id=sampling_session_id,
+            base_model=base_model,
+            model_path=model_path,
+            retry_config=retry_config,
+            record_stability_info=record_stability_info,
+        )
+        return APIFuture.from_coro(session.runtime, coro)
+
+    async def _start_supervised(self) -> None:
+        """Starts the actor under the session's supervisor (once; lazily for unpickled copies)."""
+        if self._supervised:
+            return
+        session = self._session
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._supervised:
+                return
+            await session.ensure_transport()
+            box = self._box
+            actor = box[0]
+            actor.prepare = None
+            first = [True]
+
+            async def start(previous: Any) -> SamplingActor:
+                # Captures the box and plain values only, never the client.
+                if first[0]:
+                    first[0] = False
+                    new = actor
+                else:
+                    new = SamplingActor(
+                        session,
+                        sampling_session_id=actor.sampling_session_id,
+                        retry_config=actor.user_retry_config,
+                        record_stability_info=actor.record_stability_info,
+                        observer=actor.observer,
+                        previous=previous,
+                        name=actor.name,
+                    )
+                await new.start()
+                box[0] = new
+                return new
+
+            await session.supervisor.start_child(
+                ChildSpec(
+                    name=actor.name,
+                    start=start,
+                    restart=Restart.TRANSIENT,
+                    on_give_up=lambda exc: box[0].fail_all(exc),
+                )
+            )
+            self._supervised = True
+
+    # ------------------------------------------------------------------ sampling
+    def sample(
+        self,
+        prompt: types.ModelInput,
+        num_samples: int,
+        sampling_params: types.SamplingParams,
+        include_prompt_logprobs: bool = False,
+        topk_prompt_logprobs: int = 0,
+        topk_sample_logprobs: int = 0,
+        target_prompt_logprobs: types.TensorData | None = None,
+        prompt_alt_tokens_k: int = 0,
+        prompt_logprobs_last_n: int | None = None,
+    ) -> APIFuture[types.SampleResponse]:
+        """Samples ``num_samples`` continuations of ``prompt``; returns an awaitable future."""
+        if target_prompt_logprobs is not None:
+            _check_target_prompt_logprobs(target_prompt_logprobs)
+        if prompt_alt_tokens_k < 0:
+            raise ValueError(f"prompt_alt_tokens_k must be 0 or greater, got {prompt_alt_tokens_k}")
+        _check_last_n(prompt_logprobs_last_n, include_prompt_logprobs)
+        call = SampleCall(
+            prompt,
+            num_samples,
+            sampling_params,
+            include_prompt_logprobs,
+            topk_prompt_logprobs,
+            topk_sample_logprobs,
+            target_prompt_logprobs,
+            prompt_alt_tokens_k,
+            prompt_logprobs_last_n,
+            "SamplingClient.sample",
+            estimate_model_input_bytes(prompt),
+        )
+        return self._actor.submit(call, _identity)
+
+    async def sample_async(
+        self,
+        prompt: types.ModelInput,
+        num_samples: int,
+        sampling_params: types.SamplingParams,
+        include_prompt_logprobs: bool = False,
+        topk_prompt_logprobs: int = 0,
+        topk_sample_logprobs: int = 0,
+        target_prompt_logprobs: types.TensorData | None = None,
+        prompt_alt_tokens_k: int = 0,
+        prompt_logprobs_last_n: int | None = None,
+    ) -> types.SampleResponse:
+        """Deprecated in 0.38 (``await sample(...)`` instead); kept for old code."""
+        _deprecated("sample_async", "await SamplingClient.sample(...)")
+        return await self.sample(
+            prompt,
+            num_samples,
+            sampling_params,
+            include_prompt_logprobs,
+            topk_prompt_logprobs,
+            topk_sample_logprobs,
+            target_prompt_logprobs,
+            prompt_alt_tokens_k,
+            prompt_logprobs_last_n,
+        )
+
+    def compute_logprobs(
+        self, prompt: types.ModelInput, prompt_logprobs_last_n: int | None = None
+    ) -> APIFuture[list[float | None]]:
+        """Logprob of every prompt token (None where not computed, always position 0)."""
+        _check_last_n(prompt_logprobs_last_n, True)
+        call = SampleCall(
+            prompt,
+            1,
+            types.SamplingParams(max_tokens=1),
+            True,
+            0,
+            0,
+            None,
+            0,
+            prompt_logprobs_last_n,
+            "SamplingClient.compute_logprobs",
+            estimate_model_input_bytes(prompt),
+        )
+        return self._actor.submit(call, _prompt_logprobs)
+
+    async def compute_logprobs_async(
+        self, prompt: types.ModelInput, prompt_logprobs_last_n: int | None = None
+    ) -> list[float | None]:
+        """Deprecated in 0.38 (``await compute_logprobs(...)`` instead); kept for old code."""
+        _deprecated("compute_logprobs_async", "await SamplingClient.compute_logprobs(...)")
+        return await self.compute_logprobs(prompt, prompt_logprobs_last_n)
+
+    # ------------------------------------------------------------------ metadata
+    def get_tokenizer(self) -> Any:
+        """The tokenizer of this sampler's base model (built-in models load offline)."""
+        return _load_tokenizer(self._base_model)
+
+    def get_base_model(self) -> str:
+        """The base model name; known since creation, so no request."""
+        return self._base_model
+
+    async def get_base_model_async(self) -> str:
+        """Deprecated in 0.38 (``get_base_model()`` answers without a request)."""
+        _deprecated("get_base_model_async", "SamplingClient.get_base_model()")
+        return self._base_model
+
+    def get_telemetry(self) -> Any:
+        return self._session.telemetry
+
+    def _get_sampler_submit(self) -> APIFuture[types.GetSamplerResponse]:
+        """The server's record of this sampler (including the model_path it came from)."""
+        return APIFuture.from_coro(
+            self._session.runtime, _fetch_sampler(self._session, self._sampling_session_id)
+        )
+
+    # ------------------------------------------------------------------ queue state
+    def on_queue_state_change(
+        self, queue_state: QueueState, queue_state_reason: str | None
+    ) -> None:
+        """Warns at once when sampling pauses, at most once a minute."""
+        if queue_state == QueueState.ACTIVE:
+            return
+        now = self._clock()
+        if now - self._last_queue_state_logged < QUEUE_STATE_LOG_INTERVAL:
+            return
+        self._last_queue_state_logged = now
+        reason = queue_state_reason or _default_reason(queue_state, training=False)
+        log.warning(f"Sampling is paused for sampler {self._sampling_session_id}. Reason: {reason}")
+
+    # ------------------------------------------------------------------ multi-process
+    def _pickle_state(self, *, with_credentials: bool) -> dict[str, Any]:
+        s = self._session
+        settings = s.settings
+        return {
+            "session_id": s.session_id or "",
+            "sampling_session_id": self._sampling_session_id,
+            "holder": {
+                "base_url": settings.base_url or "",
+                "default_headers_overrides": dict(settings.default_headers),
+                "client_config": msgspec.to_builtins(s.client_config),
+                "client_dynamic_config": msgspec.to_builtins(s.dynamic_config),
+                "api_key": settings.api_key if with_credentials else None,
+            },
+            "base_model": self._base_model,
+            "record_stability_info": self._record_stability_info,
+        }
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        # No credentials travel: the receiving process resolves its own (TINKER_API_KEY).
+        return (_unpickle_sampling_client, (self._pickle_state(with_credentials=False),))
+
+    def get_sampler_handle(self) -> str:
+        """A credential-free string naming this sampler, for other processes."""
+        payload = json.dumps(self._pickle_state(with_credentials=False), separators=(",", ":"))
+        return base64.urlsafe_b64encode(payload.encode()).decode()
+
+    @staticmethod
+    def from_sampler_handle(handle: str, *, api_key: str | None = None) -> SamplingClient:
+        """A new client for the sampler behind ``handle``, with this process's credentials."""
+        state = json.loads(base64.urlsafe_b64decode(handle))
+        state["holder"]["api_key"] = api_key
+        return _unpickle_sampling_client(state)
+
+    def __repr__(self) -> str:
+        return f"<SamplingClient sampler={self._sampling_session_id!r} base_model={self._base_model!r}>"
+
+
+# ============================================================================ helpers
+def _deprecated(name: str, instead: str) -> None:
+    warnings.warn(
+        f"DEPRECATED: SamplingClient.{name}() is deprecated and will be removed in a future "
+        f"tinker SDK version. Use `{instead}` instead.",
+        FutureWarning,
+        stacklevel=3,
+    )
+
+
+def _check_target_prompt_logprobs(target: types.TensorData) -> None:
+    if target.dtype != "int64":
+        raise ValueError(
+            f"target_prompt_logprobs must be an int64 tensor of token ids, got {target.dtype}"
+        )
+    if target.shape is None or len(target.shape) != 2:
+        raise ValueError(
+            f"target_prompt_logprobs must be 2-D, [len(prompt) - 1, K], got shape {target.shape}"
+        )
+
+
+def _check_last_n(last_n: int | None, include_prompt_logprobs: bool) -> None:
+    if last_n is None:
+        return
+    if last_n < 1:
+        raise ValueError(f"prompt_logprobs_last_n must be 1 or greater, got {last_n}")
+    if not include_prompt_logprobs:
+        raise ValueError(
+            "prompt_logprobs_last_n applies to prompt logprobs; set include_prompt_logprobs"
+        )
+
+
+async def _fetch_sampler(session: Session, sampling_session_id: str) -> types.GetSamplerResponse:
+    transport = await session.ensure_transport()
+    resp = await transport.request("GET", f"/api/v1/samplers/{sampling_session_id}")
+    return codec.json_decode(resp.body, types.GetSamplerResponse)
+
+
+def _retire(runtime: Any, box: list[SamplingActor]) -> None:
+    """Finalizer: once the client is unreachable, its actor stops after its last request."""
+    try:
+        runtime.call_soon(box[0].retire)
+    except RuntimeError:  # loop closed at interpreter exit: nothing left to stop
+        pass
+
+
+@functools.lru_cache(maxsize=32)
+def _load_tokenizer(base_model: str) -> Any:
+    name = base_model.split(":", 1)[0]
+    if name.startswith("tinker-actors/"):
+        # Built-in models of the embedded server: their tokenizer is generated locally.
+        # TODO(core): expose the built-in tokenizer outside server/ so clients need not reach in.
+        from ..server.engine.tokenizer import byte_tokenizer_dir
+
+        return _from_pretrained(str(byte_tokenizer_dir()))
+    return _from_pretrained(name)
+
+
+def _from_pretrained(name: str) -> Any:
+    from .training import load_tokenizer
+
+    return load_tokenizer(name)
+
+
+# Shadow sessions (unpickled clients) are shared per (session, config) in a process.
+_shadow_lock = threading.Lock()
+_shadows: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
+
+
+def _shadow_session(session_id: str, holder: dict[str, Any]) -> Session:
+    key = json.dumps([session_id, holder], sort_keys=True)
+    with _shadow_lock:
+        session = _shadows.get(key)
+        if session is not None:
+            return session
+        settings = Settings.from_env(
+            base_url=holder.get("base_url") or None,
+            api_key=holder.get("api_key"),
+            default_headers=holder.get("default_headers_overrides") or None,
+        )
+        session = Session(settings, runtime=get_runtime(), rest_only=True)
+        session.client_config = msgspec.convert(
+            holder.get("client_config") or {}, types.ClientConfigResponse
+        )
+        session.dynamic_config = msgspec.convert(
+            holder.get("client_dynamic_config") or {}, types.ClientDynamicConfigResponse
+        )
+        session.session_id = session_id or None
+        _shadows[key] = session
+        return session
+
+
+def _unpickle_sampling_client(state: dict[str, Any]) -> SamplingClient:
+    session = _shadow_session(state.get("session_id", ""), state["holder"])
+    client = SamplingClient(
+        session,
+        sampling_session_id=state["sampling_session_id"],
+        base_model=state["base_model"],
+        record_stability_info=bool(state.get("record_stability_info", False)),
+        shadow=True,
+    )
+    # Keep the shared session alive as long as a client uses it.
+    client.__dict__["_shadow_session"] = session
+    return client

@@ -1,0 +1,500 @@
+"""TrainingClient: the official SDK's training surface over one TrainingActor.
+
+Every method takes its order tokens synchronously, in the caller's thread, and returns an
+``APIFuture`` at once; the actor sends in token order. ``_async`` twins keep the official
+signatures (they return the same APIFuture, awaited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from .. import types
+from ..actors.training import (
+    Op,
+    SequenceBrokenError,
+    TrainingState,
+    make_custom_backward,
+)
+from ..config import RetryConfig
+from ..futures import APIFuture, reject, resolve
+from ..types import fwdbwd as _fb
+
+if TYPE_CHECKING:
+    from .sampling import SamplingClient
+
+__all__ = ["ClientFuture", "TrainingClient"]
+
+
+class ClientFuture(APIFuture[Any]):
+    """A future of a client that can also be used (deprecated) as the client itself."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        warnings.warn(
+            f"Using the future as the client is deprecated (`.{name}`); call .result() on it, "
+            "or await it, to get the client first",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(self.result(), name)
+
+
+class TrainingClient:
+    """A LoRA model being trained; methods mirror ``tinker.TrainingClient`` (0.38)."""
+
+    def __init__(self, state: TrainingState, *, service: Any = None):
+        self._state = state
+        self._service = service
+
+    @property
+    def model_id(self) -> str:
+        return self._state.model_id
+
+    @property
+    def holder(self) -> Any:
+        return self._state.session
+
+    @property
+    def _runtime(self) -> Any:
+        return self._state.session.runtime
+
+    def __repr__(self) -> str:
+        return f"<TrainingClient model_id={self.model_id!r}>"
+
+    def get_console_url(self) -> str:
+        return f"{self._state.session.settings.base_url or ''}/training-runs/{self.model_id}"
+
+    # ------------------------------------------------------------------ plumbing
+    def _op(self, op_kind: str, count: int, method: str, **args: Any) -> tuple[Op, APIFuture[Any]]:
+        if self._state.dead is not None:
+            raise self._state.dead
+        cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        op = Op(
+            op_kind, self._state.reserve(count), cf, args, sdk_method=f"TrainingClient.{method}"
+        )
+        return op, APIFuture(cf, self._runtime)
+
+    def _chunks(self, data: list[types.Datum]) -> list[list[types.Datum]]:
+        if not data:
+            raise ValueError("No data provided")
+        cfg = self._state.session.client_config
+        return [
+            c
+            for c, _ in _fb.chunk_data(
+                data, cfg.fwdbwd_max_chunk_len, cfg.fwdbwd_max_chunk_bytes_count
+            )
+        ]
+
+    def _fwdbwd(
+        self,
+        data: list[types.Datum],
+        loss_fn: str,
+        loss_fn_config: Mapping[str, float | str] | None,
+        forward_only: bool,
+        method: str,
+    ) -> APIFuture[types.ForwardBackwardOutput]:
+        chunks = self._chunks(list(data))
+        op, fut = self._op(
+            "fwdbwd",
+            len(chunks),
+            method,
+            chunks=chunks,
+            loss_fn=loss_fn,
+            loss_fn_config=dict(loss_fn_config) if loss_fn_config else None,
+            forward_only=forward_only,
+        )
+        self._state.submit(op)
+        return fut
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(
+        self,
+        data: list[types.Datum],
+        loss_fn: types.LossFnType,
+        loss_fn_config: Mapping[str, float | str] | None = None,
+    ) -> APIFuture[types.ForwardBackwardOutput]:
+        return self._fwdbwd(data, loss_fn, loss_fn_config, True, "forward")
+
+    async def forward_async(
+        self,
+        data: list[types.Datum],
+        loss_fn: types.LossFnType,
+        loss_fn_config: Mapping[str, float | str] | None = None,
+    ) -> APIFuture[types.ForwardBackwardOutput]:
+        return self.forward(data, loss_fn, loss_fn_config)
+
+    def forward_backward(
+        self,
+        data: list[types.Datum],
+        loss_fn: types.LossFnType,
+        loss_fn_config: Mapping[str, float | str] | None = None,
+    ) -> APIFuture[types.ForwardBackwardOutput]:
+        return self._fwdbwd(data, loss_fn, loss_fn_config, False, "forward_backward")
+
+    async def forward_backward_async(
+        self,
+        data: list[types.Datum],
+        loss_fn: types.LossFnType,
+        loss_fn_config: Mapping[str, float | str] | None = None,
+    ) -> APIFuture[types.ForwardBackwardOutput]:
+        return self.forward_backward(data, loss_fn, loss_fn_config)
+
+    def forward_backward_custom(
+        self,
+        data: list[types.Datum],
+        loss_fn: Callable[..., Any],
+        *,
+        loss_type_input: Literal["logprobs"] | None = None,
+    ) -> APIFuture[types.ForwardBackwardOutput]:
+        """Client-side custom loss (protocol.md 6.1): a forward pass, the loss and its gradient
+        here, then a cross_entropy backward with ``weights = -dLoss/dlogprobs``."""
+        if loss_type_input not in (None, "logprobs"):
+            raise ValueError(f"unsupported loss_type_input {loss_type_input!r}")
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                "PyTorch is not installed. Cannot run custom forward_backward."
+            ) from exc
+        data = list(data)
+        fwd_data = []
+        for d in data:
+            tt = d.loss_fn_inputs.get("target_tokens")
+            if tt is None:
+                raise ValueError("target_tokens must be provided when using cross_entropy")
+            w = d.loss_fn_inputs.get("weights")
+            if w is None:
+                import numpy as np
+
+                w = types.TensorData.from_numpy(np.zeros(tt.to_numpy().shape, dtype=np.float32))
+            fwd_data.append(
+                types.Datum(
+                    model_input=d.model_input,
+                    loss_fn_inputs={"target_tokens": tt, "weights": w},
+                    model_input_spans=d.model_input_spans,
+                    loss_fn_input_spans=d.loss_fn_input_spans,
+                )
+            )
+        chunks = self._chunks(fwd_data)
+        n = len(chunks)
+        tokens = self._state.reserve(2 * n)
+        user_cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        fwd_cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        sdk = "TrainingClient.forward_backward_custom"
+        fwd = Op(
+            "fwdbwd",
+            tokens[:n],
+            fwd_cf,
+            {
+                "chunks": chunks,
+                "loss_fn": "cross_entropy",
+                "loss_fn_config": None,
+                "forward_only": True,
+            },
+            sdk_method=sdk,
+        )
+        state = self._state
+
+        async def run() -> None:
+            try:
+                forward = await asyncio.wrap_future(fwd_cf)
+                new_data, metrics, loss_sum = await asyncio.to_thread(
+                    make_custom_backward, data, loss_fn, forward
+                )
+                sizes = [len(c) for c in chunks]
+                bchunks, i = [], 0
+                for s in sizes:
+                    bchunks.append(new_data[i : i + s])
+                    i += s
+            except BaseException as exc:
+                broken = Op(
+                    "broken",
+                    tokens[n:],
+                    concurrent.futures.Future(),
+                    {"error": SequenceBrokenError(f"custom loss failed: {exc!r}")},
+                    sdk_method=sdk,
+                )
+                state._enqueue(broken)
+                reject(user_cf, exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+            bwd_cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            state._enqueue(
+                Op(
+                    "fwdbwd",
+                    tokens[n:],
+                    bwd_cf,
+                    {
+                        "chunks": bchunks,
+                        "loss_fn": "cross_entropy",
+                        "loss_fn_config": None,
+                        "forward_only": False,
+                    },
+                    sdk_method=sdk,
+                )
+            )
+            try:
+                res = await asyncio.wrap_future(bwd_cf)
+            except BaseException as exc:
+                reject(user_cf, exc)
+                return
+            surrogate = res.metrics.pop("loss:sum")
+            res.metrics.update(metrics)
+            res.metrics["loss:sum"] = loss_sum
+            res.metrics["surrogate_loss:sum"] = surrogate
+            resolve(user_cf, res)
+
+        state.submit(fwd)
+        self._runtime.submit(run())
+        return APIFuture(user_cf, self._runtime)
+
+    async def forward_backward_custom_async(
+        self,
+        data: list[types.Datum],
+        loss_fn: Callable[..., Any],
+        *,
+        loss_type_input: Literal["logprobs"] | None = None,
+    ) -> APIFuture[types.ForwardBackwardOutput]:
+        return self.forward_backward_custom(data, loss_fn, loss_type_input=loss_type_input)
+
+    # ------------------------------------------------------------------ optimizer
+    def optim_step(
+        self, optim_params: Any = None, *, adam_params: types.AdamParams | None = None
+    ) -> APIFuture[types.OptimStepResponse]:
+        if optim_params is not None and adam_params is not None:
+            raise ValueError("Specify optim_params or legacy adam_params, not both")
+        params = optim_params if optim_params is not None else adam_params
+        if not isinstance(params, (types.AdamParams, types.DimuonParams)):
+            raise TypeError("Expected AdamParams or OptimParamsBase")
+        op, fut = self._op("optim", 1, "optim_step", params=params)
+        self._state.submit(op)
+        return fut
+
+    async def optim_step_async(
+        self, optim_params: Any = None, *, adam_params: types.AdamParams | None = None
+    ) -> APIFuture[types.OptimStepResponse]:
+        return self.optim_step(optim_params, adam_params=adam_params)
+
+    # ------------------------------------------------------------------ weights
+    def save_state(
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        overwrite: bool = False,
+        user_metadata: dict[str, str] | None = None,
+    ) -> APIFuture[types.SaveWeightsResponse]:
+        op, fut = self._op(
+            "save_state",
+            1,
+            "save_state",
+            name=name,
+            ttl_seconds=ttl_seconds,
+            overwrite=overwrite,
+            user_metadata=user_metadata,
+        )
+        self._state.submit(op)
+        return fut
+
+    async def save_state_async(
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        overwrite: bool = False,
+        user_metadata: dict[str, str] | None = None,
+    ) -> APIFuture[types.SaveWeightsResponse]:
+        return self.save_state(name, ttl_seconds, overwrite, user_metadata)
+
+    def _load(
+        self, path: str, optimizer: bool, token: str | None, method: str
+    ) -> APIFuture[types.LoadWeightsResponse]:
+        op, fut = self._op(
+            "load", 1, method, path=path, optimizer=optimizer, weights_access_token=token
+        )
+        self._state.submit(op)
+        return fut
+
+    def load_state(
+        self, path: str, weights_access_token: str | None = None
+    ) -> APIFuture[types.LoadWeightsResponse]:
+        return self._load(path, False, weights_access_token, "load_state")
+
+    async def load_state_async(
+        self, path: str, weights_access_token: str | None = None
+    ) -> APIFuture[types.LoadWeightsResponse]:
+        return self.load_state(path, weights_access_token)
+
+    def load_state_with_optimizer(
+        self, path: str, weights_access_token: str | None = None
+    ) -> APIFuture[types.LoadWeightsResponse]:
+        return self._load(path, True, weights_access_token, "load_state_with_optimizer")
+
+    async def load_state_with_optimizer_async(
+        self, path: str, weights_access_token: str | None = None
+    ) -> APIFuture[types.LoadWeightsResponse]:
+        return self.load_state_with_optimizer(path, weights_access_token)
+
+    def save_weights_for_sampler(
+        self, name: str, ttl_seconds: int | None = None, user_metadata: dict[str, str] | None = None
+    ) -> APIFuture[types.SaveWeightsForSamplerResponse]:
+        op, fut = self._op(
+            "save_sampler",
+            1,
+            "save_weights_for_sampler",
+            name=name,
+            ttl_seconds=ttl_seconds,
+            user_metadata=user_metadata,
+        )
+        self._state.submit(op)
+        return fut
+
+    async def save_weights_for_sampler_async(
+        self, name: str, ttl_seconds: int | None = None, user_metadata: dict[str, str] | None = None
+    ) -> APIFuture[types.SaveWeightsForSamplerResponse]:
+        return self.save_weights_for_sampler(name, ttl_seconds, user_metadata)
+
+    def save_weights_external(
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        age_encryption_recipients: list[str] | None = None,
+    ) -> APIFuture[types.SaveWeightsExternalResponse]:
+        op, fut = self._op(
+            "save_external",
+            1,
+            "save_weights_external",
+            name=name,
+            ttl_seconds=ttl_seconds,
+            age_encryption_recipients=age_encryption_recipients,
+        )
+        self._state.submit(op)
+        return fut
+
+    async def save_weights_external_async(
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        age_encryption_recipients: list[str] | None = None,
+    ) -> APIFuture[types.SaveWeightsExternalResponse]:
+        return self.save_weights_external(name, ttl_seconds, age_encryption_recipients)
+
+    # ------------------------------------------------------------------ info
+    def get_info(self) -> types.GetInfoResponse:
+        return self._state.info
+
+    async def get_info_async(self) -> types.GetInfoResponse:
+        return self._state.info
+
+    def get_tokenizer(self) -> Any:
+        """``AutoTokenizer`` from get_info's tokenizer_id (a local directory works offline)."""
+        md = self._state.info.model_data
+        name = md.tokenizer_id or md.model_name
+        if name is None:
+            raise ValueError("the server did not report a tokenizer for this model")
+        return load_tokenizer(name)
+
+    # ------------------------------------------------------------------ sampling
+    def _sampling_client_future(self, coro: Any) -> ClientFuture:
+        return ClientFuture(self._runtime.submit(coro), self._runtime)
+
+    def create_sampling_client(
+        self,
+        model_path: str,
+        retry_config: RetryConfig | None = None,
+        record_stability_info: bool = False,
+    ) -> ClientFuture:
+        from .sampling import SamplingClient
+
+        session = self._state.session
+        return self._sampling_client_future(
+            SamplingClient._create(
+                session,
+                sampling_session_id=None,
+                base_model=None,
+                model_path=model_path,
+                retry_config=retry_config,
+                record_stability_info=record_stability_info,
+            )
+        )
+
+    async def create_sampling_client_async(
+        self,
+        model_path: str,
+        retry_config: RetryConfig | None = None,
+        record_stability_info: bool = False,
+    ) -> SamplingClient:
+        return await self.create_sampling_client(model_path, retry_config, record_stability_info)
+
+    def save_weights_and_get_sampling_client(
+        self,
+        name: str | None = None,
+        retry_config: RetryConfig | None = None,
+        record_stability_info: bool = False,
+        kind: types.SamplingClientKind = "snapshot",
+    ) -> ClientFuture:
+        from .sampling import SamplingClient
+
+        if name is not None:
+            warnings.warn(
+                "The 'name' parameter of save_weights_and_get_sampling_client() is deprecated "
+                "and has no effect: checkpoints are always ephemeral.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        op, fut = self._op(
+            "save_sampler", 1, "save_weights_and_get_sampling_client", name=None, kind=kind
+        )
+        self._state.submit(op)
+        session = self._state.session
+        base_model = self._state.info.model_data.model_name
+
+        async def create() -> SamplingClient:
+            sid = await fut.result_async()
+            return await SamplingClient._create(
+                session,
+                sampling_session_id=sid,
+                base_model=base_model,
+                model_path=None,
+                retry_config=retry_config,
+                record_stability_info=record_stability_info,
+            )
+
+        return self._sampling_client_future(create())
+
+    async def save_weights_and_get_sampling_client_async(
+        self,
+        name: str | None = None,
+        retry_config: RetryConfig | None = None,
+        record_stability_info: bool = False,
+        kind: types.SamplingClientKind = "snapshot",
+    ) -> SamplingClient:
+        return await self.save_weights_and_get_sampling_client(
+            name, retry_config, record_stability_info, kind
+        )
+
+    def get_telemetry(self) -> Any:
+        return self._state.session.telemetry
+
+
+def load_tokenizer(name: str) -> Any:
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError(
+            "get_tokenizer needs transformers: pip install 'tinker-actors[local]'"
+        ) from exc
+    import os
+
+    if os.path.isdir(name):
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    return AutoTokenizer.from_pretrained(
+        name.split(":", 1)[0] if ":" in name and not name.startswith("/") else name
+    )

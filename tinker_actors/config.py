@@ -1,0 +1,177 @@
+"""Environment knobs, policy values and the server-negotiated client configuration.
+
+Policies are frozen values; the controllers that act on them (tenacity ``AsyncRetrying``,
+restart windows) are built per use.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "RecoveryPolicy",
+    "Restart",
+    "RestartPolicy",
+    "RetryConfig",
+    "Settings",
+    "Strategy",
+]
+
+SDK_VERSION = "0.38.0"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Where and how to talk to the API; resolved once per ServiceClient/RestClient.
+
+    ``base_url`` None means "no URL given anywhere": the embedded local server is used.
+    """
+
+    base_url: str | None
+    api_key: str | None
+    project_id: str | None = None
+    tags: tuple[str, ...] = ()
+    feature_gates: tuple[str, ...] = ("async_sampling",)
+    telemetry_enabled: bool = True
+    log_level: str | None = None
+    cf_access_client_id: str | None = None
+    cf_access_client_secret: str | None = None
+    default_headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        project_id: str | None = None,
+        default_headers: dict[str, str] | None = None,
+    ) -> Settings:
+        url = base_url or _env("TINKER_BASE_URL")
+        if url:
+            url = url.rstrip("/")
+        tags = tuple(t.strip() for t in (_env("TINKER_TAGS") or "").split(",") if t.strip())
+        gates_env = _env("TINKER_FEATURE_GATES")
+        gates = (
+            tuple(g.strip() for g in gates_env.split(",") if g.strip())
+            if gates_env is not None
+            else ("async_sampling",)
+        )
+        telemetry = (os.environ.get("TINKER_TELEMETRY", "1").strip().lower()) in _TRUE
+        return cls(
+            base_url=url or None,
+            api_key=api_key or _env("TINKER_API_KEY"),
+            project_id=project_id or _env("TINKER_PROJECT_ID"),
+            tags=tags,
+            feature_gates=gates,
+            telemetry_enabled=telemetry,
+            log_level=_env("TINKER_LOG"),
+            cf_access_client_id=_env("CLOUDFLARE_ACCESS_CLIENT_ID"),
+            cf_access_client_secret=_env("CLOUDFLARE_ACCESS_CLIENT_SECRET"),
+            default_headers=tuple((default_headers or {}).items()),
+        )
+
+    def with_endpoint(self, base_url: str, api_key: str | None) -> Settings:
+        return Settings(
+            base_url=base_url.rstrip("/"),
+            api_key=self.api_key or api_key,
+            project_id=self.project_id,
+            tags=self.tags,
+            feature_gates=self.feature_gates,
+            telemetry_enabled=self.telemetry_enabled,
+            log_level=self.log_level,
+            cf_access_client_id=self.cf_access_client_id,
+            cf_access_client_secret=self.cf_access_client_secret,
+            default_headers=self.default_headers,
+        )
+
+
+def _default_retryable() -> tuple[type[BaseException], ...]:
+    from . import errors
+
+    names = ("APIConnectionError", "APITimeoutError", "RetryableError")
+    found = tuple(getattr(errors, n) for n in names if hasattr(errors, n))
+    import asyncio
+
+    return (asyncio.TimeoutError, *found)
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Sampling retry behaviour; the official SDK's fields and defaults."""
+
+    max_connections: int | None = 1000
+    progress_timeout: float = 120 * 60
+    retry_delay_base: float = 0.5
+    retry_delay_max: float = 10.0
+    jitter_factor: float = 0.25
+    enable_retry_logic: bool = True
+    enable_stuck_detection: bool = True
+    retryable_exceptions: tuple[type[BaseException], ...] = field(
+        default_factory=_default_retryable
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_connections is not None and self.max_connections <= 0:
+            raise ValueError("max_connections must be positive or None")
+        if not 0 <= self.jitter_factor <= 1:
+            raise ValueError("jitter_factor must be between 0 and 1")
+
+
+class Strategy(enum.Enum):
+    """OTP restart strategies (only one_for_one is used by ServiceClient today)."""
+
+    ONE_FOR_ONE = "one_for_one"
+    ONE_FOR_ALL = "one_for_all"
+    REST_FOR_ONE = "rest_for_one"
+
+
+class Restart(enum.Enum):
+    """OTP child restart types."""
+
+    PERMANENT = "permanent"  # always restarted
+    TRANSIENT = "transient"  # restarted only after an abnormal exit
+    TEMPORARY = "temporary"  # never restarted
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """At most ``intensity`` restarts in any ``period`` seconds, else the supervisor gives up."""
+
+    intensity: int = 3
+    period: float = 30.0
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+
+    def __post_init__(self) -> None:
+        if self.intensity < 0 or self.period <= 0:
+            raise ValueError("intensity must be >= 0 and period > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryPolicy:
+    """What a restarted training actor rebuilds from.
+
+    ``checkpoint="latest"`` restores the last checkpoint this client saved with
+    ``save_state`` (or a fresh model when none exists) and replays the requests issued after
+    it; a ``tinker://`` path pins a specific checkpoint. ``restore_optimizer`` chooses between
+    ``create_training_client_from_state_with_optimizer`` and the weights-only form.
+    """
+
+    enabled: bool = True
+    checkpoint: Literal["latest"] | str = "latest"
+    restore_optimizer: bool = True
+    replay: bool = True
+    max_replay: int = 10_000
+
+    @classmethod
+    def disabled(cls) -> RecoveryPolicy:
+        return cls(enabled=False)

@@ -1,0 +1,381 @@
+"""APIFuture (await it or ``.result()`` it) and the ``retrieve_future`` long-poll loop.
+
+The poll loop follows protocol.md section 3.3: try_again and 408 re-poll at once (the server
+long-polls), 5xx re-polls at once, 429 and connection errors back off ``min(2**n, 30)`` s,
+bare 400 is retried three times, 402 is a bounded billing pause, 410 means the promise is
+gone, ``{"error", "category"}`` is a terminal ``RequestFailedError``. Try-again and queue
+states are business outcomes, not errors, so they never go through the transport retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from . import errors
+from .runtime import Runtime
+from .telemetry import get_logger
+from .transport import NO_RETRY, Response
+
+if TYPE_CHECKING:
+    from .transport import Transport
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+__all__ = [
+    "APIFuture",
+    "PromiseExpiredError",
+    "QueueState",
+    "QueueStateLogger",
+    "QueueStateObserver",
+    "poll_future",
+]
+
+log = get_logger(__name__)
+
+POLL_TIMEOUT = 45.0
+PROTO_REQUEST_TYPES = frozenset({"Sample", "ForwardBackward", "Forward"})
+
+
+# ============================================================================ APIFuture
+class APIFuture(Generic[T]):
+    """The result of an operation, usable from sync and async code.
+
+    Backed by a ``concurrent.futures.Future``. ``cancel()`` cancels only the caller's view:
+    work that already holds a sequence id still goes to the server and its result is dropped.
+    """
+
+    __slots__ = ("__weakref__", "_cf", "_runtime")
+
+    def __init__(self, cf: concurrent.futures.Future[T], runtime: Runtime | None = None):
+        self._cf = cf
+        self._runtime = runtime
+
+    # -- construction helpers
+    @classmethod
+    def from_coro(cls, runtime: Runtime, coro: Coroutine[Any, Any, T]) -> APIFuture[T]:
+        return cls(runtime.submit(coro), runtime)
+
+    @classmethod
+    def completed(cls, value: T) -> APIFuture[T]:
+        cf: concurrent.futures.Future[T] = concurrent.futures.Future()
+        cf.set_result(value)
+        return cls(cf)
+
+    # -- official API
+    def result(self, timeout: float | None = None) -> T:
+        if not self._cf.done() and self._runtime is not None:
+            self._runtime.check_can_block("APIFuture.result()")
+        try:
+            return self._cf.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"APIFuture did not complete within {timeout} s") from None
+
+    async def result_async(self, timeout: float | None = None) -> T:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            if self._cf.done():
+                return self._cf.result()
+            # shield: a timeout or cancel of this await must not cancel the operation itself
+            return await asyncio.shield(asyncio.wrap_future(self._cf))
+
+    def future(self) -> concurrent.futures.Future[T]:
+        return self._cf
+
+    async def coroutine(self) -> T:
+        return await self.result_async()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.result_async().__await__()
+
+    # -- extras
+    def done(self) -> bool:
+        return self._cf.done()
+
+    def cancel(self) -> bool:
+        return self._cf.cancel()
+
+    def cancelled(self) -> bool:
+        return self._cf.cancelled()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._cf.exception(timeout)
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], Any]) -> None:
+        self._cf.add_done_callback(fn)
+
+    def __repr__(self) -> str:
+        cf = self._cf
+        state = "pending" if not cf.done() else "cancelled" if cf.cancelled() else "done"
+        return f"<APIFuture {state}>"
+
+
+def resolve(cf: concurrent.futures.Future[T], value: T) -> None:
+    """Sets a result unless the caller cancelled (their result is dropped)."""
+    if not cf.done():
+        try:
+            cf.set_result(value)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+
+def reject(cf: concurrent.futures.Future[Any], exc: BaseException) -> None:
+    if not cf.done():
+        try:
+            cf.set_exception(exc)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+
+# ============================================================================ queue state
+class QueueState(enum.Enum):
+    ACTIVE = "active"
+    PAUSED_RATE_LIMIT = "paused_rate_limit"
+    PAUSED_CAPACITY = "paused_capacity"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def parse(cls, value: Any) -> QueueState:
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            return cls.UNKNOWN
+
+
+class QueueStateObserver(Protocol):
+    def on_queue_state_change(
+        self, queue_state: QueueState, queue_state_reason: str | None
+    ) -> None: ...
+
+
+PAUSE_GRACE_PERIOD = 15 * 60.0
+QUEUE_STATE_LOG_INTERVAL = 60.0
+
+
+class QueueStateLogger:
+    """Warns about a non-active queue only after 15 min of it, then at most once a minute."""
+
+    def __init__(
+        self,
+        identifier: str,
+        message_prefix: str = "Operation",
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        grace_period: float = PAUSE_GRACE_PERIOD,
+    ):
+        self._identifier = identifier
+        self._prefix = message_prefix
+        self._clock = clock
+        self._grace = grace_period
+        self._last_logged: float | None = None
+        self._last_state: QueueState | None = None
+        self._since = 0.0
+
+    def on_queue_state_change(
+        self, queue_state: QueueState, queue_state_reason: str | None
+    ) -> None:
+        now = self._clock()
+        if queue_state != self._last_state:
+            self._last_state = queue_state
+            self._since = now
+        if queue_state == QueueState.ACTIVE or now - self._since < self._grace:
+            return
+        if self._last_logged is not None and now - self._last_logged < QUEUE_STATE_LOG_INTERVAL:
+            return
+        self._last_logged = now
+        reason = queue_state_reason or _default_reason(queue_state, training=True)
+        log.warning(f"{self._prefix} for {self._identifier} is paused. Reason: {reason}.")
+
+
+def _default_reason(state: QueueState, *, training: bool) -> str:
+    if state == QueueState.PAUSED_RATE_LIMIT:
+        return (
+            "concurrent training clients rate limit hit"
+            if training
+            else "concurrent sampler weights limit hit"
+        )
+    if state == QueueState.PAUSED_CAPACITY:
+        return "Tinker backend is running short on capacity, please wait"
+    return "unknown"
+
+
+def _notify(observer: QueueStateObserver | None, state: QueueState, reason: str | None) -> None:
+    if observer is None:
+        return
+    try:
+        observer.on_queue_state_change(state, reason)
+    except Exception as exc:  # an observer must never break a poll
+        log.warning("queue state observer failed", error=repr(exc))
+
+
+# ============================================================================ poll loop
+PromiseExpiredError = errors.PromiseExpiredError
+
+
+class PollBudget(Protocol):
+    """Reserves bytes for a large payload announced by a metadata-only reply."""
+
+    def reserve(self, nbytes: int) -> Any: ...
+
+
+async def poll_future(
+    transport: Transport,
+    request_id: str,
+    request_type: str,
+    decode: Callable[[Response], T],
+    *,
+    observer: QueueStateObserver | None = None,
+    start_time: float | None = None,
+    allow_metadata_only: bool = True,
+    billing_max_pause: float = 3600.0,
+    reserve_bytes: Callable[[int], Awaitable[Any]] | None = None,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    poll_timeout: float = POLL_TIMEOUT,
+) -> T:
+    """Long-polls ``/retrieve_future`` until the result is there; returns ``decode(response)``.
+
+    ``decode`` receives the 200 response holding the final result (proto or JSON) and turns
+    it into the result type. ``reserve_bytes`` (optional) is awaited with the payload size of
+    a ``complete_metadata`` reply before the full fetch (its return value, if an async
+    context manager, is entered around that fetch).
+    """
+    iteration = 0
+    conn_errors = 0
+    bad_requests = 0
+    billing_since: float | None = None
+    reservation: Any = None
+    accept = "application/x-protobuf" if request_type in PROTO_REQUEST_TYPES else "application/json"
+    try:
+        while True:
+            headers = {
+                "X-Tinker-Request-Iteration": str(iteration),
+                "X-Tinker-Request-Type": request_type,
+                "X-Stainless-Raw-Response": "raw",
+                "Accept": accept,
+            }
+            if iteration == 0 and start_time is not None:
+                headers["X-Tinker-Create-Promise-Roundtrip-Time"] = str(time.time() - start_time)
+            iteration += 1
+            body = {"request_id": request_id, "allow_metadata_only": allow_metadata_only}
+            try:
+                resp = await transport.request(
+                    "POST",
+                    "/api/v1/retrieve_future",
+                    json=body,
+                    headers=headers,
+                    timeout=poll_timeout,
+                    retry=NO_RETRY,
+                    raise_for_status=False,
+                )
+            except errors.APIConnectionError:
+                delay = min(2**conn_errors, 30)
+                conn_errors += 1
+                await sleep(delay)
+                continue
+            status = resp.status
+            if status == 200:
+                conn_errors = 0
+                bad_requests = 0
+                billing_since = None
+                if resp.is_proto:
+                    if request_type not in PROTO_REQUEST_TYPES:
+                        raise ValueError(
+                            f"Proto deserialization not supported for request type {request_type}"
+                        )
+                    _notify(observer, QueueState.ACTIVE, None)
+                    return decode(resp)
+                data = resp.json()
+                if isinstance(data, dict):
+                    if data.get("type") == "try_again":
+                        _on_try_again(observer, data, request_id)
+                        continue
+                    if data.get("status") == "complete_metadata" and allow_metadata_only:
+                        allow_metadata_only = False
+                        size = int(data.get("response_payload_size") or 0)
+                        if reserve_bytes is not None and reservation is None:
+                            reservation = await reserve_bytes(size)
+                        continue
+                    if "error" in data:
+                        _notify(observer, QueueState.ACTIVE, None)
+                        raise _request_failed(data, request_id)
+                if request_type in PROTO_REQUEST_TYPES:
+                    raise ValueError(
+                        f"{request_type} results are only supported as proto, got JSON"
+                    )
+                _notify(observer, QueueState.ACTIVE, None)
+                return decode(resp)
+            if status == 408:
+                data = _safe_json(resp)
+                if isinstance(data, dict) and data.get("type") == "try_again":
+                    _on_try_again(observer, data, request_id)
+                bad_requests = 0
+                continue
+            if status == 410:
+                raise PromiseExpiredError(f"Promise expired/broken for request {request_id}")
+            if status >= 500:
+                continue
+            if status == 429:
+                delay = min(2**conn_errors, 30)
+                conn_errors += 1
+                await sleep(delay)
+                continue
+            if status == 400 and bad_requests < 3:
+                bad_requests += 1
+                continue
+            if status == 402:
+                now = time.monotonic()
+                billing_since = billing_since or now
+                if now - billing_since < billing_max_pause:
+                    await sleep(5.0)
+                    continue
+                raise _status(resp)
+            raise ValueError(
+                f"Error retrieving result for request {request_id} with status {status}: "
+                f"{resp.body[:500].decode('utf-8', 'replace')}"
+            ) from _status(resp)
+    finally:
+        if reservation is not None and hasattr(reservation, "release"):
+            reservation.release()
+
+
+def _status(resp: Response) -> BaseException:
+    from .transport import status_error
+
+    return status_error(resp.status, resp.body, resp.headers)
+
+
+def _safe_json(resp: Response) -> Any:
+    try:
+        return resp.json()
+    except Exception:
+        return None
+
+
+def _on_try_again(observer: QueueStateObserver | None, data: dict[str, Any], rid: str) -> None:
+    state = QueueState.parse(data.get("queue_state"))
+    log.debug("retrying request because of try_again", request_id=rid, queue_state=state.value)
+    _notify(observer, state, data.get("queue_state_reason"))
+
+
+def _request_failed(data: dict[str, Any], request_id: str) -> BaseException:
+    return errors.RequestFailedError(
+        str(data.get("error")), request_id, data.get("category") or "unknown"
+    )
+
+
+# ============================================================================ combining
+def combine(
+    runtime: Runtime,
+    futures: list[APIFuture[U]],
+    fn: Callable[[list[U]], T],
+) -> APIFuture[T]:
+    """One future over many (e.g. the chunks of a forward_backward)."""
+
+    async def run() -> T:
+        return fn([await f.result_async() for f in futures])
+
+    return APIFuture.from_coro(runtime, run())
