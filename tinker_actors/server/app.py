@@ -1,0 +1,678 @@
+"""The aiohttp application: middlewares (auth, errors, size limits, access log) and handlers.
+
+Which routes exist comes from the manifest (the single source of truth for endpoints); this
+module supplies one handler per manifest route, matched on (method, path shape), plus the
+older JSON routes and the signed-download route that the manifest may not list. Handlers
+parse the wire, call the :class:`~tinker_actors.server.service.Service`, and render JSON
+(or protobuf for sample / forward_backward results when the client accepts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import hmac
+import io
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import structlog
+import zstandard
+from aiohttp import web
+
+from tinker_actors import manifest
+from tinker_actors.errors import DecodeError
+from tinker_actors.server import wire
+from tinker_actors.server.errors import HttpError, bad_request, gone
+from tinker_actors.server.scheduler import QueueFull, SeqConflict
+from tinker_actors.server.service import Service, dumps
+
+log = structlog.get_logger("tinker_actors.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVICE_KEY: web.AppKey[Service] = web.AppKey("service", Service)
+PUBLIC_PATHS = ("/api/v1/healthz", "/api/v1/_files/")
+JSON = "application/json"
+PROTO = "application/x-protobuf"
+
+
+def json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(body=dumps(obj), status=status, content_type=JSON, headers=headers)
+
+
+def error_response(status: int, detail: str) -> web.Response:
+    return json_response({"detail": detail}, status)
+
+
+# -- body reading ---------------------------------------------------------------------------
+async def read_body(request: web.Request) -> bytes:
+    """The request body, decompressed (zstd/gzip/deflate) under the size limit."""
+    limit = svc(request).config.max_body_bytes
+    raw = await request.read()
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if not encoding or encoding == "identity":
+        return raw
+    try:
+        if encoding == "zstd":
+            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw))
+            parts, size = [], 0
+            while size <= limit and (part := reader.read(min(1 << 20, limit + 1 - size))):
+                parts.append(part)
+                size += len(part)
+            out = b"".join(parts)
+        elif encoding == "gzip":
+            out = gzip.GzipFile(fileobj=io.BytesIO(raw)).read(limit + 1)
+        elif encoding == "deflate":
+            out = zlib.decompressobj().decompress(raw, limit + 1)
+        else:
+            raise HttpError(415, f"unsupported Content-Encoding {encoding!r}")
+    except (zstandard.ZstdError, OSError, zlib.error, EOFError) as exc:
+        raise bad_request(f"could not decompress the {encoding} body: {exc}") from exc
+    if len(out) > limit:
+        raise HttpError(413, f"decompressed body is larger than {limit} bytes")
+    return out
+
+
+async def json_body(
+    request: web.Request, *, allow_empty: bool = False
+) -> tuple[dict[str, Any], bytes]:
+    raw = await read_body(request)
+    if not raw.strip():
+        if allow_empty:
+            return {}, raw
+        raise HttpError(422, "a JSON object body is required")
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"malformed JSON body: {exc}") from exc
+    if not isinstance(body, dict):
+        raise HttpError(422, "the JSON body must be an object")
+    return body, raw
+
+
+def digest(raw: bytes) -> str:
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def accepts_proto(request: web.Request) -> bool:
+    return PROTO in request.headers.get("Accept", "")
+
+
+def base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+def query_int(
+    request: web.Request, key: str, default: int, lo: int = 0, hi: int = 1_000_000
+) -> int:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise HttpError(422, f"query parameter {key!r} must be an integer") from exc
+    if not lo <= value <= hi:
+        raise HttpError(422, f"query parameter {key!r} must be between {lo} and {hi}")
+    return value
+
+
+# -- middlewares ----------------------------------------------------------------------------
+def _jwt_ok(token: str, key: bytes) -> bool:
+    parts = token.split(".")
+    if len(parts) != 3:
+        return False
+    mac = hmac.new(key, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
+    if not hmac.compare_digest(wire.b64url(mac), parts[2]):
+        return False
+    try:
+        claims = msgspec.json.decode(wire.b64url_decode(parts[1]))
+    except (msgspec.DecodeError, ValueError):
+        return False
+    return isinstance(claims, dict) and float(claims.get("exp", 0)) > time.time()
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    status = 500
+    try:
+        route_missing = request.match_info.http_exception is not None
+        if not route_missing and not request.path.startswith(PUBLIC_PATHS):
+            key = request.headers.get("X-API-Key", "")
+            server_key = svc(request).config.api_key
+            ok = hmac.compare_digest(key.encode(), server_key.encode())
+            if not ok and key.startswith("eyJ"):
+                ok = _jwt_ok(key, svc(request).jwt_key)
+            if not ok:
+                status = 401
+                detail = "missing X-API-Key header" if not key else "invalid API key"
+                return error_response(401, detail)
+        response = await handler(request)
+        status = response.status
+        return response
+    except HttpError as exc:
+        status = exc.status
+        return error_response(exc.status, exc.detail)
+    except SeqConflict as exc:
+        status = 409
+        return error_response(409, str(exc))
+    except QueueFull as exc:
+        status = 429
+        return error_response(429, str(exc))
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status in (301, 302, 303, 307, 308):
+            raise
+        return error_response(exc.status, exc.reason)
+    except (msgspec.ValidationError, msgspec.DecodeError, DecodeError) as exc:
+        status = 422
+        return error_response(422, f"invalid request body: {exc}")
+    except (ValueError, TypeError) as exc:
+        status = 400
+        return error_response(400, f"invalid request: {exc}")
+    except asyncio.CancelledError:
+        status = 499
+        raise
+    except Exception as exc:
+        log.exception("unhandled_error", method=request.method, path=request.path)
+        return error_response(500, f"internal server error: {type(exc).__name__}: {exc}")
+    finally:
+        if svc(request).access_log or status >= 500:
+            log.info(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=status,
+                ms=round((time.perf_counter() - start) * 1000, 2),
+            )
+
+
+def svc(request: web.Request) -> Service:
+    return request.app[SERVICE_KEY]
+
+
+# -- handlers: client start-up, sessions, telemetry ------------------------------------------
+async def client_config(request: web.Request) -> web.Response:
+    await read_body(request)
+    return json_response(svc(request).client_config)
+
+
+async def dynamic_config(request: web.Request) -> web.Response:
+    await read_body(request)
+    return json_response({})
+
+
+async def auth_token(request: web.Request) -> web.Response:
+    await read_body(request)
+    now = int(time.time())
+    header = wire.b64url(dumps({"alg": "HS256", "typ": "JWT"}))
+    claims = wire.b64url(
+        dumps(
+            {
+                "sub": "local-user",
+                "org_id": "local",
+                "email": "local@localhost",
+                "iss": "tinker-actors-local",
+                "iat": now,
+                "exp": now + 3600,
+            }
+        )
+    )
+    mac = hmac.new(svc(request).jwt_key, f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    return json_response({"jwt": f"{header}.{claims}.{wire.b64url(mac)}"})
+
+
+async def apikey_me(request: web.Request) -> web.Response:
+    if request.method == "DELETE":
+        return json_response({})
+    return json_response(
+        {
+            "key_id": 1,
+            "name": "local",
+            "note": "tinker-actors local server key",
+            "details": {
+                "org_details": {"name": "local"},
+                "user_details": {"email": "local@localhost"},
+            },
+        }
+    )
+
+
+async def create_session(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    return json_response(svc(request).create_session(body))
+
+
+async def session_heartbeat(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    return json_response(svc(request).heartbeat(wire.req_str(body, "session_id")))
+
+
+async def finish_session(request: web.Request) -> web.Response:
+    body, _ = await json_body(request, allow_empty=True)
+    reason = body.get("reason") or {}
+    kind = reason.get("type", "success") if isinstance(reason, dict) else "success"
+    if kind not in ("success", "errored", "interrupted"):
+        raise HttpError(422, f"unknown finish reason {kind!r}")
+    detail = body.get("detail")
+    await svc(request).finish_session(
+        request.match_info["session_id"], kind, detail if isinstance(detail, str) else None
+    )
+    return json_response(None)
+
+
+async def telemetry(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    events = body.get("events")
+    if not isinstance(events, list):
+        raise HttpError(422, "telemetry needs an 'events' list")
+    svc(request).telemetry_events += len(events)
+    return json_response({"status": "accepted"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def capabilities(request: web.Request) -> web.Response:
+    s = svc(request)
+    models = [
+        {
+            "model_name": m.model_name,
+            "max_context_length": m.max_context_length,
+            "trainable": m.trainable,
+            "sampleable": m.sampleable,
+        }
+        for m in s._engine_models()
+    ]
+    engine = {"name": s.engine.name, "benchmark": bool(getattr(s.engine, "benchmark", False))}
+    if engine["benchmark"]:
+        engine["note"] = getattr(s.engine, "note", "benchmark engine: results are not real")
+    return json_response({"supported_models": models, "engine": engine})
+
+
+# -- handlers: models and training -----------------------------------------------------------
+async def create_model(request: web.Request) -> web.Response:
+    body, raw = await json_body(request)
+    return json_response(svc(request).create_model(body, digest(raw)))
+
+
+async def get_info(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    return json_response(svc(request).get_info(wire.req_str(body, "model_id")))
+
+
+async def unload_model(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    return json_response(svc(request).unload_model(wire.req_str(body, "model_id")))
+
+
+async def forward_backward(request: web.Request) -> web.Response:
+    raw = await read_body(request)
+    ctype = request.headers.get("Content-Type", "")
+    if "json" in ctype or raw[:1] == b"{":
+        parsed = wire.parse_fwdbwd_json(raw, "forward_backward_input")
+    else:
+        parsed = wire.parse_fwdbwd_proto(raw)
+    return json_response(
+        svc(request).forward_backward(
+            parsed.model_id,
+            parsed.seq_id,
+            digest(raw),
+            parsed.data,
+            parsed.loss_fn,
+            parsed.loss_fn_config,
+            parsed.forward_only,
+        )
+    )
+
+
+async def forward_legacy(request: web.Request) -> web.Response:
+    raw = await read_body(request)
+    parsed = wire.parse_fwdbwd_json(raw, "forward_input")
+    return json_response(
+        svc(request).forward_backward(
+            parsed.model_id,
+            parsed.seq_id,
+            digest(raw),
+            parsed.data,
+            parsed.loss_fn,
+            parsed.loss_fn_config,
+            True,
+        )
+    )
+
+
+def _model_seq(body: dict[str, Any]) -> tuple[str, int]:
+    return wire.req_str(body, "model_id"), wire.req_int(body, "seq_id")
+
+
+async def optim_step(request: web.Request) -> web.Response:
+    body, raw = await json_body(request)
+    model_id, seq = _model_seq(body)
+    return json_response(svc(request).optim_step(model_id, seq, digest(raw), body))
+
+
+async def save_weights(request: web.Request) -> web.Response:
+    body, raw = await json_body(request)
+    model_id, seq = _model_seq(body)
+    return json_response(svc(request).save_weights(model_id, seq, digest(raw), body))
+
+
+async def save_weights_for_sampler(request: web.Request) -> web.Response:
+    body, raw = await json_body(request)
+    model_id, seq = _model_seq(body)
+    return json_response(svc(request).save_weights_for_sampler(model_id, seq, digest(raw), body))
+
+
+async def save_weights_external(request: web.Request) -> web.Response:
+    body, raw = await json_body(request)
+    model_id, seq = _model_seq(body)
+    return json_response(svc(request).save_weights_external(model_id, seq, digest(raw), body))
+
+
+async def load_weights(request: web.Request) -> web.Response:
+    body, raw = await json_body(request)
+    return json_response(svc(request).load_weights(body, digest(raw)))
+
+
+async def create_custom_loss(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    return json_response(svc(request).create_custom_loss(body))
+
+
+# -- handlers: sampling ----------------------------------------------------------------------
+async def create_sampling_session(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    return json_response(await svc(request).create_sampling_session(body))
+
+
+async def join_sampling_session(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    return json_response(
+        svc(request).join_sampling_session(wire.req_str(body, "sampling_session_id"))
+    )
+
+
+async def get_sampler(request: web.Request) -> web.Response:
+    return json_response(svc(request).get_sampler(request.match_info["sampling_session_id"]))
+
+
+async def asample(request: web.Request) -> web.Response:
+    raw = await read_body(request)
+    s = svc(request)
+    req = wire.parse_sample(raw)
+    sampler_id = req.sampling_session_id
+    if sampler_id is None:
+        sampler_id = await s.implicit_sampler(req.base_model, req.model_path)
+    job, finish = wire.sample_job(req)
+    return json_response(s.asample(sampler_id, req.seq_id, digest(raw), job, finish))
+
+
+async def retrieve_future(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    request_id = wire.req_str(body, "request_id")
+    allow_metadata_only = bool(body.get("allow_metadata_only", False))
+    s = svc(request)
+    rec = s.registry.get(request_id)
+    if rec is None:
+        raise gone(f"future {request_id} is unknown or expired")
+    if not rec.finished:
+        done = await s.registry.wait(rec, s.config.long_poll_s)
+        if not done:
+            return json_response(
+                {
+                    "type": "try_again",
+                    "request_id": request_id,
+                    "queue_state": "active",
+                    "queue_state_reason": s.queue_reason(rec),
+                }
+            )
+    if rec.state == "failed":
+        return json_response(
+            {"error": rec.error or "request failed", "category": rec.category or "unknown"}
+        )
+    assert rec.outcome is not None
+    proto = accepts_proto(request)
+    payload, ctype = await wire.render_outcome(rec.outcome, proto)
+    threshold = s.config.metadata_only_threshold_bytes
+    if allow_metadata_only and len(payload) > threshold:
+        return json_response({"status": "complete_metadata", "response_payload_size": len(payload)})
+    return web.Response(body=payload, content_type=ctype)
+
+
+async def retrieve_futures(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    target = body.get("target")
+    if not isinstance(target, dict) or not isinstance(target.get("sampling_session_id"), str):
+        raise HttpError(422, "target.sampling_session_id is required")
+    clone = target.get("cloned_sampler_id", 0)
+    cursor = body.get("prev_cursor", 0)
+    timeout_s = body.get("timeout")
+    if not isinstance(clone, int) or not isinstance(cursor, int):
+        raise HttpError(422, "cloned_sampler_id and prev_cursor must be integers")
+    if timeout_s is not None and not isinstance(timeout_s, int | float):
+        raise HttpError(422, "timeout must be a number")
+    s = svc(request)
+    poll = (
+        s.config.long_poll_s if timeout_s is None else min(float(timeout_s), s.config.long_poll_s)
+    )
+    return json_response(
+        await s.retrieve_futures(target["sampling_session_id"], clone, cursor, poll_s=poll)
+    )
+
+
+async def cancel_future(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    svc(request).cancel_future(wire.req_str(body, "request_id"))
+    return json_response(None)
+
+
+# -- handlers: weights and REST --------------------------------------------------------------
+async def copy_weights(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    return json_response(svc(request).copy_weights(body, request.headers.get("X-Idempotency-Key")))
+
+
+async def weights_info(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    return json_response(svc(request).weights_info(wire.req_str(body, "tinker_path")))
+
+
+def _paging(request: web.Request, default_limit: int) -> tuple[int, int]:
+    return (
+        query_int(request, "limit", default_limit, 0, 10_000) or default_limit,
+        query_int(request, "offset", 0, 0, 10**9),
+    )
+
+
+async def list_training_runs(request: web.Request) -> web.Response:
+    limit, offset = _paging(request, 20)
+    return json_response(svc(request).list_training_runs(limit, offset))
+
+
+async def get_training_run(request: web.Request) -> web.Response:
+    s = svc(request)
+    return json_response(s.training_run_json(s.model(request.match_info["run_id"])))
+
+
+async def list_run_checkpoints(request: web.Request) -> web.Response:
+    return json_response(svc(request).run_checkpoints(request.match_info["run_id"]))
+
+
+def _ckpt_id(request: web.Request) -> tuple[str, str]:
+    return request.match_info["run_id"], request.match_info["checkpoint_id"]
+
+
+async def delete_checkpoint(request: web.Request) -> web.Response:
+    svc(request).delete_checkpoint(*_ckpt_id(request))
+    return json_response(None)
+
+
+async def publish_checkpoint(request: web.Request) -> web.Response:
+    svc(request).set_public(*_ckpt_id(request), request.method == "POST")
+    return json_response(None)
+
+
+async def checkpoint_ttl(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    if "ttl_seconds" not in body:
+        raise HttpError(422, "ttl_seconds is required (null removes the TTL)")
+    svc(request).set_ttl(*_ckpt_id(request), body["ttl_seconds"])
+    return json_response(None)
+
+
+async def external_weights_urls(request: web.Request) -> web.Response:
+    m = request.match_info
+    return json_response(svc(request).external_urls(m["run_id"], m["name"], base_url(request)))
+
+
+async def checkpoint_archive(request: web.Request) -> web.Response:
+    url, expires = await svc(request).archive_url(*_ckpt_id(request), base_url(request))
+    raise web.HTTPFound(url, headers={"Expires": expires})
+
+
+async def signed_file(request: web.Request) -> web.StreamResponse:
+    path = svc(request).verify(request.match_info["token"])
+    return web.FileResponse(path)
+
+
+async def list_user_checkpoints(request: web.Request) -> web.Response:
+    limit, offset = _paging(request, 100)
+    return json_response(svc(request).user_checkpoints(limit, offset))
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    limit, offset = _paging(request, 20)
+    rows = svc(request).store.list_sessions(limit, offset)
+    return json_response({"sessions": [r.session_id for r in rows]})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    return json_response(svc(request).session_json(request.match_info["session_id"]))
+
+
+async def session_project(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    project = wire.req_str(body, "project_id")
+    s = svc(request)
+    s.session(request.match_info["session_id"])
+    s.store.set_session_project(request.match_info["session_id"], project)
+    return json_response(None)
+
+
+async def trace_export(request: web.Request) -> web.Response:
+    svc(request).session(request.match_info["session_id"])
+    return json_response(
+        {"status": "failed", "error": "trace export is not supported by the local server"}
+    )
+
+
+async def search_sessions(request: web.Request) -> web.Response:
+    body, _ = await json_body(request)
+    return json_response(svc(request).search_sessions(body))
+
+
+async def billing_usage(request: web.Request) -> web.Response:
+    return json_response({"data": [], "sessions": {}, "cost_data_through": None})
+
+
+async def storage_usage(request: web.Request) -> web.Response:
+    return json_response(svc(request).storage_usage())
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    return json_response({"entries": []})
+
+
+async def not_implemented(request: web.Request) -> web.Response:
+    raise HttpError(501, f"{request.method} {request.path} is not implemented by the local server")
+
+
+# -- routing ---------------------------------------------------------------------------------
+# One implementation per manifest route name; the manifest supplies method and path.
+HANDLERS: dict[str, Handler] = {
+    "client_config": client_config,
+    "client_dynamic_config": dynamic_config,
+    "auth_token": auth_token,
+    "create_session": create_session,
+    "session_heartbeat": session_heartbeat,
+    "session_finish": finish_session,
+    "telemetry": telemetry,
+    "healthz": healthz,
+    "get_server_capabilities": capabilities,
+    "create_model": create_model,
+    "get_info": get_info,
+    "forward_backward": forward_backward,
+    "optim_step": optim_step,
+    "save_weights": save_weights,
+    "save_weights_for_sampler": save_weights_for_sampler,
+    "save_weights_external": save_weights_external,
+    "load_weights": load_weights,
+    "create_sampling_session": create_sampling_session,
+    "join_sampling_session": join_sampling_session,
+    "get_sampler": get_sampler,
+    "asample": asample,
+    "retrieve_future": retrieve_future,
+    "retrieve_futures": retrieve_futures,
+    "cancel_future": cancel_future,
+    "create_custom_loss": create_custom_loss,
+    "copy_weights": copy_weights,
+    "weights_info": weights_info,
+    "list_training_runs": list_training_runs,
+    "get_training_run": get_training_run,
+    "list_checkpoints": list_run_checkpoints,
+    "delete_checkpoint": delete_checkpoint,
+    "publish_checkpoint": publish_checkpoint,
+    "unpublish_checkpoint": publish_checkpoint,
+    "set_checkpoint_ttl": checkpoint_ttl,
+    "get_external_weights_urls": external_weights_urls,
+    "list_user_checkpoints": list_user_checkpoints,
+    "list_sessions": list_sessions,
+    "get_session": get_session,
+    "assign_session_project": session_project,
+    "export_session_trace": trace_export,
+    "search_sessions": search_sessions,
+    "get_billing_usage": billing_usage,
+    "get_current_checkpoint_storage_usage": storage_usage,
+    "get_audit_log": audit_log,
+    "get_api_key_me": apikey_me,
+    "delete_api_key_me": apikey_me,
+    # older SDKs (protocol.md section 11)
+    "forward": forward_legacy,
+    "unload_model": unload_model,
+    "checkpoint_archive": checkpoint_archive,
+}
+# Not an API route: the signed downloads this server hands out (no API key; the URL is the
+# credential).
+FILES_PATH = "/api/v1/_files/{token}"
+
+
+def add_routes(app: web.Application) -> list[str]:
+    """Registers every manifest route with its handler; returns manifest routes without one."""
+    missing = []
+    for route in manifest.ROUTE_LIST:
+        handler = HANDLERS.get(route.name)
+        if handler is None:
+            missing.append(route.name)
+            handler = not_implemented
+        app.router.add_route(route.method, route.aiohttp_path, handler, name=route.name)
+    app.router.add_route("GET", FILES_PATH, signed_file, name="signed_file")
+    return missing
+
+
+def build_app(service: Service, *, access_log: bool = False) -> web.Application:
+    app = web.Application(middlewares=[middleware], client_max_size=service.config.max_body_bytes)
+    app[SERVICE_KEY] = service
+    service.access_log = access_log
+    missing = add_routes(app)
+    if missing:
+        log.warning("manifest_routes_without_handler", routes=missing)
+    return app

@@ -1,0 +1,105 @@
+"""``tinker-actors serve``: run the local server in the foreground until Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+import structlog
+
+from tinker_actors.server.config import default_data_dir, generate_api_key
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: loopback only)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"runs, checkpoints and the database (default: {default_data_dir()})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="the key clients must send (default: $TINKER_API_KEY or a new one)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("torch", "null"),
+        default="torch",
+        help="torch: real training/sampling; null: BENCHMARK engine, no compute",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    parser.add_argument(
+        "--long-poll",
+        type=float,
+        default=30.0,
+        help="seconds retrieve_future holds before answering try_again",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
+
+
+def _configure_logging(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+    )
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from tinker_actors.server.local import LocalServer
+
+    key = args.api_key or os.environ.get("TINKER_API_KEY", "").strip() or generate_api_key()
+    if not key.startswith(("tml-", "eyJ")):
+        print("warning: the official SDK only accepts API keys starting with 'tml-'")
+    server = LocalServer(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        api_key=key,
+        engine=args.engine,
+        device=args.device,
+        access_log=not args.quiet,
+        long_poll_s=args.long_poll,
+    )
+    await server.start()
+    engine_note = " (null BENCHMARK engine: results are not real)" if args.engine == "null" else ""
+    print(f"tinker-actors local server{engine_note}", flush=True)
+    print(f"  TINKER_BASE_URL={server.base_url}", flush=True)
+    print(f"  TINKER_API_KEY={server.api_key}", flush=True)
+    print(f"  data dir: {server.data_dir}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        print("stopping (saving live models)...", flush=True)
+        await server.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    _configure_logging(verbose=not getattr(args, "quiet", False))
+    from tinker_actors.server.local import DataDirInUse
+
+    try:
+        return asyncio.run(_serve(args))
+    except (OSError, DataDirInUse) as exc:
+        print(f"error: {exc}")
+        return 1

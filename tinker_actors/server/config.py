@@ -1,0 +1,53 @@
+"""Server settings as one frozen value, so tests can shrink the long poll and queue limits."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory (platformdirs), so runs survive across invocations."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("tinker-actors", appauthor=False)) / "server"
+
+
+def generate_api_key() -> str:
+    """A fresh ``tml-`` key: the official SDK refuses keys of any other shape."""
+    return "tml-local-" + secrets.token_urlsafe(24)
+
+
+def api_key_from_env() -> str:
+    key = os.environ.get("TINKER_API_KEY", "").strip()
+    return key or generate_api_key()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = field(default_factory=default_data_dir)
+    api_key: str = field(default_factory=api_key_from_env)
+    engine: str = "torch"  # "torch" or "null" (benchmark engine)
+    device: str = "cpu"
+    # retrieve_future holds this long before answering try_again (SDK read timeout is 45 s).
+    long_poll_s: float = 30.0
+    # Largest accepted request body (forward_backward chunks are ~5 MB by default).
+    max_body_bytes: int = 64 * 1024 * 1024
+    # asample answers 429 once this many sample jobs of one sampler wait or run.
+    sample_queue_depth: int = 2048
+    # Most jobs handed to one engine.sample call.
+    sample_batch_size: int = 64
+    # Finished results stay retrievable this long.
+    future_ttl_s: float = 3600.0
+    # Results larger than this answer ``complete_metadata`` first when the client allows it.
+    metadata_only_threshold_bytes: int = 8 * 1024 * 1024
+    # Signed download URLs (external weights, archives) expire after this long.
+    signed_url_ttl_s: float = 3600.0
+    # On a clean stop, save each live model's state so it resumes exactly after a restart.
+    save_live_state_on_stop: bool = True
+    # Ask 0.38 clients to zstd-compress forward_backward bodies (costs CPU on loopback).
+    proto_compress_fwdbwd: bool = False

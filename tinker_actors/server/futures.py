@@ -1,0 +1,173 @@
+"""Server-side futures: what a submit returns and ``retrieve_future`` long-polls on.
+
+A record lives in memory with an ``asyncio.Event``; its state (and small JSON results) are
+mirrored in the store so a restart can still answer, fail cleanly, or say 410. Tensor results
+(sample, forward_backward) stay as engine objects and are encoded per request ``Accept``
+(protobuf or the older JSON), cached once encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tinker_actors.server.store import Store
+
+OutcomeKind = Literal["json", "sample", "fwdbwd"]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A finished result: JSON bytes, or an engine object encoded lazily per Accept."""
+
+    kind: OutcomeKind
+    value: Any
+    encoded: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class FutureRecord:
+    request_id: str
+    request_type: str  # the X-Tinker-Request-Type vocabulary: CreateModel, Sample, ...
+    model_id: str | None = None
+    seq_id: int | None = None
+    sampler_id: str | None = None
+    created_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    state: Literal["pending", "done", "failed"] = "pending"
+    outcome: Outcome | None = None
+    error: str | None = None
+    category: str | None = None
+    cancelled: bool = False
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "pending"
+
+
+def new_request_id() -> str:
+    return "req-" + uuid.uuid4().hex
+
+
+class FutureRegistry:
+    def __init__(self, store: Store, ttl_s: float) -> None:
+        self._store = store
+        self._ttl_s = ttl_s
+        self._records: dict[str, FutureRecord] = {}
+        self._listeners: list[Callable[[FutureRecord], None]] = []
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def add_listener(self, fn: Callable[[FutureRecord], None]) -> None:
+        self._listeners.append(fn)
+
+    def create(
+        self,
+        request_type: str,
+        *,
+        session_id: str | None = None,
+        model_id: str | None = None,
+        seq_id: int | None = None,
+        sampler_id: str | None = None,
+    ) -> FutureRecord:
+        rec = FutureRecord(
+            new_request_id(),
+            request_type,
+            model_id=model_id,
+            seq_id=seq_id,
+            sampler_id=sampler_id,
+        )
+        self._records[rec.request_id] = rec
+        self._store.add_future(
+            rec.request_id,
+            request_type,
+            session_id=session_id,
+            model_id=model_id,
+            seq_id=seq_id,
+        )
+        return rec
+
+    def get(self, request_id: str) -> FutureRecord | None:
+        """The record, from memory or (after a restart) rebuilt from the store; None = 410."""
+        rec = self._records.get(request_id)
+        if rec is not None:
+            return rec
+        row = self._store.get_future(request_id)
+        if row is None:
+            return None
+        if row.status == "failed":
+            rec = FutureRecord(
+                row.request_id,
+                row.request_type,
+                state="failed",
+                error=row.error,
+                category=row.category or "unknown",
+            )
+        elif row.status == "done" and row.result is not None:
+            rec = FutureRecord(
+                row.request_id,
+                row.request_type,
+                state="done",
+                outcome=Outcome("json", row.result.encode()),
+            )
+        else:
+            return None  # a tensor result from before a restart is gone: 410, resubmit
+        rec.event.set()
+        self._records[request_id] = rec
+        return rec
+
+    def resolve(self, rec: FutureRecord, outcome: Outcome) -> None:
+        if rec.finished:
+            return
+        rec.state, rec.outcome, rec.finished_at = "done", outcome, time.time()
+        self._store.finish_future(
+            rec.request_id, result_json=outcome.value.decode() if outcome.kind == "json" else None
+        )
+        self._finished(rec)
+
+    def fail(self, rec: FutureRecord, message: str, category: str = "server") -> None:
+        if rec.finished:
+            return
+        rec.state, rec.error, rec.category = "failed", message, category
+        rec.finished_at = time.time()
+        self._store.finish_future(rec.request_id, error=message, category=category)
+        self._finished(rec)
+
+    def _finished(self, rec: FutureRecord) -> None:
+        rec.event.set()
+        for fn in self._listeners:
+            fn(rec)
+
+    async def wait(self, rec: FutureRecord, hold_s: float) -> bool:
+        """Holds up to ``hold_s`` for the result (the long poll); True when finished."""
+        if rec.finished:
+            return True
+        try:
+            async with asyncio.timeout(hold_s):
+                await rec.event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def sweep(self, now: float | None = None) -> int:
+        """Drops finished records older than the TTL (their ids then answer 410)."""
+        now = time.time() if now is None else now
+        cutoff = now - self._ttl_s
+        stale = [
+            rid
+            for rid, rec in self._records.items()
+            if rec.finished_at is not None and rec.finished_at < cutoff
+        ]
+        for rid in stale:
+            del self._records[rid]
+        self._store.purge_futures(cutoff)
+        return len(stale)
+
+    def pending(self) -> list[FutureRecord]:
+        return [r for r in self._records.values() if not r.finished]
