@@ -23,7 +23,7 @@ import numpy as np
 import zstandard
 
 from ._proto import tinker_actors_public_pb2 as pb
-from .errors import DecodeError, EncodeError
+from .errors import DecodeError, DecompressedTooLarge, EncodeError
 from .types import (
     Datum,
     DmelChunk,
@@ -101,15 +101,27 @@ def zstd_compress(data: bytes, level: int = 3) -> bytes:
 
 
 def zstd_decompress(data: bytes, max_output_size: int = 1 << 31) -> bytes:
-    """Undo a zstd body; streams when the frame has no recorded size. Raises DecodeError."""
+    """Undo a zstd body, streaming, never producing more than ``max_output_size`` bytes.
+
+    The bound holds for every frame, including frames that do not record their size (where a
+    one-shot decompress could not know it up front). Concatenated frames are read through.
+    Raises :class:`DecompressedTooLarge` past the bound, DecodeError for a bad body.
+    """
+    reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+    parts: list[bytes] = []
+    size = 0
     try:
-        d = zstandard.ZstdDecompressor()
-        try:
-            return d.decompress(data, max_output_size=max_output_size)
-        except zstandard.ZstdError:
-            return d.decompressobj().decompress(data)
+        while size <= max_output_size:
+            part = reader.read(min(1 << 20, max_output_size + 1 - size))
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
     except zstandard.ZstdError as exc:
         raise DecodeError(f"invalid zstd body: {exc}") from exc
+    if size > max_output_size:
+        raise DecompressedTooLarge(f"decompressed body is larger than {max_output_size} bytes")
+    return b"".join(parts)
 
 
 # -- protobuf dtypes -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ __all__ = [
     "BillingError",
     "ConflictError",
     "DecodeError",
+    "DecompressedTooLarge",
     "EncodeError",
     "InternalServerError",
     "InvalidTinkerPathError",
@@ -246,6 +247,10 @@ class ProtocolError(TinkerError, ValueError):
 
 class DecodeError(ProtocolError):
     """A body could not be decoded into the expected type."""
+
+
+class DecompressedTooLarge(DecodeError):
+    """A compressed body would decompress past the allowed size (HTTP 413 on a server)."""
 
 
 class EncodeError(ProtocolError):

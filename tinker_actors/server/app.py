@@ -1,10 +1,10 @@
-"""The aiohttp application: middlewares (auth, errors, size limits, access log) and handlers.
+"""The aiohttp application: middlewares (auth, errors, size limits, stats, access log) and
+handlers.
 
 Which routes exist comes from the manifest (the single source of truth for endpoints); this
-module supplies one handler per manifest route, matched on (method, path shape), plus the
-older JSON routes and the signed-download route that the manifest may not list. Handlers
-parse the wire, call the :class:`~tinker_actors.server.service.Service`, and render JSON
-(or protobuf for sample / forward_backward results when the client accepts it).
+module supplies one handler per manifest route name, plus the signed-download route. Each JSON
+body is decoded into the route's manifest request type (msgspec validates it and names the
+bad field), and handlers pass those typed Structs to the service parts.
 """
 
 from __future__ import annotations
@@ -21,23 +21,40 @@ from typing import Any
 
 import msgspec
 import structlog
-import zstandard
 from aiohttp import web
 
-from tinker_actors import manifest
-from tinker_actors.errors import DecodeError
+from tinker_actors import codec, manifest
+from tinker_actors.errors import DecodeError, DecompressedTooLarge
 from tinker_actors.server import wire
+from tinker_actors.server.context import dumps
 from tinker_actors.server.errors import HttpError, bad_request, gone
 from tinker_actors.server.scheduler import QueueFull, SeqConflict
-from tinker_actors.server.service import Service, dumps
+from tinker_actors.server.service import Service
+from tinker_actors.server.stats import RequestStats
 
 log = structlog.get_logger("tinker_actors.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE_KEY: web.AppKey[Service] = web.AppKey("service", Service)
+STATS_KEY: web.AppKey[RequestStats] = web.AppKey("stats", RequestStats)
 PUBLIC_PATHS = ("/api/v1/healthz", "/api/v1/_files/")
 JSON = "application/json"
 PROTO = "application/x-protobuf"
+
+
+class TelemetryIngest(msgspec.Struct):
+    """The one documented exception to the manifest's request types: telemetry is decoded
+    leniently (events as plain objects), because the local server only counts events and
+    must never reject telemetry from an SDK that knows newer event kinds."""
+
+    events: list[dict[str, Any]]
+
+
+# Each route's request body type: the manifest's, except where listed here (with why).
+REQUEST_TYPES: dict[str, Any] = {
+    **{r.name: r.request_type for r in manifest.ROUTE_LIST},
+    "telemetry": TelemetryIngest,
+}
 
 
 def json_response(
@@ -60,40 +77,43 @@ async def read_body(request: web.Request) -> bytes:
         return raw
     try:
         if encoding == "zstd":
-            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw))
-            parts, size = [], 0
-            while size <= limit and (part := reader.read(min(1 << 20, limit + 1 - size))):
-                parts.append(part)
-                size += len(part)
-            out = b"".join(parts)
+            out = codec.zstd_decompress(raw, max_output_size=limit)
         elif encoding == "gzip":
             out = gzip.GzipFile(fileobj=io.BytesIO(raw)).read(limit + 1)
         elif encoding == "deflate":
             out = zlib.decompressobj().decompress(raw, limit + 1)
         else:
             raise HttpError(415, f"unsupported Content-Encoding {encoding!r}")
-    except (zstandard.ZstdError, OSError, zlib.error, EOFError) as exc:
+    except DecompressedTooLarge as exc:
+        raise HttpError(413, str(exc)) from exc
+    except (DecodeError, OSError, zlib.error, EOFError) as exc:
         raise bad_request(f"could not decompress the {encoding} body: {exc}") from exc
     if len(out) > limit:
         raise HttpError(413, f"decompressed body is larger than {limit} bytes")
     return out
 
 
-async def json_body(
-    request: web.Request, *, allow_empty: bool = False
-) -> tuple[dict[str, Any], bytes]:
+async def typed_body(request: web.Request, *, allow_empty: bool = False) -> tuple[Any, bytes]:
+    """The body decoded into this route's request type, and the raw bytes (for digests).
+
+    Malformed JSON is a 400; a body of the wrong shape (a missing or wrong-typed field, named
+    in the message) is a 422.
+    """
     raw = await read_body(request)
+    type_ = REQUEST_TYPES[request.match_info.route.name or ""]
     if not raw.strip():
-        if allow_empty:
-            return {}, raw
-        raise HttpError(422, "a JSON object body is required")
+        if not allow_empty:
+            raise HttpError(422, "a JSON object body is required")
+        raw = b"{}"
     try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise bad_request(f"malformed JSON body: {exc}") from exc
-    if not isinstance(body, dict):
-        raise HttpError(422, "the JSON body must be an object")
-    return body, raw
+        return codec.json_decode(raw, type_), raw
+    except DecodeError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, msgspec.DecodeError) and not isinstance(
+            cause, msgspec.ValidationError
+        ):
+            raise bad_request(f"malformed JSON body: {cause}") from exc
+        raise HttpError(422, f"invalid request body: {cause or exc}") from exc
 
 
 def digest(raw: bytes) -> str:
@@ -184,6 +204,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         log.exception("unhandled_error", method=request.method, path=request.path)
         return error_response(500, f"internal server error: {type(exc).__name__}: {exc}")
     finally:
+        request.app[STATS_KEY].record(request.match_info.route.name, request.content_length, status)
         if svc(request).access_log or status >= 500:
             log.info(
                 "request",
@@ -200,17 +221,17 @@ def svc(request: web.Request) -> Service:
 
 # -- handlers: client start-up, sessions, telemetry ------------------------------------------
 async def client_config(request: web.Request) -> web.Response:
-    await read_body(request)
+    await typed_body(request, allow_empty=True)
     return json_response(svc(request).client_config)
 
 
 async def dynamic_config(request: web.Request) -> web.Response:
-    await read_body(request)
+    await typed_body(request, allow_empty=True)
     return json_response({})
 
 
 async def auth_token(request: web.Request) -> web.Response:
-    await read_body(request)
+    await typed_body(request, allow_empty=True)
     now = int(time.time())
     header = wire.b64url(dumps({"alg": "HS256", "typ": "JWT"}))
     claims = wire.b64url(
@@ -246,34 +267,24 @@ async def apikey_me(request: web.Request) -> web.Response:
 
 
 async def create_session(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    return json_response(svc(request).create_session(body))
+    req, _ = await typed_body(request)
+    return json_response(svc(request).sessions.create(req))
 
 
 async def session_heartbeat(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    return json_response(svc(request).heartbeat(wire.req_str(body, "session_id")))
+    req, _ = await typed_body(request)
+    return json_response(svc(request).sessions.heartbeat(req.session_id))
 
 
 async def finish_session(request: web.Request) -> web.Response:
-    body, _ = await json_body(request, allow_empty=True)
-    reason = body.get("reason") or {}
-    kind = reason.get("type", "success") if isinstance(reason, dict) else "success"
-    if kind not in ("success", "errored", "interrupted"):
-        raise HttpError(422, f"unknown finish reason {kind!r}")
-    detail = body.get("detail")
-    await svc(request).finish_session(
-        request.match_info["session_id"], kind, detail if isinstance(detail, str) else None
-    )
+    req, _ = await typed_body(request, allow_empty=True)
+    await svc(request).finish_session(request.match_info["session_id"], req)
     return json_response(None)
 
 
 async def telemetry(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    events = body.get("events")
-    if not isinstance(events, list):
-        raise HttpError(422, "telemetry needs an 'events' list")
-    svc(request).telemetry_events += len(events)
+    req, _ = await typed_body(request)
+    svc(request).telemetry_events += len(req.events)
     return json_response({"status": "accepted"})
 
 
@@ -282,36 +293,23 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def capabilities(request: web.Request) -> web.Response:
-    s = svc(request)
-    models = [
-        {
-            "model_name": m.model_name,
-            "max_context_length": m.max_context_length,
-            "trainable": m.trainable,
-            "sampleable": m.sampleable,
-        }
-        for m in s._engine_models()
-    ]
-    engine = {"name": s.engine.name, "benchmark": bool(getattr(s.engine, "benchmark", False))}
-    if engine["benchmark"]:
-        engine["note"] = getattr(s.engine, "note", "benchmark engine: results are not real")
-    return json_response({"supported_models": models, "engine": engine})
+    return json_response(svc(request).capabilities())
 
 
 # -- handlers: models and training -----------------------------------------------------------
 async def create_model(request: web.Request) -> web.Response:
-    body, raw = await json_body(request)
-    return json_response(svc(request).create_model(body, digest(raw)))
+    req, raw = await typed_body(request)
+    return json_response(svc(request).training.create_model(req, digest(raw)))
 
 
 async def get_info(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    return json_response(svc(request).get_info(wire.req_str(body, "model_id")))
+    req, _ = await typed_body(request)
+    return json_response(svc(request).training.get_info(req))
 
 
 async def unload_model(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    return json_response(svc(request).unload_model(wire.req_str(body, "model_id")))
+    req, _ = await typed_body(request)
+    return json_response(svc(request).training.unload_model(req))
 
 
 async def forward_backward(request: web.Request) -> web.Response:
@@ -321,116 +319,71 @@ async def forward_backward(request: web.Request) -> web.Response:
         parsed = wire.parse_fwdbwd_json(raw, "forward_backward_input")
     else:
         parsed = wire.parse_fwdbwd_proto(raw)
-    return json_response(
-        svc(request).forward_backward(
-            parsed.model_id,
-            parsed.seq_id,
-            digest(raw),
-            parsed.data,
-            parsed.loss_fn,
-            parsed.loss_fn_config,
-            parsed.forward_only,
-        )
-    )
+    return json_response(svc(request).training.forward_backward(parsed, digest(raw)))
 
 
 async def forward_legacy(request: web.Request) -> web.Response:
     raw = await read_body(request)
     parsed = wire.parse_fwdbwd_json(raw, "forward_input")
-    return json_response(
-        svc(request).forward_backward(
-            parsed.model_id,
-            parsed.seq_id,
-            digest(raw),
-            parsed.data,
-            parsed.loss_fn,
-            parsed.loss_fn_config,
-            True,
-        )
-    )
+    return json_response(svc(request).training.forward_backward(parsed, digest(raw)))
 
 
-def _model_seq(body: dict[str, Any]) -> tuple[str, int]:
-    return wire.req_str(body, "model_id"), wire.req_int(body, "seq_id")
+def _sequenced_handler(method: str) -> Handler:
+    """optim_step, save_* and load_weights: a typed body and its digest (for retries)."""
 
+    async def handler(request: web.Request) -> web.Response:
+        req, raw = await typed_body(request)
+        return json_response(getattr(svc(request).training, method)(req, digest(raw)))
 
-async def optim_step(request: web.Request) -> web.Response:
-    body, raw = await json_body(request)
-    model_id, seq = _model_seq(body)
-    return json_response(svc(request).optim_step(model_id, seq, digest(raw), body))
-
-
-async def save_weights(request: web.Request) -> web.Response:
-    body, raw = await json_body(request)
-    model_id, seq = _model_seq(body)
-    return json_response(svc(request).save_weights(model_id, seq, digest(raw), body))
-
-
-async def save_weights_for_sampler(request: web.Request) -> web.Response:
-    body, raw = await json_body(request)
-    model_id, seq = _model_seq(body)
-    return json_response(svc(request).save_weights_for_sampler(model_id, seq, digest(raw), body))
-
-
-async def save_weights_external(request: web.Request) -> web.Response:
-    body, raw = await json_body(request)
-    model_id, seq = _model_seq(body)
-    return json_response(svc(request).save_weights_external(model_id, seq, digest(raw), body))
-
-
-async def load_weights(request: web.Request) -> web.Response:
-    body, raw = await json_body(request)
-    return json_response(svc(request).load_weights(body, digest(raw)))
+    handler.__name__ = method
+    return handler
 
 
 async def create_custom_loss(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    return json_response(svc(request).create_custom_loss(body))
+    req, _ = await typed_body(request)
+    return json_response(svc(request).training.create_custom_loss(req))
 
 
 # -- handlers: sampling ----------------------------------------------------------------------
 async def create_sampling_session(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    return json_response(await svc(request).create_sampling_session(body))
+    req, _ = await typed_body(request)
+    return json_response(await svc(request).sampling.create_session(req))
 
 
 async def join_sampling_session(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    return json_response(
-        svc(request).join_sampling_session(wire.req_str(body, "sampling_session_id"))
-    )
+    req, _ = await typed_body(request)
+    return json_response(svc(request).sampling.join(req))
 
 
 async def get_sampler(request: web.Request) -> web.Response:
-    return json_response(svc(request).get_sampler(request.match_info["sampling_session_id"]))
+    return json_response(svc(request).sampling.get(request.match_info["sampling_session_id"]))
 
 
 async def asample(request: web.Request) -> web.Response:
-    raw = await read_body(request)
-    s = svc(request)
-    req = wire.parse_sample(raw)
+    req, raw = await typed_body(request)
+    sampling = svc(request).sampling
     sampler_id = req.sampling_session_id
     if sampler_id is None:
-        sampler_id = await s.implicit_sampler(req.base_model, req.model_path)
+        if req.base_model is None and req.model_path is None:
+            raise HttpError(422, "sample needs sampling_session_id, base_model or model_path")
+        sampler_id = await sampling.implicit_sampler(req.base_model, req.model_path)
     job, finish = wire.sample_job(req)
-    return json_response(s.asample(sampler_id, req.seq_id, digest(raw), job, finish))
+    return json_response(sampling.asample(sampler_id, req.seq_id, digest(raw), job, finish))
 
 
 async def retrieve_future(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    request_id = wire.req_str(body, "request_id")
-    allow_metadata_only = bool(body.get("allow_metadata_only", False))
+    req, _ = await typed_body(request)
     s = svc(request)
-    rec = s.registry.get(request_id)
+    rec = s.registry.get(req.request_id)
     if rec is None:
-        raise gone(f"future {request_id} is unknown or expired")
+        raise gone(f"future {req.request_id} is unknown or expired")
     if not rec.finished:
         done = await s.registry.wait(rec, s.config.long_poll_s)
         if not done:
             return json_response(
                 {
                     "type": "try_again",
-                    "request_id": request_id,
+                    "request_id": req.request_id,
                     "queue_state": "active",
                     "queue_state_reason": s.queue_reason(rec),
                 }
@@ -440,50 +393,35 @@ async def retrieve_future(request: web.Request) -> web.Response:
             {"error": rec.error or "request failed", "category": rec.category or "unknown"}
         )
     assert rec.outcome is not None
-    proto = accepts_proto(request)
-    payload, ctype = await wire.render_outcome(rec.outcome, proto)
+    payload, ctype = await wire.render_outcome(rec.outcome, accepts_proto(request))
     threshold = s.config.metadata_only_threshold_bytes
-    if allow_metadata_only and len(payload) > threshold:
+    if req.allow_metadata_only and len(payload) > threshold:
         return json_response({"status": "complete_metadata", "response_payload_size": len(payload)})
     return web.Response(body=payload, content_type=ctype)
 
 
 async def retrieve_futures(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    target = body.get("target")
-    if not isinstance(target, dict) or not isinstance(target.get("sampling_session_id"), str):
-        raise HttpError(422, "target.sampling_session_id is required")
-    clone = target.get("cloned_sampler_id", 0)
-    cursor = body.get("prev_cursor", 0)
-    timeout_s = body.get("timeout")
-    if not isinstance(clone, int) or not isinstance(cursor, int):
-        raise HttpError(422, "cloned_sampler_id and prev_cursor must be integers")
-    if timeout_s is not None and not isinstance(timeout_s, int | float):
-        raise HttpError(422, "timeout must be a number")
+    req, _ = await typed_body(request)
     s = svc(request)
-    poll = (
-        s.config.long_poll_s if timeout_s is None else min(float(timeout_s), s.config.long_poll_s)
-    )
-    return json_response(
-        await s.retrieve_futures(target["sampling_session_id"], clone, cursor, poll_s=poll)
-    )
+    return json_response(await s.sampling.retrieve_futures(req, s.config.long_poll_s))
 
 
 async def cancel_future(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    svc(request).cancel_future(wire.req_str(body, "request_id"))
+    req, _ = await typed_body(request)
+    svc(request).cancel_future(req.request_id)
     return json_response(None)
 
 
 # -- handlers: weights and REST --------------------------------------------------------------
 async def copy_weights(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    return json_response(svc(request).copy_weights(body, request.headers.get("X-Idempotency-Key")))
+    req, _ = await typed_body(request)
+    key = request.headers.get("X-Idempotency-Key")
+    return json_response(svc(request).checkpoints.copy_weights(req, key))
 
 
 async def weights_info(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    return json_response(svc(request).weights_info(wire.req_str(body, "tinker_path")))
+    req, _ = await typed_body(request)
+    return json_response(svc(request).checkpoints.weights_info(req))
 
 
 def _paging(request: web.Request, default_limit: int) -> tuple[int, int]:
@@ -495,16 +433,15 @@ def _paging(request: web.Request, default_limit: int) -> tuple[int, int]:
 
 async def list_training_runs(request: web.Request) -> web.Response:
     limit, offset = _paging(request, 20)
-    return json_response(svc(request).list_training_runs(limit, offset))
+    return json_response(svc(request).checkpoints.list_training_runs(limit, offset))
 
 
 async def get_training_run(request: web.Request) -> web.Response:
-    s = svc(request)
-    return json_response(s.training_run_json(s.model(request.match_info["run_id"])))
+    return json_response(svc(request).checkpoints.training_run(request.match_info["run_id"]))
 
 
 async def list_run_checkpoints(request: web.Request) -> web.Response:
-    return json_response(svc(request).run_checkpoints(request.match_info["run_id"]))
+    return json_response(svc(request).checkpoints.run_checkpoints(request.match_info["run_id"]))
 
 
 def _ckpt_id(request: web.Request) -> tuple[str, str]:
@@ -512,72 +449,67 @@ def _ckpt_id(request: web.Request) -> tuple[str, str]:
 
 
 async def delete_checkpoint(request: web.Request) -> web.Response:
-    svc(request).delete_checkpoint(*_ckpt_id(request))
+    svc(request).checkpoints.delete(*_ckpt_id(request))
     return json_response(None)
 
 
 async def publish_checkpoint(request: web.Request) -> web.Response:
-    svc(request).set_public(*_ckpt_id(request), request.method == "POST")
+    svc(request).checkpoints.set_public(*_ckpt_id(request), request.method == "POST")
     return json_response(None)
 
 
 async def checkpoint_ttl(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    if "ttl_seconds" not in body:
-        raise HttpError(422, "ttl_seconds is required (null removes the TTL)")
-    svc(request).set_ttl(*_ckpt_id(request), body["ttl_seconds"])
+    req, _ = await typed_body(request)
+    svc(request).checkpoints.set_ttl(*_ckpt_id(request), req)
     return json_response(None)
 
 
 async def external_weights_urls(request: web.Request) -> web.Response:
     m = request.match_info
-    return json_response(svc(request).external_urls(m["run_id"], m["name"], base_url(request)))
+    urls = svc(request).checkpoints.external_urls(m["run_id"], m["name"], base_url(request))
+    return json_response(urls)
 
 
 async def checkpoint_archive(request: web.Request) -> web.Response:
-    url, expires = await svc(request).archive_url(*_ckpt_id(request), base_url(request))
+    ckpts = svc(request).checkpoints
+    url, expires = await ckpts.archive_url(*_ckpt_id(request), base_url(request))
     raise web.HTTPFound(url, headers={"Expires": expires})
 
 
 async def signed_file(request: web.Request) -> web.StreamResponse:
-    path = svc(request).verify(request.match_info["token"])
-    return web.FileResponse(path)
+    return web.FileResponse(svc(request).checkpoints.verify(request.match_info["token"]))
 
 
 async def list_user_checkpoints(request: web.Request) -> web.Response:
     limit, offset = _paging(request, 100)
-    return json_response(svc(request).user_checkpoints(limit, offset))
+    return json_response(svc(request).checkpoints.user_checkpoints(limit, offset))
 
 
 async def list_sessions(request: web.Request) -> web.Response:
     limit, offset = _paging(request, 20)
-    rows = svc(request).store.list_sessions(limit, offset)
-    return json_response({"sessions": [r.session_id for r in rows]})
+    return json_response(svc(request).sessions.list_ids(limit, offset))
 
 
 async def get_session(request: web.Request) -> web.Response:
-    return json_response(svc(request).session_json(request.match_info["session_id"]))
+    return json_response(svc(request).sessions.session_json(request.match_info["session_id"]))
 
 
 async def session_project(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    project = wire.req_str(body, "project_id")
-    s = svc(request)
-    s.session(request.match_info["session_id"])
-    s.store.set_session_project(request.match_info["session_id"], project)
+    req, _ = await typed_body(request)
+    svc(request).sessions.assign_project(request.match_info["session_id"], req)
     return json_response(None)
 
 
 async def trace_export(request: web.Request) -> web.Response:
-    svc(request).session(request.match_info["session_id"])
+    svc(request).sessions.get(request.match_info["session_id"])
     return json_response(
         {"status": "failed", "error": "trace export is not supported by the local server"}
     )
 
 
 async def search_sessions(request: web.Request) -> web.Response:
-    body, _ = await json_body(request)
-    return json_response(svc(request).search_sessions(body))
+    req, _ = await typed_body(request)
+    return json_response(svc(request).sessions.search(req))
 
 
 async def billing_usage(request: web.Request) -> web.Response:
@@ -585,11 +517,15 @@ async def billing_usage(request: web.Request) -> web.Response:
 
 
 async def storage_usage(request: web.Request) -> web.Response:
-    return json_response(svc(request).storage_usage())
+    return json_response(svc(request).checkpoints.storage_usage())
 
 
 async def audit_log(request: web.Request) -> web.Response:
     return json_response({"entries": []})
+
+
+async def local_stats(request: web.Request) -> web.Response:
+    return json_response(request.app[STATS_KEY].snapshot())
 
 
 async def not_implemented(request: web.Request) -> web.Response:
@@ -611,11 +547,11 @@ HANDLERS: dict[str, Handler] = {
     "create_model": create_model,
     "get_info": get_info,
     "forward_backward": forward_backward,
-    "optim_step": optim_step,
-    "save_weights": save_weights,
-    "save_weights_for_sampler": save_weights_for_sampler,
-    "save_weights_external": save_weights_external,
-    "load_weights": load_weights,
+    "optim_step": _sequenced_handler("optim_step"),
+    "save_weights": _sequenced_handler("save_weights"),
+    "save_weights_for_sampler": _sequenced_handler("save_weights_for_sampler"),
+    "save_weights_external": _sequenced_handler("save_weights_external"),
+    "load_weights": _sequenced_handler("load_weights"),
     "create_sampling_session": create_sampling_session,
     "join_sampling_session": join_sampling_session,
     "get_sampler": get_sampler,
@@ -653,9 +589,13 @@ HANDLERS: dict[str, Handler] = {
 # Not an API route: the signed downloads this server hands out (no API key; the URL is the
 # credential).
 FILES_PATH = "/api/v1/_files/{token}"
+# Not an API route either: this server's request counts (ServerConfig.stats_route / serve
+# --stats). Authenticated like the API; the _local prefix says no real service has it.
+STATS_PATH = "/api/v1/_local/stats"
+STATS_ROUTE = "local_stats"
 
 
-def add_routes(app: web.Application) -> list[str]:
+def add_routes(app: web.Application, *, stats_route: bool = False) -> list[str]:
     """Registers every manifest route with its handler; returns manifest routes without one."""
     missing = []
     for route in manifest.ROUTE_LIST:
@@ -665,14 +605,17 @@ def add_routes(app: web.Application) -> list[str]:
             handler = not_implemented
         app.router.add_route(route.method, route.aiohttp_path, handler, name=route.name)
     app.router.add_route("GET", FILES_PATH, signed_file, name="signed_file")
+    if stats_route:
+        app.router.add_route("GET", STATS_PATH, local_stats, name=STATS_ROUTE)
     return missing
 
 
 def build_app(service: Service, *, access_log: bool = False) -> web.Application:
     app = web.Application(middlewares=[middleware], client_max_size=service.config.max_body_bytes)
     app[SERVICE_KEY] = service
+    app[STATS_KEY] = RequestStats(exclude=(STATS_ROUTE,))
     service.access_log = access_log
-    missing = add_routes(app)
+    missing = add_routes(app, stats_route=service.config.stats_route)
     if missing:
         log.warning("manifest_routes_without_handler", routes=missing)
     return app

@@ -44,6 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds retrieve_future holds before answering try_again",
     )
+    parser.add_argument(
+        "--session-timeout",
+        type=float,
+        default=600.0,
+        help="seconds without a heartbeat before a session expires and its models and "
+        "samplers leave memory (0: never)",
+    )
+    parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="serve per-route request counts at GET /api/v1/_local/stats (authenticated)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
 
 
@@ -74,6 +86,8 @@ async def _serve(args: argparse.Namespace) -> int:
         device=args.device,
         access_log=not args.quiet,
         long_poll_s=args.long_poll,
+        session_timeout_s=args.session_timeout,
+        stats_route=args.stats,
     )
     await server.start()
     engine_note = " (null BENCHMARK engine: results are not real)" if args.engine == "null" else ""
@@ -81,6 +95,8 @@ async def _serve(args: argparse.Namespace) -> int:
     print(f"  TINKER_BASE_URL={server.base_url}", flush=True)
     print(f"  TINKER_API_KEY={server.api_key}", flush=True)
     print(f"  data dir: {server.data_dir}", flush=True)
+    if args.stats:
+        print(f"  request stats: GET {server.base_url}/api/v1/_local/stats", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -49,5 +49,12 @@ class ServerConfig:
     signed_url_ttl_s: float = 3600.0
     # On a clean stop, save each live model's state so it resumes exactly after a restart.
     save_live_state_on_stop: bool = True
+    # A session with no heartbeat (nor any request on its models/samplers) for this long is
+    # expired: its models and samplers leave memory, records and checkpoints stay, later
+    # calls answer 410. 0 disables expiry.
+    session_timeout_s: float = 600.0
+    # Serve GET /api/v1/_local/stats (per-route request counts; authenticated). The counts
+    # are always kept and available in-process as LocalServer.stats().
+    stats_route: bool = False
     # Ask 0.38 clients to zstd-compress forward_backward bodies (costs CPU on loopback).
     proto_compress_fwdbwd: bool = False

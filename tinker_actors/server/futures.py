@@ -75,6 +75,7 @@ class FutureRegistry:
         model_id: str | None = None,
         seq_id: int | None = None,
         sampler_id: str | None = None,
+        digest: str | None = None,
     ) -> FutureRecord:
         rec = FutureRecord(
             new_request_id(),
@@ -90,6 +91,7 @@ class FutureRegistry:
             session_id=session_id,
             model_id=model_id,
             seq_id=seq_id,
+            digest=digest,
         )
         return rec
 

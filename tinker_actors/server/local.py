@@ -16,7 +16,7 @@ from typing import Any, Self
 import structlog
 from aiohttp import web
 
-from tinker_actors.server.app import build_app
+from tinker_actors.server.app import STATS_KEY, build_app
 from tinker_actors.server.config import ServerConfig, api_key_from_env, default_data_dir
 from tinker_actors.server.engine.base import Engine
 from tinker_actors.server.service import Service
@@ -96,6 +96,7 @@ class LocalServer:
         )
         self._access_log = access_log
         self._runner: web.AppRunner | None = None
+        self._app: web.Application | None = None
         self.service: Service | None = None
         self._port: int | None = None
         self._thread: threading.Thread | None = None
@@ -131,6 +132,15 @@ class LocalServer:
             raise RuntimeError("LocalServer is not started")
         return self.service.engine
 
+    def stats(self) -> dict[str, Any]:
+        """Request counts per manifest route name since start (see ``stats.RequestStats``).
+
+        A snapshot of plain dicts, safe to call from any thread.
+        """
+        if self._app is None:
+            raise RuntimeError("LocalServer is not started")
+        return self._app[STATS_KEY].snapshot()
+
     # async lifecycle ---------------------------------------------------------------------
     async def start(self) -> Self:
         if self._runner is not None:
@@ -150,7 +160,7 @@ class LocalServer:
             )
         self.service = Service(self.config, engine)
         self.service.start()
-        app = build_app(self.service, access_log=self._access_log)
+        app = self._app = build_app(self.service, access_log=self._access_log)
         # Long polls must not hold a stop for their full hold time.
         runner = web.AppRunner(app, shutdown_timeout=1.0, auto_decompress=False, access_log=None)
         await runner.setup()

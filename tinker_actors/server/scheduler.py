@@ -70,8 +70,12 @@ class ModelLane:
         next_seq: int,
         on_ran: Callable[[int], None] | None = None,
         prelude: tuple[FutureRecord, Work, Finish] | None = None,
+        recall: Callable[[int, str], str | None] | None = None,
     ) -> None:
+        """``recall(seq_id, digest)`` finds a request id for a seq id that ran before this
+        lane existed (before a restart) and whose result is still known."""
         self.model_id = model_id
+        self._recall = recall
         self._prelude = _Job(*prelude) if prelude else None
         self._broken: str | None = None  # set when the prelude (a revive) failed
         self.next_seq = next_seq
@@ -112,9 +116,12 @@ class ModelLane:
                 )
             return seen[1]
         if seq_id < self.next_seq:
+            recalled = self._recall(seq_id, digest) if self._recall is not None else None
+            if recalled is not None:
+                return recalled
             raise SeqConflict(
                 f"seq_id {seq_id} of model {self.model_id} is behind the next expected "
-                f"seq_id {self.next_seq}"
+                f"seq_id {self.next_seq} (it already ran and its result is no longer known)"
             )
         return None
 

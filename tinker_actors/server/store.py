@@ -78,8 +78,10 @@ CREATE TABLE IF NOT EXISTS futures (
     status TEXT NOT NULL DEFAULT 'pending',
     result TEXT,
     error TEXT,
-    category TEXT
+    category TEXT,
+    digest TEXT
 );
+CREATE INDEX IF NOT EXISTS futures_model_seq ON futures(model_id, seq_id);
 """
 
 
@@ -153,6 +155,7 @@ class FutureRow:
     result: str | None
     error: str | None
     category: str | None
+    digest: str | None = None
 
 
 def _j(value: Any) -> str:
@@ -167,6 +170,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(futures)")}
+        if columns and "digest" not in columns:  # data dirs written before the column
+            self._db.execute("ALTER TABLE futures ADD COLUMN digest TEXT")
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
@@ -271,6 +277,16 @@ class Store:
                 "UPDATE sessions SET status='finished', finish_reason=?, finish_detail=? "
                 "WHERE session_id=? AND status='active'",
                 (reason, detail, session_id),
+            )
+        )
+
+    def expire_session(self, session_id: str, detail: str) -> bool:
+        """An active session that stopped heartbeating; False when it was not active."""
+        return bool(
+            self._exec(
+                "UPDATE sessions SET status='expired', finish_reason='expired', finish_detail=? "
+                "WHERE session_id=? AND status='active'",
+                (detail, session_id),
             )
         )
 
@@ -464,11 +480,12 @@ class Store:
         session_id: str | None,
         model_id: str | None,
         seq_id: int | None,
+        digest: str | None = None,
     ) -> None:
         self._exec(
             "INSERT INTO futures (request_id, session_id, model_id, seq_id, request_type, "
-            "created_at) VALUES (?,?,?,?,?,?)",
-            (request_id, session_id, model_id, seq_id, request_type, time.time()),
+            "created_at, digest) VALUES (?,?,?,?,?,?,?)",
+            (request_id, session_id, model_id, seq_id, request_type, time.time(), digest),
         )
 
     def finish_future(
@@ -487,6 +504,14 @@ class Store:
 
     def get_future(self, request_id: str) -> FutureRow | None:
         r = self._one("SELECT * FROM futures WHERE request_id=?", (request_id,))
+        return FutureRow(*r) if r else None
+
+    def future_for_seq(self, model_id: str, seq_id: int) -> FutureRow | None:
+        """The latest future recorded for a model's seq id (a retry after a restart)."""
+        r = self._one(
+            "SELECT * FROM futures WHERE model_id=? AND seq_id=? ORDER BY created_at DESC LIMIT 1",
+            (model_id, seq_id),
+        )
         return FutureRow(*r) if r else None
 
     def purge_futures(self, before: float) -> int:

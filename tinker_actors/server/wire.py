@@ -26,7 +26,6 @@ from tinker_actors.server.engine.base import (
 )
 from tinker_actors.server.errors import HttpError, bad_request
 from tinker_actors.server.futures import Outcome
-from tinker_actors.types.tensor import tensor_dtype_of
 
 JSON = "application/json"
 PROTO = "application/x-protobuf"
@@ -40,20 +39,6 @@ def b64url(data: bytes) -> str:
 
 def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def req_str(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value:
-        raise HttpError(422, f"field {key!r} is required and must be a non-empty string")
-    return value
-
-
-def req_int(body: dict[str, Any], key: str) -> int:
-    value = body.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise HttpError(422, f"field {key!r} is required and must be an integer")
-    return value
 
 
 # -- forward_backward -------------------------------------------------------------------------
@@ -144,7 +129,7 @@ def fwdbwd_output(result: ForwardBackwardResult) -> types.ForwardBackwardOutput:
             {
                 k: types.TensorData(
                     data=np.ascontiguousarray(v),
-                    dtype=tensor_dtype_of(v.dtype),
+                    dtype=types.tensor_dtype_of(v.dtype),
                     shape=list(v.shape),
                 )
                 for k, v in out.items()
@@ -158,16 +143,6 @@ def fwdbwd_output(result: ForwardBackwardResult) -> types.ForwardBackwardOutput:
 
 
 # -- sampling ---------------------------------------------------------------------------------
-def parse_sample(raw: bytes) -> types.SampleRequest:
-    try:
-        req = codec.json_decode(raw, types.SampleRequest)
-    except DecodeError as exc:
-        raise HttpError(422, str(exc)) from exc
-    if req.sampling_session_id is None and req.base_model is None and req.model_path is None:
-        raise HttpError(422, "sample needs sampling_session_id, base_model or model_path")
-    return req
-
-
 def sample_job(req: types.SampleRequest) -> tuple[SampleJob, Callable[[Any], Outcome]]:
     """Validates a SampleRequest into a SampleJob and the result shaper for its outcome."""
     try:

@@ -114,3 +114,6 @@ class GetSamplerResponse(WireStruct):
     sampler_id: str
     base_model: str
     model_path: str | None = None
+    # tinker_actors extension: a local tokenizer directory for the base model, when the
+    # server has one (the official SDK ignores unknown fields)
+    tokenizer_id: str | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+import msgspec
+
 from ._base import NullableStruct, WireStruct, always
 
 
@@ -57,7 +59,7 @@ class WhoamiResponse(WireStruct):
 class CreateSessionRequest(WireStruct, tag_field="type", tag="create_session"):
     tags: list[str] = always([])
     user_metadata: dict[str, Any] | None = always({})
-    sdk_version: str
+    sdk_version: str = always("unknown")  # every SDK sends it; older/plain clients may not
     project_id: str | None = None
     display_name: str | None = None
 
@@ -97,7 +99,7 @@ ClientSessionFinishReason = (
 class SessionFinishRequest(NullableStruct):
     """``POST /sessions/{id}/finish``; ``detail`` is sent as null when absent."""
 
-    reason: ClientSessionFinishReason
+    reason: ClientSessionFinishReason = msgspec.field(default_factory=ClientSessionFinishSuccess)
     detail: str | None = None
 
 

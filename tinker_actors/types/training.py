@@ -177,10 +177,19 @@ class OptimStepRequest(WireStruct, tag_field="type", tag="optim_step"):
     seq_id: int | None = None
     adam_params: AdamParams | None = None
     optimizer_params: DimuonParams | None = None
-    optim_params: AdamParams | None = None  # input alias; a DimuonParams also works at runtime
+    # Input alias: an AdamParams or DimuonParams, or (decoded from JSON) either as an object,
+    # told apart by ``"type": "dimuon"``. Typed Any because msgspec cannot union an untagged
+    # and a tagged Struct; __post_init__ converts and validates it.
+    optim_params: Any = None
 
     def __post_init__(self) -> None:
         p = self.optim_params
+        if isinstance(p, dict):
+            kind = DimuonParams if p.get("type") == "dimuon" else AdamParams
+            try:
+                p = msgspec.convert(p, kind, strict=False)
+            except msgspec.ValidationError as exc:
+                raise ValueError(f"optim_params: {exc}") from None
         if p is not None:
             force_set(self, "optim_params", None)
             if isinstance(p, AdamParams):

@@ -1,0 +1,277 @@
+"""Sampling: sampler sessions (immutable weight snapshots), their lanes, ``asample`` and the
+``/retrieve_futures`` completion logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinker_actors import types
+from tinker_actors.server.checkpoints import Checkpoints
+from tinker_actors.server.context import Context, session_of
+from tinker_actors.server.engine.base import EngineUserError, SampleJob
+from tinker_actors.server.errors import bad_request, conflict, gone, not_found
+from tinker_actors.server.futures import FutureRecord, Outcome
+from tinker_actors.server.scheduler import SamplerLane
+from tinker_actors.server.sessions import Sessions
+from tinker_actors.server.store import SamplerRow, SessionRow
+
+IMPLICIT_SESSION = "implicit"
+
+
+@dataclass(slots=True)
+class _CompletionLog:
+    """What /retrieve_futures reports for one (sampler, clone): an append-only cursor log."""
+
+    base: int = 0
+    items: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100_000))
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.items)
+
+    def append(self, item: dict[str, Any]) -> None:
+        if len(self.items) == self.items.maxlen:
+            self.base += 1
+        self.items.append(item)
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def since(self, cursor: int) -> list[dict[str, Any]]:
+        start = max(cursor - self.base, 0)
+        return list(self.items)[start:]
+
+
+class Sampling:
+    def __init__(self, ctx: Context, sessions: Sessions, checkpoints: Checkpoints) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.sessions = sessions
+        self.checkpoints = checkpoints
+        self.lanes: dict[str, SamplerLane] = {}
+        self.pool = ThreadPoolExecutor(
+            max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="sample"
+        )
+        self._completions: dict[tuple[str, int], _CompletionLog] = {}
+        self._sample_ids: dict[str, list[str]] = {}
+        self._join_counters: dict[str, int] = {}
+        ctx.registry.add_listener(self._on_future_finished)
+
+    # lanes --------------------------------------------------------------------------------
+    def lane(self, sampler_id: str, *, loaded: bool) -> SamplerLane:
+        """The sampler's lane; one from before a restart loads its weights lazily."""
+        old = self.lanes.get(sampler_id)
+        if old is not None:
+            return old
+        prepare = None
+        if not loaded:
+            row = self.store.get_sampler(sampler_id)
+            if row is None:
+                raise not_found(f"sampler {sampler_id!r} not found")
+            session = self.store.get_session(row.session_id)
+            if session is not None and session.status == "expired":
+                raise gone(f"sampler {sampler_id} was released: its session expired")
+            weights = Path(row.weights_dir) if row.weights_dir else None
+
+            def prepare() -> None:
+                if weights is not None and not weights.exists():
+                    raise EngineUserError(
+                        f"the weights of sampler {sampler_id} are gone ({weights}); "
+                        "create a new sampling client"
+                    )
+                self.ctx.engine.create_sampler(sampler_id, row.base_model, weights)
+
+        lane = SamplerLane(
+            sampler_id,
+            self.ctx.registry,
+            self.pool,
+            self.ctx.engine.sample,
+            prepare,
+            self.ctx.config.sample_queue_depth,
+            self.ctx.config.sample_batch_size,
+        )
+        self.lanes[sampler_id] = lane
+        return lane
+
+    def add_snapshot(
+        self,
+        sampler_id: str,
+        session_id: str,
+        base_model: str,
+        model_path: str | None,
+        weights_dir: Path | None,
+    ) -> None:
+        """Records a sampler the engine already holds and opens its lane."""
+        self.store.add_sampler(
+            SamplerRow(
+                sampler_id,
+                session_id,
+                base_model,
+                model_path,
+                str(weights_dir) if weights_dir else None,
+                time.time(),
+            )
+        )
+        self.lane(sampler_id, loaded=True)
+
+    async def release(self, sampler_ids: list[str], reason: str) -> None:
+        """Fails queued samples and frees the engine's copy; the records stay (a sampler of a
+        finished session reloads lazily if used again; one of an expired session answers 410)."""
+        loop = asyncio.get_running_loop()
+        for sampler_id in sampler_ids:
+            lane = self.lanes.pop(sampler_id, None)
+            if lane is not None:
+                await lane.close(reason)
+                await loop.run_in_executor(self.pool, self.ctx.engine.close_sampler, sampler_id)
+
+    async def close(self) -> None:
+        for lane in list(self.lanes.values()):
+            await lane.close("the local server stopped")
+        self.lanes.clear()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # sessions -----------------------------------------------------------------------------
+    async def create_session(
+        self, req: types.CreateSamplingSessionRequest, sampler_id: str | None = None
+    ) -> dict[str, Any]:
+        session_id = req.session_id
+        seq = req.sampling_session_seq_id
+        sampler_id = sampler_id or f"{session_id}:sample:{seq}"
+        base_model, model_path = req.base_model, req.model_path
+        existing = self.store.get_sampler(sampler_id)
+        if existing is not None:
+            if existing.model_path == model_path and (
+                base_model is None or base_model == existing.base_model
+            ):
+                return {"type": "create_sampling_session", "sampling_session_id": sampler_id}
+            raise conflict(f"sampling_session_seq_id {seq} of session {session_id} was reused")
+        self.sessions.check_active(session_id)
+        self.sessions.touch(session_id)
+        weights_dir = None
+        if model_path is not None:
+            ck = self.checkpoints.resolve(model_path, ("sampler", "external"))
+            weights_dir = Path(ck.path)
+            source = self.store.get_model(ck.model_id)
+            base_model = base_model or (source.base_model if source else None)
+            if not base_model:
+                raise bad_request(f"base model of {model_path} is unknown; pass base_model")
+        elif not base_model:
+            raise bad_request("create_sampling_session needs base_model or model_path")
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self.pool, self.ctx.engine.create_sampler, sampler_id, base_model, weights_dir
+            )
+        except EngineUserError as exc:
+            raise bad_request(str(exc)) from exc
+        self.add_snapshot(sampler_id, session_id, base_model, model_path, weights_dir)
+        return {"type": "create_sampling_session", "sampling_session_id": sampler_id}
+
+    def get(self, sampler_id: str) -> dict[str, Any]:
+        row = self.store.get_sampler(sampler_id)
+        if row is None:
+            raise not_found(f"sampler {sampler_id!r} not found")
+        out = {"sampler_id": sampler_id, "base_model": row.base_model}
+        if row.model_path:
+            out["model_path"] = row.model_path
+        with contextlib.suppress(Exception):  # extension field: a local tokenizer directory
+            out["tokenizer_id"] = self.ctx.engine.tokenizer_dir(row.base_model)
+        return out
+
+    def join(self, req: types.JoinSamplingSessionRequest) -> dict[str, Any]:
+        self.get(req.sampling_session_id)
+        n = self._join_counters.get(req.sampling_session_id, 0) + 1
+        self._join_counters[req.sampling_session_id] = n
+        return {"type": "join_sampling_session", "client_counter": n}
+
+    async def implicit_sampler(self, base_model: str | None, model_path: str | None) -> str:
+        """Older clients may sample by base_model / model_path without a sampling session."""
+        key = hashlib.blake2b(f"{base_model}|{model_path}".encode(), digest_size=8).hexdigest()
+        sampler_id = f"{IMPLICIT_SESSION}:sample:{key}"
+        if self.store.get_sampler(sampler_id) is None:
+            if self.store.get_session(IMPLICIT_SESSION) is None:
+                self.store.add_session(
+                    SessionRow(
+                        IMPLICIT_SESSION,
+                        time.time(),
+                        [],
+                        {},
+                        None,
+                        None,
+                        "implicit samplers",
+                        "active",
+                        None,
+                        None,
+                        None,
+                    )
+                )
+            req = types.CreateSamplingSessionRequest(
+                session_id=IMPLICIT_SESSION,
+                sampling_session_seq_id=0,
+                base_model=base_model,
+                model_path=model_path,
+            )
+            await self.create_session(req, sampler_id=sampler_id)
+        return sampler_id
+
+    # sampling -----------------------------------------------------------------------------
+    def asample(
+        self,
+        sampler_id: str,
+        seq_id: int | None,
+        digest: str,
+        job: SampleJob,
+        finish: Callable[[Any], Outcome],
+    ) -> dict[str, Any]:
+        """Queues one sample; a retry of a seq id already received gets the same future."""
+        lane = self.lanes.get(sampler_id) or self.lane(sampler_id, loaded=False)
+        self.sessions.touch(session_of(sampler_id))
+        rid = lane.lookup(seq_id, digest) if seq_id is not None else None
+        if rid is None:
+            lane.check_capacity()  # 429 before the seq id is recorded
+            rec = self.ctx.registry.create("Sample", sampler_id=sampler_id, seq_id=seq_id)
+            rid = rec.request_id
+            self._sample_ids[rid] = [f"{rid}:{i}" for i in range(job.num_samples)]
+            lane.submit(seq_id, digest, rec, job, finish)
+        ids = self._sample_ids.get(rid) or [f"{rid}:{i}" for i in range(job.num_samples)]
+        return {"request_id": rid, "sample_sequence_ids": ids}
+
+    def queue_reason(self, rec: FutureRecord) -> str | None:
+        if rec.sampler_id is not None and (lane := self.lanes.get(rec.sampler_id)):
+            return f"queued with {lane.depth} sample request(s)"
+        return None
+
+    def _on_future_finished(self, rec: FutureRecord) -> None:
+        self._sample_ids.pop(rec.request_id, None)
+        if rec.sampler_id is None or rec.seq_id is None:
+            return
+        log = self._log((rec.sampler_id, rec.seq_id // 1_000_000_000))
+        log.append(
+            {"state": "finished" if rec.state == "done" else "failed", "request_id": rec.request_id}
+        )
+
+    def _log(self, key: tuple[str, int]) -> _CompletionLog:
+        log = self._completions.get(key)
+        if log is None:
+            log = self._completions[key] = _CompletionLog()
+        return log
+
+    async def retrieve_futures(
+        self, req: types.FuturesRetrieveRequest, max_poll_s: float
+    ) -> dict[str, Any]:
+        poll_s = max_poll_s if req.timeout is None else min(float(req.timeout), max_poll_s)
+        log = self._log((req.target.sampling_session_id, req.target.cloned_sampler_id))
+        if req.prev_cursor >= log.end and poll_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(poll_s):
+                    await log.changed.wait()
+        return {"completions": log.since(req.prev_cursor), "cursor": log.end}
