@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
-import types as _pytypes
 from dataclasses import dataclass as _dataclass
 from typing import Any as _Any
+from typing import TypedDict as _TypedDict
 
-from . import types
+from . import auth, types
+from .actors.training import SequenceBrokenError
+from .clients.admin import AdminClient
+from .clients.custom_loss import LossHandle, PerDatumLossFn
 from .clients.rest import RestClient
 from .clients.service import ServiceClient
 from .clients.training import ClientFuture as _ClientFuture
@@ -73,27 +76,39 @@ BackcompatTrainingClientFuture = _ClientFuture
 BackcompatSamplingClientFuture = _ClientFuture
 
 
-class AdminClient(RestClient):
-    """Organization-admin operations (billing, audit log); the local server serves none."""
-
-
 class ExperimentalWarning(UserWarning):
     """An experimental API was used."""
 
 
 @_dataclass(frozen=True)
 class Timeout:
-    """Accepted for signature compatibility; per-call timeouts are chosen by the runtime."""
+    """Request timeouts in seconds, shaped like ``httpx.Timeout`` (the official ``Timeout``).
+
+    ``Timeout(60)`` sets every phase; a phase left None takes ``timeout``'s value.
+    """
 
     timeout: float | None = 60.0
-    connect: float | None = 5.0
+    connect: float | None = None
+    read: float | None = None
+    write: float | None = None
+    pool: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "read", "write", "pool"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.timeout)
 
 
-RequestOptions = dict[str, _Any]
-LossHandle = _Any  # server-side traced custom losses are not supported yet
-PerDatumLossFn = _Any
+class RequestOptions(_TypedDict, total=False):
+    """Per-request options of the official SDK's low-level client (a plain dict)."""
 
-auth = _pytypes.ModuleType("tinker_actors.auth", "Credentials: TINKER_API_KEY or the local key.")
+    headers: dict[str, str]
+    max_retries: int
+    timeout: float | Timeout | None
+    params: dict[str, _Any]
+    extra_json: dict[str, _Any]
+    idempotency_key: str
+    follow_redirects: bool
 
 
 def __getattr__(name: str) -> _Any:
@@ -170,4 +185,5 @@ __all__ = [  # noqa: RUF022
     "RecoveryPolicy",
     "RestartPolicy",
     "RetryConfig",
+    "SequenceBrokenError",
 ]

@@ -46,6 +46,8 @@ class Settings:
     cf_access_client_id: str | None = None
     cf_access_client_secret: str | None = None
     default_headers: tuple[tuple[str, str], ...] = ()
+    credential_cmd: str | None = None
+    credential_source: str = "argument"
 
     @classmethod
     def from_env(
@@ -67,9 +69,21 @@ class Settings:
             else ("async_sampling",)
         )
         telemetry = (os.environ.get("TINKER_TELEMETRY", "1").strip().lower()) in _TRUE
+        cmd: str | None = None
+        source = "embedded"
+        if url:
+            # A remote server needs a credential; the embedded one brings its own key.
+            from .auth import resolve_credential
+
+            cred = resolve_credential(api_key)
+            api_key, cmd, source = cred.static, cred.cmd, cred.source
+        else:
+            api_key = api_key or _env("TINKER_API_KEY")
         return cls(
             base_url=url or None,
-            api_key=api_key or _env("TINKER_API_KEY"),
+            api_key=api_key,
+            credential_cmd=cmd,
+            credential_source=source,
             project_id=project_id or _env("TINKER_PROJECT_ID"),
             tags=tags,
             feature_gates=gates,
@@ -81,9 +95,10 @@ class Settings:
         )
 
     def with_endpoint(self, base_url: str, api_key: str | None) -> Settings:
+        """These settings pointed at the embedded server, with that server's own key."""
         return Settings(
             base_url=base_url.rstrip("/"),
-            api_key=self.api_key or api_key,
+            api_key=api_key or self.api_key,
             project_id=self.project_id,
             tags=self.tags,
             feature_gates=self.feature_gates,
@@ -98,7 +113,7 @@ class Settings:
 def _default_retryable() -> tuple[type[BaseException], ...]:
     from . import errors
 
-    names = ("APIConnectionError", "APITimeoutError", "RetryableError")
+    names = ("APIConnectionError", "APITimeoutError", "RetryableError", "PromiseExpiredError")
     found = tuple(getattr(errors, n) for n in names if hasattr(errors, n))
     import asyncio
 
@@ -166,7 +181,7 @@ class RecoveryPolicy:
     ``create_training_client_from_state_with_optimizer`` and the weights-only form.
     """
 
-    enabled: bool = True
+    enabled: bool = True  # a policy passed by the user is on; recovery is off without one
     checkpoint: Literal["latest"] | str = "latest"
     restore_optimizer: bool = True
     replay: bool = True

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from . import errors
+from . import codec, errors, manifest, types
 from .runtime import Runtime
 from .telemetry import get_logger
 from .transport import NO_RETRY, Response
@@ -34,12 +34,47 @@ __all__ = [
     "QueueStateLogger",
     "QueueStateObserver",
     "poll_future",
+    "result_decoder",
 ]
 
 log = get_logger(__name__)
 
 POLL_TIMEOUT = 45.0
-PROTO_REQUEST_TYPES = frozenset({"Sample", "ForwardBackward", "Forward"})
+
+
+def _result_routes() -> dict[str, manifest.Route]:
+    out = {r.request_type_header: r for r in manifest.ROUTE_LIST if r.request_type_header}
+    # 0.38 sends forward-only work to /forward_backward: its result is protobuf too
+    out[manifest.FORWARD_REQUEST_TYPE_HEADER] = manifest.ROUTES["forward_backward"]
+    return out  # type: ignore[return-value]
+
+
+# X-Tinker-Request-Type -> the route whose result it is (result type and encoding).
+RESULT_ROUTES = _result_routes()
+PROTO_REQUEST_TYPES = frozenset(
+    h for h, r in RESULT_ROUTES.items() if r.result_encoding == "protobuf"
+)
+
+
+def result_decoder(
+    request_type: str, *, sequence_ids: list[str] | None = None
+) -> Callable[[Response], Any]:
+    """Turns the final 200 of a future into the manifest's result type for ``request_type``.
+
+    Protobuf results are SampleResponse (``sequence_ids`` from the submit reply fill each
+    sequence's id) or ForwardBackwardOutput; JSON results decode into ``route.result_type``.
+    """
+    route = RESULT_ROUTES.get(request_type)
+    if route is None:
+        raise KeyError(f"unknown request type {request_type!r}")
+    rtype = route.result_type
+    if route.result_encoding == "protobuf":
+        if rtype is types.SampleResponse:
+            return lambda r: codec.decode_sample_response(r.body, sequence_ids)
+        if rtype is types.ForwardBackwardOutput:
+            return lambda r: codec.decode_forward_backward_output(r.body)
+        raise TypeError(f"no protobuf decoder for {rtype!r}")
+    return lambda r: codec.json_decode(r.body, rtype)
 
 
 # ============================================================================ APIFuture
@@ -226,7 +261,7 @@ async def poll_future(
     transport: Transport,
     request_id: str,
     request_type: str,
-    decode: Callable[[Response], T],
+    decode: Callable[[Response], T] | None = None,
     *,
     observer: QueueStateObserver | None = None,
     start_time: float | None = None,
@@ -235,11 +270,14 @@ async def poll_future(
     reserve_bytes: Callable[[int], Awaitable[Any]] | None = None,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     poll_timeout: float = POLL_TIMEOUT,
+    sdk_method: str | None = None,
 ) -> T:
     """Long-polls ``/retrieve_future`` until the result is there; returns ``decode(response)``.
 
     ``decode`` receives the 200 response holding the final result (proto or JSON) and turns
-    it into the result type. ``reserve_bytes`` (optional) is awaited with the payload size of
+    it into the result type; by default the manifest's result type for ``request_type``.
+    ``sdk_method`` attributes the polls to the public method that made the request, as the
+    official SDK does (its polls run in that method's context). ``reserve_bytes`` (optional) is awaited with the payload size of
     a ``complete_metadata`` reply before the full fetch (its return value, if an async
     context manager, is entered around that fetch).
     """
@@ -248,6 +286,8 @@ async def poll_future(
     bad_requests = 0
     billing_since: float | None = None
     reservation: Any = None
+    if decode is None:
+        decode = result_decoder(request_type)
     accept = "application/x-protobuf" if request_type in PROTO_REQUEST_TYPES else "application/json"
     try:
         while True:
@@ -260,16 +300,19 @@ async def poll_future(
             if iteration == 0 and start_time is not None:
                 headers["X-Tinker-Create-Promise-Roundtrip-Time"] = str(time.time() - start_time)
             iteration += 1
-            body = {"request_id": request_id, "allow_metadata_only": allow_metadata_only}
+            body = types.FutureRetrieveRequest(
+                request_id=request_id, allow_metadata_only=allow_metadata_only
+            )
             try:
-                resp = await transport.request(
-                    "POST",
-                    "/api/v1/retrieve_future",
-                    json=body,
+                resp = await transport.call(
+                    _RETRIEVE,
+                    body,
                     headers=headers,
                     timeout=poll_timeout,
                     retry=NO_RETRY,
                     raise_for_status=False,
+                    raw=True,
+                    sdk_method=sdk_method,
                 )
             except errors.APIConnectionError:
                 delay = min(2**conn_errors, 30)
@@ -340,6 +383,9 @@ async def poll_future(
     finally:
         if reservation is not None and hasattr(reservation, "release"):
             reservation.release()
+
+
+_RETRIEVE = manifest.ROUTES["retrieve_future"]
 
 
 def _status(resp: Response) -> BaseException:

@@ -9,7 +9,9 @@ raises instead of deadlocking.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import threading
 import weakref
 from collections.abc import Coroutine
@@ -35,6 +37,7 @@ class Runtime:
         self._http: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._users = 0
+        self._guard: Any = None
 
     # ----------------------------------------------------------------------- identity
     @property
@@ -104,7 +107,29 @@ class Runtime:
             self._http = aiohttp.ClientSession(
                 connector=connector, auto_decompress=True, trust_env=False
             )
+            if self._thread is None and self._guard is None:
+                self._arm_close_at_loop_end()
         return self._http
+
+    def _arm_close_at_loop_end(self) -> None:
+        """A caller's loop gives no close hook, but ``asyncio.run`` (and pytest-asyncio) call
+        ``shutdown_asyncgens`` before closing it: an async generator parked on the loop is
+        closed there, and its ``finally`` closes the HTTP session a client forgot to close.
+        """
+
+        async def guard() -> Any:
+            try:
+                yield
+            finally:
+                await self.aclose_http()
+
+        gen = guard()
+        self._guard = gen  # the loop keeps only a weak reference
+
+        async def arm() -> None:
+            await gen.__anext__()
+
+        self._own(self.loop.create_task(arm()))
 
     def acquire(self) -> None:
         """A client starts using the shared HTTP session."""
@@ -157,7 +182,24 @@ def _start_daemon() -> Runtime:
     thread = threading.Thread(target=main, name="tinker-actors-runtime", daemon=True)
     thread.start()
     ready.wait()
-    return Runtime(loop, thread=thread)
+    rt = Runtime(loop, thread=thread)
+    atexit.register(_shutdown_daemon, rt)
+    return rt
+
+
+def _shutdown_daemon(rt: Runtime, timeout: float = 5.0) -> None:
+    """At interpreter exit: close the daemon runtime's HTTP session, then stop its loop.
+
+    Daemon threads are frozen at exit, so without this the aiohttp session is reported as
+    unclosed. Bounded, and silent if the loop is already gone.
+    """
+    loop = rt.loop
+    if loop.is_closed() or not loop.is_running():
+        return
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(rt.aclose_http(), loop).result(timeout)
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(loop.stop)
 
 
 def get_runtime() -> Runtime:

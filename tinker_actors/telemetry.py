@@ -1,14 +1,157 @@
-"""Logging access for library code: structlog ``get_logger`` only, never configuration."""
+"""Logging for library code: structlog loggers bound to stdlib ``logging``, never configured.
+
+``get_logger(name)`` wraps ``logging.getLogger(name)`` with a small local processor chain
+(level filter, contextvars merge, secret redaction, key=value rendering), so the application
+decides where lines go and at which level. Nothing here calls ``structlog.configure`` or adds
+handlers: a user who configures nothing sees warnings and errors only (stdlib's last-resort
+handler). ``TINKER_LOG=debug|info`` lowers the ``tinker_actors`` logger level, as the
+official SDK's variable does for its ``tinker`` logger.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
-__all__ = ["get_logger"]
+__all__ = ["apply_env_log_level", "get_logger", "redact", "redact_secrets"]
+
+ROOT_LOGGER = "tinker_actors"
+
+# Keys whose values are credentials whatever they look like.
+_SECRET_KEYS = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "x-api-key",
+        "authorization",
+        "jwt",
+        "token",
+        "access_token",
+        "refresh_token",
+        "password",
+        "secret",
+        "credential",
+        "cf-access-client-secret",
+        "weights_access_token",
+        "x-tinker-weights-access-token",
+    }
+)
+# API keys (tml-...) and JWTs (eyJ<header>.<claims>.<signature>) anywhere in a string.
+_SECRET_RE = re.compile(
+    r"\btml-[A-Za-z0-9_\-]{4,}|\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.?[A-Za-z0-9_\-]*"
+)
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """``text`` with API keys and JWTs replaced."""
+    if "tml-" not in text and "eyJ" not in text:
+        return text
+    return _SECRET_RE.sub(REDACTED, text)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if str(k).lower() in _SECRET_KEYS else _scrub(v)) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrub(v) for v in value)
+    if isinstance(value, BaseException):
+        return redact(repr(value))
+    return value
+
+
+def redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: no credential reaches a log line (keys by name, values by shape)."""
+    for key, value in list(event.items()):
+        if key.lower() in _SECRET_KEYS:
+            event[key] = REDACTED
+        else:
+            event[key] = _scrub(value)
+    return event
+
+
+def _drop_logger_name(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event.pop("logger", None)
+    return event
+
+
+def _render(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
+    """``message key=value ...``: the event text first, then the context."""
+    msg = str(event.pop("event", ""))
+    exc = event.pop("exception", None)
+    parts = [msg, *(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in event.items())]
+    line = " ".join(p for p in parts if p)
+    return f"{line}\n{exc}" if exc else line
+
+
+_PROCESSORS: list[Any] = [
+    structlog.stdlib.filter_by_level,
+    structlog.contextvars.merge_contextvars,
+    redact_secrets,
+    _drop_logger_name,
+    structlog.processors.format_exc_info,
+    _render,
+]
+
+
+class _Logger(structlog.stdlib.BoundLogger):
+    """A stdlib-backed BoundLogger whose disabled levels cost one ``isEnabledFor`` check."""
+
+    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if not self._logger.isEnabledFor(logging.DEBUG):
+            return None
+        return super().debug(event, *args, **kw)
+
+    def info(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if not self._logger.isEnabledFor(logging.INFO):
+            return None
+        return super().info(event, *args, **kw)
 
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:
-    """A structlog logger bound to ``logger=name``; the app decides where lines go."""
-    return structlog.get_logger(name, **initial) if name else structlog.get_logger(**initial)
+    """A structlog logger writing through ``logging.getLogger(name)``; no global config."""
+    apply_env_log_level()
+    return structlog.wrap_logger(
+        logging.getLogger(name or ROOT_LOGGER),
+        processors=_PROCESSORS,
+        wrapper_class=_Logger,
+        cache_logger_on_first_use=True,
+        **initial,
+    )
+
+
+_applied = False
+
+
+def apply_env_log_level() -> None:
+    """``TINKER_LOG=debug|info`` sets the ``tinker_actors`` logger level (once per process).
+
+    Like the official SDK it also gives that logger a stderr handler, since stdlib's
+    last-resort handler shows warnings only; without ``TINKER_LOG`` nothing is touched.
+    """
+    global _applied
+    if _applied:
+        return
+    _applied = True
+    level = {"debug": logging.DEBUG, "info": logging.INFO}.get(
+        (os.environ.get("TINKER_LOG") or "").strip().lower()
+    )
+    if level is None:
+        return
+    logger = logging.getLogger(ROOT_LOGGER)
+    logger.setLevel(level)
+    if not logging.getLogger().handlers and not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("[%(asctime)s - %(name)s - %(levelname)s] %(message)s")
+        )
+        logger.addHandler(handler)

@@ -9,42 +9,82 @@ fresh tenacity controller is built for every call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import email.utils
 import platform
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from . import errors
+from . import codec, errors, manifest, types
 from .config import SDK_VERSION, Settings
 from .runtime import Runtime
 from .telemetry import get_logger
 
+if TYPE_CHECKING:
+    from .auth import Credential
+
 __all__ = [
     "NO_RETRY",
     "STANDARD",
+    "JwtAuth",
     "Response",
     "RetryPolicy",
     "Transport",
+    "context_without_sdk_method",
     "retry_after_seconds",
+    "sdk_method_scope",
     "should_retry",
 ]
 
 log = get_logger(__name__)
 
 USER_AGENT = f"AsyncTinker/Python {SDK_VERSION}"
+
+# The public method a request is made for (x-sdk-method). Only the outermost method counts;
+# background actors run in a context without it (protocol.md 4).
+_sdk_method: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "tinker_actors_sdk_method", default=None
+)
+
+
+@contextlib.contextmanager
+def sdk_method_scope(name: str) -> Iterator[None]:
+    """Requests (and tasks created) inside carry ``x-sdk-method: name`` unless one is set."""
+    if _sdk_method.get() is not None:
+        yield
+        return
+    token = _sdk_method.set(name)
+    try:
+        yield
+    finally:
+        _sdk_method.reset(token)
+
+
+@contextlib.contextmanager
+def without_sdk_method() -> Iterator[None]:
+    """Lazy set-up done on behalf of the whole client is not attributed to the caller."""
+    token = _sdk_method.set(None)
+    try:
+        yield
+    finally:
+        _sdk_method.reset(token)
+
+
+def context_without_sdk_method() -> contextvars.Context:
+    """A copy of the current context with no method in progress (for long-lived tasks)."""
+    ctx = contextvars.copy_context()
+    ctx.run(_sdk_method.set, None)
+    return ctx
+
+
 _ARCH = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}
 _OS = {"Linux": "Linux", "Darwin": "MacOS", "Windows": "Windows"}
 
@@ -103,20 +143,10 @@ class Response:
 
 
 def _json_decode(body: bytes) -> Any:
-    import msgspec
-
-    return msgspec.json.decode(body)
+    return codec.json_decode(body)
 
 
-def _json_encode(obj: Any) -> bytes:
-    from . import codec
-
-    enc = getattr(codec, "json_encode", None)
-    if enc is not None:
-        return enc(obj)
-    import msgspec
-
-    return msgspec.json.encode(obj)
+_json_encode = codec.json_encode
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -175,6 +205,7 @@ class Transport:
     connect_timeout: float = 5.0
     sleep: Callable[[float], Any] = asyncio.sleep
     _static_headers: dict[str, str] = field(default_factory=dict, init=False)
+    jwt: JwtAuth | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         h = {
@@ -194,6 +225,20 @@ class Transport:
             h["CF-Access-Client-Secret"] = s.cf_access_client_secret
         h.update(dict(s.default_headers))
         self._static_headers = h
+
+    def set_api_key(self, key: str) -> None:
+        """The static X-API-Key (a credential command's output, resolved once)."""
+        self._static_headers["X-API-Key"] = key
+
+    def enable_jwt(self, credential: Credential, **kw: Any) -> JwtAuth:
+        """JWT mode (``pjwt_auth_enabled``): X-API-Key carries a JWT exchanged for the credential."""
+        self.jwt = JwtAuth(self, credential, **kw)
+        return self.jwt
+
+    async def aclose(self) -> None:
+        """Stops background work owned by this transport (the JWT refresh task)."""
+        if self.jwt is not None:
+            await self.jwt.aclose()
 
     @property
     def base_url(self) -> str:
@@ -251,9 +296,17 @@ class Transport:
         retry: RetryPolicy = STANDARD,
         sdk_method: str | None = None,
         raise_for_status: bool = True,
+        authenticate: bool = True,
     ) -> Response:
-        """Sends one logical request, retrying under ``retry``; raises mapped errors."""
+        """Sends one logical request, retrying under ``retry``; raises mapped errors.
+
+        ``sdk_method`` names the public method the request is for; a method already in
+        progress (``sdk_method_scope``) wins, since only the outermost call counts.
+        ``authenticate=False`` sends the caller's own X-API-Key (the JWT exchange).
+        """
         method = method.upper()
+        if sdk_method != "":  # "" forces no attribution; else the outermost method wins
+            sdk_method = _sdk_method.get() or sdk_method
         url = self.url(path)
         hdrs = dict(self._static_headers)
         hdrs["Accept"] = "application/json"
@@ -274,15 +327,25 @@ class Transport:
 
         attempt = 0
         billing_started: float | None = None
+        jwt = self.jwt if authenticate else None
 
         async def attempt_once() -> Response:
             nonlocal attempt, billing_started
             hdrs["x-stainless-retry-count"] = str(attempt)
             attempt += 1
             try:
+                if jwt is not None:
+                    hdrs["X-API-Key"] = await jwt.token()
                 resp = await self._send_once(
                     method, url, data=content, headers=hdrs, params=params, timeout=read_timeout
                 )
+                if jwt is not None and resp.status == 401 and _invalid_token(resp.headers):
+                    # the JWT was revoked or expired early: exchange it and replay once
+                    await jwt.refresh(stale=hdrs["X-API-Key"])
+                    hdrs["X-API-Key"] = await jwt.token()
+                    resp = await self._send_once(
+                        method, url, data=content, headers=hdrs, params=params, timeout=read_timeout
+                    )
             except errors.APIConnectionError as exc:  # APITimeoutError subclasses it
                 raise _Retry(exc) from exc
             if resp.status < 400 or not raise_for_status:
@@ -305,23 +368,35 @@ class Transport:
 
     async def _retrying(self, policy: RetryPolicy, fn: Callable[[], Any], method: str, url: str):
         start = time.monotonic()
+        # Fast path: the first attempt runs without a controller (most calls never retry);
+        # only a retryable failure builds the tenacity controller for the attempts after it.
+        try:
+            return await fn()
+        except _Retry as first:
+            if policy.max_attempts <= 1 and not isinstance(first, _Billing):
+                raise first.error from None
+            failed = first
+
+        def delay_after(exc: BaseException | None, attempt: int) -> float:
+            if isinstance(exc, _Retry) and exc.delay is not None:
+                return exc.delay
+            d = min(policy.base_delay * 2 ** (attempt - 1), policy.max_delay)
+            return d * (1 - 0.25 * random.random())
 
         def wait(rs: RetryCallState) -> float:
             exc = rs.outcome.exception() if rs.outcome else None
-            if isinstance(exc, _Retry) and exc.delay is not None:
-                return exc.delay
-            n = rs.attempt_number - 1
-            d = min(policy.base_delay * 2**n, policy.max_delay)
-            return d * (1 - 0.25 * random.random())
+            return delay_after(exc, rs.attempt_number + 1)
 
         def stop(rs: RetryCallState) -> bool:
             exc = rs.outcome.exception() if rs.outcome else None
             if isinstance(exc, _Billing):
                 return False  # billing has its own bound, checked in attempt_once
-            return (stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_total))(
-                rs
-            ) or time.monotonic() - start > policy.max_total
+            return (
+                rs.attempt_number + 1 >= policy.max_attempts
+                or time.monotonic() - start > policy.max_total
+            )
 
+        await self.sleep(delay_after(failed, 1))
         controller = AsyncRetrying(
             stop=stop,
             wait=wait,
@@ -339,7 +414,7 @@ class Transport:
 
     async def call(
         self,
-        route: str,
+        route: str | manifest.Route,
         body: Any = None,
         *,
         path_params: Mapping[str, Any] | None = None,
@@ -348,22 +423,36 @@ class Transport:
         timeout: float | None = None,  # noqa: ASYNC109
         retry: RetryPolicy = STANDARD,
         sdk_method: str | None = None,
-        decode: bool = True,
+        raise_for_status: bool = True,
+        raw: bool = False,
+        authenticate: bool = True,
     ) -> Any:
-        """Calls a manifest route by name; returns the decoded response type (or raw Response)."""
-        from . import manifest
+        """Calls a manifest route by name: the one way the clients reach an endpoint.
 
-        r = manifest.route(route)
-        path = r.path
-        if path_params:
-            path = path.format(**{k: _path_quote(str(v)) for k, v in path_params.items()})
-        content = None
-        ctype = None
-        if body is not None and not isinstance(body, (bytes, bytearray)):
-            content = _json_encode(body)
+        ``body`` is a wire Struct (JSON routes; already-encoded JSON bytes are sent as
+        they are) or the encoded bytes of a protobuf route. Returns the decoded
+        ``route.response_type`` (an ``UntypedAPIFuture`` for future routes, None for
+        routes without a response type), or the ``Response`` itself with ``raw=True``.
+        """
+        r = _ROUTES.get(route) if isinstance(route, str) else route
+        if r is None:
+            r = manifest.route(route)  # type: ignore[arg-type]  # raises with the known names
+        path = r.format_path(**path_params) if path_params else r.path
+        if query:
+            unknown = set(query) - set(r.query_params)
+            if unknown:
+                raise ValueError(f"{r.name}: unknown query parameters {sorted(unknown)}")
+        enc = r.request_encoding
+        content: bytes | None = None
+        ctype: str | None = None
+        if enc == "protobuf":
+            if not isinstance(body, (bytes, bytearray, memoryview)):
+                raise TypeError(f"{r.name} takes an encoded protobuf body")
+            content, ctype = bytes(body), "application/x-protobuf"
         elif body is not None:
-            content = bytes(body)
-            ctype = "application/x-protobuf"
+            if enc == "none":
+                raise TypeError(f"{r.name} takes no request body")
+            content = body if isinstance(body, bytes) else codec.json_encode(body)
         resp = await self.request(
             r.method,
             path,
@@ -374,15 +463,131 @@ class Transport:
             timeout=timeout,
             retry=retry,
             sdk_method=sdk_method,
+            raise_for_status=raise_for_status,
+            authenticate=authenticate,
         )
-        if not decode:
+        if raw:
             return resp
-        rtype = getattr(r, "response_type", None)
-        if rtype is None or rtype is type(None):
+        rtype = r.response_type
+        if rtype is None:
             return None
-        from . import codec
-
         return codec.json_decode(resp.body, rtype)
+
+
+_ROUTES = manifest.ROUTES
+
+
+def _invalid_token(headers: Mapping[str, str]) -> bool:
+    return "invalid_token" in headers.get("www-authenticate", "")
+
+
+class JwtAuth:
+    """The JWT that X-API-Key carries in ``pjwt_auth_enabled`` mode (protocol.md 4.1).
+
+    Exchanged for the raw credential at ``POST /auth/token``; refreshed in the background at
+    45-55 % of its lifetime, on demand when 60 s or less remain, 60 s after a failed
+    background refresh, and once when a request gets 401 ``invalid_token``.
+    """
+
+    REFRESH_MARGIN = 60.0
+    RETRY_AFTER_FAILURE = 60.0
+
+    def __init__(
+        self,
+        transport: Transport,
+        credential: Credential,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.transport = transport
+        self.credential = credential
+        self.clock = clock
+        self.sleep = sleep
+        self.rand = rand
+        self.jwt: str | None = None
+        self.claims: dict[str, Any] = {}
+        self.exchanges = 0
+        self._lock: asyncio.Lock | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def _remaining(self) -> float:
+        exp = self.claims.get("exp")
+        return float("inf") if exp is None else float(exp) - self.clock()
+
+    async def token(self) -> str:
+        """A JWT with more than a minute left (exchanging one first if needed)."""
+        jwt = self.jwt
+        if jwt is not None and self._remaining() > self.REFRESH_MARGIN:
+            return jwt
+        await self.refresh()
+        assert self.jwt is not None
+        return self.jwt
+
+    async def refresh(self, *, stale: str | None = None) -> None:
+        """Exchanges a new JWT unless another caller already did (``stale``: the rejected one)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if stale is not None and self.jwt is not None and self.jwt != stale:
+                return
+            if stale is None and self.jwt is not None and self._remaining() > self.REFRESH_MARGIN:
+                return
+            await self._exchange()
+
+    async def _exchange(self, *, spawn: bool = True) -> None:
+        from .auth import decode_jwt_claims
+
+        raw = await self.credential.fetch()
+        reply = await self.transport.call(
+            "auth_token",
+            types.AuthTokenRequest(),
+            headers={"X-API-Key": raw},
+            authenticate=False,
+            sdk_method="",
+        )
+        self.claims = decode_jwt_claims(reply.jwt)
+        self.jwt = reply.jwt
+        self.exchanges += 1
+        if spawn and (self._task is None or self._task.done()):
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(
+                self._background(), name="jwt-refresh", context=context_without_sdk_method()
+            )
+
+    def next_refresh_delay(self) -> float:
+        """Seconds until the background refresh: 45-55 % into the token's lifetime."""
+        exp, iat = self.claims.get("exp"), self.claims.get("iat")
+        if exp is None:
+            return float("inf")
+        iat = float(iat) if iat is not None else self.clock()
+        at = iat + (0.45 + 0.1 * self.rand()) * (float(exp) - iat)
+        return max(0.0, at - self.clock())
+
+    async def _background(self) -> None:
+        delay = self.next_refresh_delay()
+        while delay != float("inf"):
+            await self.sleep(delay)
+            try:
+                if self._lock is None:
+                    self._lock = asyncio.Lock()
+                async with self._lock:
+                    await self._exchange(spawn=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("JWT refresh failed; retrying in 60 s", error=repr(exc))
+                delay = self.RETRY_AFTER_FAILURE
+                continue
+            delay = self.next_refresh_delay()
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class _Billing(_Retry):
@@ -400,12 +605,6 @@ def _qv(v: Any) -> Any:
     if isinstance(v, bool):
         return "true" if v else "false"
     return v if isinstance(v, str) else str(v)
-
-
-def _path_quote(s: str) -> str:
-    from urllib.parse import quote
-
-    return quote(s, safe="/:")
 
 
 def _deprecation(resp: Response) -> None:

@@ -29,9 +29,23 @@ TRAINING_PATHS = {
 
 
 class Proxy:
-    def __init__(self, target: str, *, delay_acks: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        target: str,
+        *,
+        delay_acks: float = 0.0,
+        seed: int = 0,
+        fail: dict[str, set[int]] | None = None,
+    ):
         self.target = target
         self.delay_acks = delay_acks
+        # path -> 1-based request numbers answered 400 (not retried) instead of forwarded
+        self.fail = fail or {}
+        self.calls: dict[str, int] = defaultdict(int)
+        # every request: (path, x-sdk-method, x-tinker-request-type)
+        self.log: list[tuple[str, str | None, str | None]] = []
+        self.inflight: dict[str, int] = defaultdict(int)
+        self.max_inflight: dict[str, int] = defaultdict(int)
         self.rng = random.Random(seed)
         self.seen: dict[str, list[tuple[str, int]]] = defaultdict(list)
         self.lock = threading.Lock()
@@ -59,6 +73,28 @@ class Proxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         path = request.path
+        with self.lock:
+            self.calls[path] += 1
+            n = self.calls[path]
+            self.log.append(
+                (
+                    path,
+                    request.headers.get("x-sdk-method"),
+                    request.headers.get("x-tinker-request-type"),
+                )
+            )
+        if n in self.fail.get(path, ()):
+            return web.json_response(
+                {"detail": "injected failure"}, status=400, headers={"x-should-retry": "false"}
+            )
+        self.inflight[path] += 1
+        self.max_inflight[path] = max(self.max_inflight[path], self.inflight[path])
+        try:
+            return await self._forward(request, path, body)
+        finally:
+            self.inflight[path] -= 1
+
+    async def _forward(self, request: web.Request, path: str, body: bytes) -> web.StreamResponse:
         headers = {
             k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
         }

@@ -1,7 +1,13 @@
-"""A scripted aiohttp server for transport/poll edge cases (aioresponses-like API)."""
+"""A scripted aiohttp server for transport/poll edge cases (aioresponses-like API).
+
+Each (method, path) answers from its own queue of scripted replies, then from its default
+reply if one is set (``m.default(...)``), else 599. Every request is recorded; tests wait
+for the server to have seen N requests with ``await m.wait_for(path, n)``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 from dataclasses import dataclass
@@ -17,6 +23,10 @@ class Seen:
     path: str
     headers: Any
     body: bytes
+    query: Any = None
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
 
 
 class aioresponses:
@@ -26,11 +36,16 @@ class aioresponses:
         self.script: dict[tuple[str, str], collections.deque[dict[str, Any]]] = (
             collections.defaultdict(collections.deque)
         )
+        self.defaults: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests: list[Seen] = []
         self.base = ""
+        self._changed: asyncio.Condition | None = None
 
     def add(self, method: str, path: str, **resp: Any) -> None:
         self.script[(method, path)].append(resp)
+
+    def default(self, method: str, path: str, **resp: Any) -> None:
+        self.defaults[(method, path)] = resp
 
     def post(self, path: str, **resp: Any) -> None:
         self.add("POST", path, **resp)
@@ -38,13 +53,31 @@ class aioresponses:
     def get(self, path: str, **resp: Any) -> None:
         self.add("GET", path, **resp)
 
+    def seen(self, path: str) -> list[Seen]:
+        return [r for r in self.requests if r.path == path]
+
+    async def wait_for(self, path: str, count: int, timeout: float = 10.0) -> list[Seen]:  # noqa: ASYNC109
+        """Waits until ``path`` was requested ``count`` times (a hang guard, not a delay)."""
+        assert self._changed is not None
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.seen(path)) >= count)
+        return self.seen(path)
+
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.requests.append(Seen(request.method, request.path, request.headers, body))
+        self.requests.append(
+            Seen(request.method, request.path, request.headers, body, request.query)
+        )
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
         q = self.script.get((request.method, request.path))
-        if not q:
+        if q:
+            r = q.popleft()
+        elif (request.method, request.path) in self.defaults:
+            r = self.defaults[(request.method, request.path)]
+        else:
             return web.Response(status=599, text="unscripted")
-        r = q.popleft()
         if "payload" in r:
             return web.Response(
                 status=r.get("status", 200),
@@ -60,6 +93,7 @@ class aioresponses:
         )
 
     async def __aenter__(self) -> aioresponses:
+        self._changed = asyncio.Condition()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._server = TestServer(app, port=0)

@@ -155,7 +155,11 @@ async def test_killed_training_actor_recovers_from_checkpoint(
     local_server: Any, proxy: Proxy
 ) -> None:
     steps, ckpt_at, kill_at = 8, 3, 5
-    async with tinker.ServiceClient(base_url=proxy.base_url, api_key=local_server.api_key) as sc:
+    async with tinker.ServiceClient(
+        base_url=proxy.base_url,
+        api_key=local_server.api_key,
+        recovery_policy=tinker.RecoveryPolicy(),  # opt-in
+    ) as sc:
         tc = await sc.create_lora_training_client(MODEL, rank=4, seed=3)
         first_model = tc.model_id
         results = []

@@ -132,11 +132,9 @@ async def test_json_success_rejected_for_proto_types() -> None:
 
 
 def test_queue_state_logger_grace_and_debounce(caplog: Any) -> None:
-    from structlog.testing import capture_logs
-
     now = [0.0]
     q = QueueStateLogger("model-1", "Training", clock=lambda: now[0])
-    with capture_logs() as logs:
+    with caplog.at_level("WARNING", logger="tinker_actors"):
         q.on_queue_state_change(QueueState.PAUSED_RATE_LIMIT, None)
         now[0] = 14 * 60
         q.on_queue_state_change(QueueState.PAUSED_RATE_LIMIT, None)
@@ -146,7 +144,7 @@ def test_queue_state_logger_grace_and_debounce(caplog: Any) -> None:
         q.on_queue_state_change(QueueState.PAUSED_RATE_LIMIT, None)
         now[0] += 31
         q.on_queue_state_change(QueueState.PAUSED_RATE_LIMIT, None)
-    msgs = [e["event"] for e in logs]
+    msgs = [r.getMessage() for r in caplog.records if r.name == "tinker_actors.futures"]
     assert (
         msgs
         == [
@@ -178,7 +176,12 @@ async def test_supervisor_restarts_then_gives_up_with_clear_error() -> None:
     sup = Supervisor(RestartPolicy(intensity=2, period=60.0), clock=lambda: now[0])
     started: list[Actor] = []
     given_up: list[BaseException] = []
+    gave_up = asyncio.Event()
     restarted = asyncio.Event()
+
+    def on_give_up(exc: BaseException) -> None:
+        given_up.append(exc)
+        gave_up.set()
 
     async def start(prev: Actor | None) -> Actor:
         a = Crashy()
@@ -187,7 +190,7 @@ async def test_supervisor_restarts_then_gives_up_with_clear_error() -> None:
         restarted.set()
         return a
 
-    await sup.start_child(ChildSpec("c", start, Restart.TRANSIENT, on_give_up=given_up.append))
+    await sup.start_child(ChildSpec("c", start, Restart.TRANSIENT, on_give_up=on_give_up))
     for expected in (2, 3):
         restarted.clear()
         started[-1].kill()
@@ -196,10 +199,7 @@ async def test_supervisor_restarts_then_gives_up_with_clear_error() -> None:
         assert started[-2].state is ActorState.CRASHED
     # third crash inside the period: intensity 2 exceeded
     started[-1].kill()
-    for _ in range(100):
-        if given_up:
-            break
-        await asyncio.sleep(0)
+    await asyncio.wait_for(gave_up.wait(), 5)
     assert len(given_up) == 1 and isinstance(given_up[0], RestartLimitExceeded)
     assert sup.failed is given_up[0]
     assert len(started) == 3

@@ -54,6 +54,14 @@ async def test_2000_concurrent_sample_async_none_lost(null_server):
     service.close()
 
 
+async def test_sampler_tokenizer_is_the_directory_the_server_reports(torch_server):
+    service, sampler = await _client(torch_server)
+    assert sampler._tokenizer_id is not None  # from GET /samplers/{id}, no server imports
+    tok = sampler.get_tokenizer()
+    assert tok.decode(tok.encode("abc", add_special_tokens=False)) == "abc"
+    await service.aclose()
+
+
 async def test_sample_with_stop_strings_and_logprobs(torch_server):
     service, sampler = await _client(torch_server)
     tokenizer = sampler.get_tokenizer()

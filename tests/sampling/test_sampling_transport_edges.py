@@ -291,21 +291,21 @@ async def test_progress_timeout_fails_stuck_requests_with_a_clear_error():
                 await env.client.sample(PROMPT, 1, PARAMS)
 
 
-async def test_queue_state_warning_is_debounced():
-    from structlog.testing import capture_logs
-
+async def test_queue_state_warning_is_debounced(caplog):
     from tinker_actors.futures import QueueState
 
     async with Env() as env:
         client = env.client
         client._clock = env.clock
-        with capture_logs() as logs:
+        with caplog.at_level("WARNING", logger="tinker_actors"):
             client.on_queue_state_change(QueueState.PAUSED_RATE_LIMIT, None)
             client.on_queue_state_change(QueueState.PAUSED_CAPACITY, "busy")
             env.clock.now += 61
             client.on_queue_state_change(QueueState.ACTIVE, None)
             client.on_queue_state_change(QueueState.PAUSED_CAPACITY, "busy")
-        events = [e["event"] for e in logs if e["log_level"] == "warning"]
+        events = [
+            r.getMessage() for r in caplog.records if r.name == "tinker_actors.clients.sampling"
+        ]
         assert events == [
             "Sampling is paused for sampler sess-0:sample:0. Reason: concurrent sampler weights limit hit",
             "Sampling is paused for sampler sess-0:sample:0. Reason: busy",

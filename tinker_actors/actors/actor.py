@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..telemetry import get_logger
+from ..transport import context_without_sdk_method
 
 __all__ = [
     "Actor",
@@ -110,7 +111,10 @@ class Actor:
         self._mailbox = asyncio.Queue(self.mailbox_size)
         await self.on_start()
         self.state = ActorState.RUNNING
-        self._task = self._loop.create_task(self._run(), name=self.name)
+        # An actor outlives the call that started it: its requests are not that call's.
+        self._task = self._loop.create_task(
+            self._run(), name=self.name, context=context_without_sdk_method()
+        )
         self._task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:

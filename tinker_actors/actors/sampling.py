@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import codec, errors, types
 from ..config import RetryConfig
-from ..futures import APIFuture, QueueStateObserver, poll_future
+from ..futures import APIFuture, QueueStateObserver, poll_future, result_decoder
+from ..manifest import ROUTES
 from ..telemetry import get_logger
 from ..transport import RetryPolicy
 from .actor import Actor
@@ -42,7 +43,7 @@ from .admission import (
 )
 
 if TYPE_CHECKING:
-    from ..transport import Response, Transport
+    from ..transport import Transport
     from .session import Session
 
 __all__ = [
@@ -62,6 +63,8 @@ __all__ = [
 log = get_logger(__name__)
 
 SEQ_IDS_PER_CLONE = 1_000_000_000
+_ASAMPLE = ROUTES["asample"]
+_SAMPLE_TYPE = _ASAMPLE.request_type_header or "Sample"
 BACKPRESSURE_HEADERS = {"X-Tinker-Sampling-Backpressure": "1"}
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
@@ -280,6 +283,7 @@ class SamplingActor(Actor):
         )
         self._join_lock = asyncio.Lock()
         self._retiring = False
+        self._then: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ public (any thread)
     def submit(
@@ -328,16 +332,29 @@ class SamplingActor(Actor):
         if self._retiring and not requests:
             self._stop_soon()
 
-    def retire(self) -> None:
-        """The client is gone: stop once the last in-flight request has finished."""
+    def retire(self, then: Callable[[], None] | None = None) -> None:
+        """The client is gone: stop once the last in-flight request has finished.
+
+        ``then`` runs (on the loop) once the actor is stopped, or at once if it never ran.
+        """
         self._retiring = True
+        self._then = then
         if not self.book.requests:
             self._stop_soon()
 
     def _stop_soon(self) -> None:
         self._retiring = False
+        then, self._then = self._then, None
         if self.state.value == "running":
-            self.session.runtime.spawn(self.session.supervisor.stop_child(self.name))
+
+            async def stop() -> None:
+                await self.session.supervisor.stop_child(self.name)
+                if then is not None:
+                    then()
+
+            self.session.runtime.spawn(stop())
+        elif then is not None:
+            then()
 
     def _on_cf_done(self, cf: concurrent.futures.Future[Any], task: asyncio.Task[None]) -> None:
         if cf.cancelled() and not task.done():
@@ -422,25 +439,21 @@ class SamplingActor(Actor):
         transport = self.session.transport
         assert transport is not None, "session not started"
         seq_id = self.next_seq_id()
-        submitted = await self._submit(transport, call, seq_id)
+        untyped = await self._submit(transport, call, seq_id)
         started = time.time()
-        untyped = codec.json_decode(submitted.body, types.UntypedAPIFuture)
-        sequence_ids = untyped.sample_sequence_ids
-
-        def decode(resp: Response) -> types.SampleResponse:
-            return codec.decode_sample_response(resp.body, sequence_ids)
-
+        decode = result_decoder(_SAMPLE_TYPE, sequence_ids=untyped.sample_sequence_ids)
         try:
             response = await poll_future(
                 transport,
                 untyped.request_id,
-                "Sample",
+                _SAMPLE_TYPE,
                 decode,
                 observer=self.observer,
                 start_time=started,
                 billing_max_pause=float(
                     self.session.client_config.billing_exception_max_pause_duration_sec
                 ),
+                sdk_method=call.sdk_method,
             )
         except asyncio.CancelledError:
             self.request_cancel(untyped.request_id)
@@ -449,7 +462,9 @@ class SamplingActor(Actor):
         _check_prompt_logprobs_last_n(response, call.prompt_logprobs_last_n)
         return response
 
-    async def _submit(self, transport: Transport, call: SampleCall, seq_id: int) -> Response:
+    async def _submit(
+        self, transport: Transport, call: SampleCall, seq_id: int
+    ) -> types.UntypedAPIFuture:
         """POSTs asample under admission; waits out 429 pauses and re-sends the same body."""
         adm = self.admission
         ticket = await adm.acquire(call.estimated_bytes)
@@ -462,10 +477,9 @@ class SamplingActor(Actor):
                     await self.sleep(min(remaining, 1.0))
                     remaining = adm.backoff.remaining()
                 try:
-                    return await transport.request(
-                        "POST",
-                        "/api/v1/asample",
-                        content=body,
+                    return await transport.call(
+                        _ASAMPLE,
+                        body,
                         headers=BACKPRESSURE_HEADERS,
                         retry=ASAMPLE_RETRY,
                         sdk_method=call.sdk_method,
@@ -506,12 +520,10 @@ class SamplingActor(Actor):
                 return
             transport = self.session.transport
             assert transport is not None
-            resp = await transport.request(
-                "POST",
-                "/api/v1/join_sampling_session",
-                json=types.JoinSamplingSessionRequest(sampling_session_id=self.sampling_session_id),
+            joined = await transport.call(
+                "join_sampling_session",
+                types.JoinSamplingSessionRequest(sampling_session_id=self.sampling_session_id),
             )
-            joined = codec.json_decode(resp.body, types.JoinSamplingSessionResponse)
             self.book.seq = itertools.count(SEQ_IDS_PER_CLONE * joined.client_counter)
             self.book.cloned_sampler_id = joined.client_counter
 
@@ -539,10 +551,9 @@ class SamplingActor(Actor):
         if transport is None:
             return
         try:
-            await transport.request(
-                "POST",
-                "/api/v1/cancel_future",
-                json=types.CancelFutureRequest(request_id=request_id),
+            await transport.call(
+                "cancel_future",
+                types.CancelFutureRequest(request_id=request_id),
                 timeout=30.0,
             )
         except Exception as exc:  # a lost cancel only costs server time
@@ -577,17 +588,6 @@ class SamplingActor(Actor):
                 book.last_progress = now
                 continue
             await self.watch_sleep(max(0.01, book.last_progress + timeout - now + 0.001))
-
-    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        # TODO(core): Actor.stop re-raises the CancelledError of a non-mailbox actor whose task
-        # was cancelled before its first step (so _run never ran and on_exit never fired).
-        try:
-            await super().stop(timeout)
-        except asyncio.CancelledError:
-            me = asyncio.current_task()
-            if me is not None and me.cancelling():
-                raise
-            self._finish_with(None)
 
     def on_exit(self, reason: BaseException | None) -> None:
         # Requests outlive a crash (a restarted actor adopts them); on a normal stop, or

@@ -1,10 +1,11 @@
 """The session context shared by every client of one ServiceClient, and the heartbeat actor.
 
 Start-up is lazy (nothing is sent at construction): the first operation that needs a session
-calls ``ensure_started``, which sends ``/client/config``, ``/client/dynamic_config`` (404 means
-defaults) and ``/create_session``, then starts the heartbeat and telemetry actors under the
-ServiceClient's supervisor. Counters for ``model_seq_id`` and ``sampling_session_seq_id`` are
-taken synchronously, in the caller's thread.
+calls ``ensure_started``, which sends ``/client/config``, ``/auth/token`` (JWT mode only),
+``/client/dynamic_config`` (404 means defaults) and ``/create_session``, then starts the
+heartbeat, dynamic-config refresh and telemetry actors under the ServiceClient's supervisor.
+Counters for ``model_seq_id`` and ``sampling_session_seq_id`` are taken synchronously, in the
+caller's thread. Start-up requests are background traffic: they carry no ``x-sdk-method``.
 """
 
 from __future__ import annotations
@@ -17,20 +18,23 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from .. import errors, types
+from ..auth import MISSING_API_KEY_MESSAGE, Credential, check_key_shape
 from ..config import SDK_VERSION, Restart, RestartPolicy, Settings
 from ..runtime import Runtime, embedded_endpoint
 from ..telemetry import get_logger
-from ..transport import NO_RETRY, Transport
+from ..transport import NO_RETRY, Transport, without_sdk_method
 from .actor import Actor
+from .admission import BytesBudget
 from .supervisor import ChildSpec, Supervisor
 from .telemetry import TelemetryActor
 
-__all__ = ["HeartbeatActor", "Session"]
+__all__ = ["DynamicConfigActor", "HeartbeatActor", "Session"]
 
 log = get_logger(__name__)
 
 HEARTBEAT_INTERVAL = 10.0
 HEARTBEAT_WARN_AFTER = 120.0
+MIN_DYNAMIC_CONFIG_INTERVAL = 10.0
 
 
 class HeartbeatActor(Actor):
@@ -64,9 +68,7 @@ class HeartbeatActor(Actor):
         while True:
             await self._sleep(self.interval)
             try:
-                await self.transport.request(
-                    "POST", "/api/v1/session_heartbeat", json=body, timeout=10.0, retry=NO_RETRY
-                )
+                await self.transport.call("session_heartbeat", body, timeout=10.0, retry=NO_RETRY)
             except errors.APIStatusError as exc:
                 if exc.status_code == 410:
                     log.info(
@@ -93,6 +95,52 @@ class HeartbeatActor(Actor):
                 seconds=round(now - self.failing_since),
                 error=repr(exc),
             )
+
+
+class DynamicConfigActor(Actor):
+    """Refreshes the server's dynamic config every ``max(refresh_interval_sec, 10)`` s.
+
+    A failed refresh keeps the config in force (and is retried at the next tick); it never
+    ends the loop, since the knobs it carries (sample cancel) only tune behaviour.
+    """
+
+    uses_mailbox = False
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ):
+        super().__init__(name=f"dynamic-config-{session.session_id or 'rest'}")
+        self.session = session
+        self._sleep = sleep
+        self.refreshes = 0
+        self.failures = 0
+
+    def interval(self) -> float:
+        return max(
+            float(self.session.dynamic_config.refresh_interval_sec), MIN_DYNAMIC_CONFIG_INTERVAL
+        )
+
+    async def main(self) -> None:
+        transport = self.session.transport
+        assert transport is not None
+        body = types.ClientConfigRequest(sdk_version=SDK_VERSION)
+        while True:
+            await self._sleep(self.interval())
+            try:
+                cfg = await transport.call(
+                    "client_dynamic_config", body, timeout=10.0, retry=NO_RETRY
+                )
+            except errors.NotFoundError:
+                cfg = types.ClientDynamicConfigResponse()
+            except errors.APIError as exc:
+                self.failures += 1
+                log.debug("dynamic config refresh failed", error=repr(exc))
+                continue
+            self.session.dynamic_config = cfg
+            self.refreshes += 1
 
 
 class Session:
@@ -128,7 +176,49 @@ class Session:
         self._start_lock: asyncio.Lock | None = None
         self._started = False
         self._closed = False
-        self.fwdbwd_bytes: asyncio.Semaphore | None = None
+        self._close_done = asyncio.Event()
+        self.dynamic_refresh: DynamicConfigActor | None = None
+        self.fwdbwd_bytes: BytesBudget | None = None
+        self._handle_clients = 0
+        self.for_handles = False
+
+    @classmethod
+    def for_handle(
+        cls,
+        *,
+        base_url: str | None,
+        session_id: str | None,
+        client_config: types.ClientConfigResponse,
+        dynamic_config: types.ClientDynamicConfigResponse,
+        api_key: str | None = None,
+        default_headers: dict[str, str] | None = None,
+        runtime: Runtime,
+    ) -> Session:
+        """A session for sampling clients rebuilt from a handle or a pickle in this process.
+
+        It reuses the sender's negotiated config and session id, creates no server session
+        and starts no background actors; credentials come from this process. It owns its
+        transport: when the last client using it is done (``release_handle_client``) it
+        closes and gives the runtime's HTTP session back.
+        """
+        settings = Settings.from_env(
+            base_url=base_url, api_key=api_key, default_headers=default_headers
+        )
+        session = cls(settings, runtime=runtime, rest_only=True)
+        session.client_config = client_config
+        session.dynamic_config = dynamic_config
+        session.session_id = session_id
+        session.for_handles = True
+        return session
+
+    def add_handle_client(self) -> None:
+        self._handle_clients += 1
+
+    def release_handle_client(self) -> None:
+        """A handle client is gone (on the runtime loop); the last one closes the session."""
+        self._handle_clients -= 1
+        if self._handle_clients <= 0 and not self._closed:
+            self.runtime.spawn(self.close())
 
     # ------------------------------------------------------------------ counters
     def next_model_seq_id(self) -> int:
@@ -151,6 +241,10 @@ class Session:
     def closed(self) -> bool:
         return self._closed
 
+    async def wait_closed(self) -> None:
+        """Returns once close() has finished releasing everything (for owners and tests)."""
+        await self._close_done.wait()
+
     def require_session_id(self) -> str:
         if self.session_id is None:
             raise RuntimeError("session not started")
@@ -171,27 +265,54 @@ class Session:
             await self._start()
             self._started = True
 
+    def credential(self) -> Credential:
+        s = self.settings
+        return Credential(static=s.api_key, cmd=s.credential_cmd, source=s.credential_source)
+
     async def ensure_transport(self) -> Transport:
         if self.transport is None:
             settings = self.settings
             if settings.base_url is None:
                 url, key = await asyncio.to_thread(embedded_endpoint)
                 settings = self.settings = settings.with_endpoint(url, key)
-            self.transport = Transport(self.runtime, settings)
-            self.runtime.acquire()
+            cmd_key = None
+            if settings.api_key is None:
+                if settings.credential_cmd is None:
+                    raise errors.TinkerError(MISSING_API_KEY_MESSAGE)
+                cmd_key = await self.credential().fetch()
+            else:
+                check_key_shape(settings.api_key)
+            if self.transport is None:  # another caller may have finished first
+                self.transport = Transport(self.runtime, settings)
+                if cmd_key is not None:
+                    self.transport.set_api_key(cmd_key)
+                self.runtime.acquire()
         return self.transport
 
     async def _start(self) -> None:
+        with without_sdk_method():
+            await self._start_inner()
+
+    async def _start_inner(self) -> None:
         t = await self.ensure_transport()
         body = types.ClientConfigRequest(sdk_version=SDK_VERSION)
-        resp = await t.request("POST", "/api/v1/client/config", json=body)
-        self.client_config = _decode(resp.body, types.ClientConfigResponse)
+        self.client_config = await t.call("client_config", body)
+        if self.client_config.pjwt_auth_enabled and t.jwt is None:
+            await t.enable_jwt(self.credential()).token()
         try:
-            resp = await t.request("POST", "/api/v1/client/dynamic_config", json=body, timeout=10.0)
-            self.dynamic_config = _decode(resp.body, types.ClientDynamicConfigResponse)
+            self.dynamic_config = await t.call("client_dynamic_config", body, timeout=10.0)
         except errors.NotFoundError:
             self.dynamic_config = types.ClientDynamicConfigResponse()
-        self.fwdbwd_bytes = asyncio.Semaphore(1)  # placeholder; byte budget lives in training
+        self.fwdbwd_bytes = BytesBudget(
+            max(1, self.client_config.fwdbwd_dispatch_bytes_semaphore_size)
+        )
+
+        async def start_refresh(prev: Actor | None) -> Actor:
+            a = DynamicConfigActor(self)
+            await a.start()
+            self.dynamic_refresh = a
+            return a
+
         if self.rest_only:
             return
         req = types.CreateSessionRequest(
@@ -201,8 +322,7 @@ class Session:
             project_id=self.settings.project_id,
             display_name=self.display_name,
         )
-        resp = await t.request("POST", "/api/v1/create_session", json=req)
-        created = _decode(resp.body, types.CreateSessionResponse)
+        created = await t.call("create_session", req)
         self.session_id = created.session_id
         for level, msg in (
             ("info", created.info_message),
@@ -233,6 +353,9 @@ class Session:
         await self.supervisor.start_child(
             ChildSpec("heartbeat", start_heartbeat, restart=Restart.TRANSIENT)
         )
+        await self.supervisor.start_child(
+            ChildSpec("dynamic-config", start_refresh, restart=Restart.PERMANENT)
+        )
         log.info("session started", session_id=sid)
 
     # ------------------------------------------------------------------ events
@@ -262,11 +385,12 @@ class Session:
                     "interrupted": types.ClientSessionFinishInterrupted,
                 }[status]()
                 try:
-                    await self.transport.request(
-                        "POST",
-                        f"/api/v1/sessions/{self.session_id}/finish",
-                        json=types.SessionFinishRequest(reason=reason, detail=detail),
-                    )
+                    with without_sdk_method():
+                        await self.transport.call(
+                            "session_finish",
+                            types.SessionFinishRequest(reason=reason, detail=detail),
+                            path_params={"session_id": self.session_id},
+                        )
                 except errors.APIError as exc:
                     log.warning(
                         "could not finish session", session_id=self.session_id, error=repr(exc)
@@ -274,10 +398,6 @@ class Session:
         finally:
             await self.supervisor.stop()
             if self.transport is not None:
+                await self.transport.aclose()
                 await self.runtime.release()
-
-
-def _decode(body: bytes, typ: type[Any]) -> Any:
-    from .. import codec
-
-    return codec.json_decode(body or b"{}", typ)
+            self._close_done.set()

@@ -134,14 +134,18 @@ class TelemetryActor(Actor):
             self._push(types.SessionStartEvent(**self._common("INFO")))
 
     async def main(self) -> None:
-        assert self._flush_now is not None
+        """Flush every ``interval`` s (the injectable sleep) or at once when triggered."""
+        flush_now = self._flush_now
+        assert flush_now is not None
         while True:
+            tick = asyncio.ensure_future(self._sleep(self.interval))
+            woken = asyncio.ensure_future(flush_now.wait())
             try:
-                async with asyncio.timeout(self.interval):
-                    await self._flush_now.wait()
-            except TimeoutError:
-                pass
-            self._flush_now.clear()
+                await asyncio.wait({tick, woken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                tick.cancel()
+                woken.cancel()
+            flush_now.clear()
             await self.flush()
 
     async def flush(self) -> None:
@@ -155,9 +159,7 @@ class TelemetryActor(Actor):
                 process_uuid=process_uuid(),
             )
             try:
-                await self.transport.request(
-                    "POST", "/api/v1/telemetry", json=req, timeout=5.0, retry=NO_RETRY
-                )
+                await self.transport.call("telemetry", req, timeout=5.0, retry=NO_RETRY)
                 self.sent_batches += 1
             except Exception as exc:  # telemetry must never hurt the user's job
                 log.debug("telemetry batch dropped", error=repr(exc), events=len(batch))

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 from .. import errors, types
 from ..config import RecoveryPolicy
 from ..futures import QueueStateLogger, poll_future, reject, resolve
+from ..manifest import FORWARD_REQUEST_TYPE_HEADER, ROUTES, Route
 from ..telemetry import get_logger
-from ..transport import STANDARD, Response
+from ..transport import STANDARD
 from ..types import fwdbwd as _fb
 from .actor import Actor
 
@@ -53,6 +54,8 @@ class Op:
     args: dict[str, Any] = field(default_factory=dict)
     sdk_method: str | None = None
     start_time: float = field(default_factory=time.time)
+    wire_ids: list[int] | None = None  # the seq ids it was (or is being) sent with
+    wire_model: str | None = None
 
     @property
     def first(self) -> int:
@@ -117,6 +120,22 @@ class TrainingState:
         self.wake.set()
 
     # -------------------------------------------------------------- give up
+    def break_sequence(self, op: Op, cause: BaseException) -> None:
+        """A submit failed without recovery: this client can send nothing more, loudly."""
+        err = SequenceBrokenError(
+            f"TrainingClient for model {self.model_id} is broken: the request holding seq ids "
+            f"{list(op.tokens)} could not be submitted ({cause!r}), so later requests cannot "
+            "run in order. Create a new TrainingClient (or restore one from a checkpoint with "
+            "ServiceClient.create_training_client_from_state_with_optimizer); pass "
+            "recovery_policy=RecoveryPolicy() to recover automatically."
+        )
+        err.__cause__ = cause
+        self.dead = err
+        for pending in list(self.pending.values()):
+            reject(pending.cf, err)
+        self.pending.clear()
+        log.error("training sequence broken", model_id=self.model_id, error=repr(cause))
+
     def fail_all(self, exc: BaseException) -> None:
         self.dead = exc
         for op in list(self.pending.values()):
@@ -174,9 +193,15 @@ class TrainingActor(Actor):
                     st.pending[op.first] = op
                     raise
                 reject(op.cf, exc)
-                raise SequenceBrokenError(
-                    f"request with seq ids {list(op.tokens)} could not be submitted: {exc!r}"
-                ) from exc
+                if st.recovery is not None and st.recovery.enabled:
+                    # crash: the supervisor restarts us and the RecoveryPolicy rebuilds
+                    raise SequenceBrokenError(
+                        f"request with seq ids {list(op.tokens)} could not be submitted: {exc!r}"
+                    ) from exc
+                # No recovery: the server would wait for this seq id forever, so every later
+                # request fails at once (never a hang); results already owed still arrive.
+                st.break_sequence(op, exc)
+                continue
             st.next_to_send = op.tokens.stop
 
     # -------------------------------------------------------------- sending
@@ -193,52 +218,18 @@ class TrainingActor(Actor):
         t = self.session.transport
         assert t is not None
         model_id = st.model_id
-        seq = self._wire_ids(len(op.tokens))
+        # A resend after a restart (same model) reuses the op's wire ids: the server dedupes
+        # retries of a seq id, while a new id would leave a gap it waits on forever.
+        if replay or op.wire_ids is None or op.wire_model != model_id:
+            op.wire_ids = self._wire_ids(len(op.tokens))
+            op.wire_model = model_id
+        seq = op.wire_ids
         if op.kind == "fwdbwd":
-            from .. import codec
-
-            chunks = op.args["chunks"]
-            bodies = [
-                codec.encode_forward_backward_request(
-                    model_id=model_id,
-                    seq_id=sid,
-                    data=chunk,
-                    loss_fn=op.args["loss_fn"],
-                    loss_fn_config=op.args["loss_fn_config"],
-                    forward_only=op.args["forward_only"],
-                )
-                for sid, chunk in zip(seq, chunks, strict=True)
-            ]
-            if self.session.client_config.proto_compress_fwdbwd:
-                bodies = [codec.zstd_compress(b) for b in bodies]
-            headers = (
-                {"Content-Encoding": "zstd"}
-                if self.session.client_config.proto_compress_fwdbwd
-                else None
-            )
-
-            async def post(body: bytes) -> str:
-                r = await t.request(
-                    "POST",
-                    "/api/v1/forward_backward",
-                    content=body,
-                    content_type="application/x-protobuf",
-                    headers=headers,
-                    retry=STANDARD,
-                    sdk_method=op.sdk_method,
-                )
-                return _request_id(r)
-
-            if len(bodies) > 1 and self.session.client_config.parallel_fwdbwd_chunks:
-                rest = await asyncio.gather(*(post(b) for b in bodies[1:]))
-                rids = [await post(bodies[0]), *rest]
-            else:
-                rids = [await post(b) for b in bodies]
-            rtype = "Forward" if op.args["forward_only"] else "ForwardBackward"
+            rids, rtype = await self._send_fwdbwd(t, op, model_id, seq)
         else:
-            path, body, rtype = self._build(op, model_id, seq[0], replay=replay)
-            r = await t.request("POST", path, json=body, retry=STANDARD, sdk_method=op.sdk_method)
-            rids = [_request_id(r)]
+            route, body = self._build(op, model_id, seq[0], replay=replay)
+            fut = await t.call(route, body, retry=STANDARD, sdk_method=op.sdk_method)
+            rids, rtype = [fut.request_id], route.request_type_header
         st.inflight[op.first] = (op, rids, rtype)
         if st.recovery is not None and st.recovery.enabled and not replay:
             st.replay_log.append(op)
@@ -246,7 +237,53 @@ class TrainingActor(Actor):
                 st.replay_log.pop(0)
         self._spawn_poll(op, rids, rtype, op.first)
 
-    def _build(self, op: Op, model_id: str, seq_id: int, *, replay: bool) -> tuple[str, Any, str]:
+    async def _send_fwdbwd(
+        self, t: Any, op: Op, model_id: str, seq: list[int]
+    ) -> tuple[list[str], str]:
+        """POSTs every chunk (first chunk last) under the dispatch byte budget."""
+        from .. import codec
+
+        cfg = self.session.client_config
+        chunks = op.args["chunks"]
+        bodies = [
+            codec.encode_forward_backward_request(
+                model_id=model_id,
+                seq_id=sid,
+                data=chunk,
+                loss_fn=op.args["loss_fn"],
+                loss_fn_config=op.args["loss_fn_config"],
+                forward_only=op.args["forward_only"],
+            )
+            for sid, chunk in zip(seq, chunks, strict=True)
+        ]
+        headers = None
+        if cfg.proto_compress_fwdbwd:
+            bodies = [codec.zstd_compress(b) for b in bodies]
+            headers = {"Content-Encoding": "zstd"}
+        nbytes = sum(_fb.estimate_datum_bytes(d) for chunk in chunks for d in chunk)
+        budget = self.session.fwdbwd_bytes
+        if budget is not None:
+            await budget.acquire(nbytes)
+        try:
+
+            async def post(body: bytes) -> str:
+                fut = await t.call(
+                    _FWDBWD, body, headers=headers, retry=STANDARD, sdk_method=op.sdk_method
+                )
+                return fut.request_id
+
+            if len(bodies) > 1 and cfg.parallel_fwdbwd_chunks:
+                rest = await asyncio.gather(*(post(b) for b in bodies[1:]))
+                rids = [await post(bodies[0]), *rest]
+            else:
+                rids = [await post(b) for b in bodies]
+        finally:
+            if budget is not None:
+                budget.release(nbytes)
+        rtype = FORWARD_REQUEST_TYPE_HEADER if op.args["forward_only"] else _FWDBWD_TYPE
+        return rids, rtype
+
+    def _build(self, op: Op, model_id: str, seq_id: int, *, replay: bool) -> tuple[Route, Any]:
         a = op.args
         if op.kind == "optim":
             params = a["params"]
@@ -256,7 +293,7 @@ class TrainingActor(Actor):
                 req = types.OptimStepRequest(
                     model_id=model_id, seq_id=seq_id, optimizer_params=params
                 )
-            return "/api/v1/optim_step", req, "OptimStep"
+            return ROUTES["optim_step"], req
         if op.kind == "save_state":
             req = types.SaveWeightsRequest(
                 model_id=model_id,
@@ -266,7 +303,7 @@ class TrainingActor(Actor):
                 overwrite=bool(a.get("overwrite")) or replay,
                 user_metadata=a.get("user_metadata"),
             )
-            return "/api/v1/save_weights", req, "SaveWeights"
+            return ROUTES["save_weights"], req
         if op.kind == "save_sampler":
             sss = None
             if a.get("name") is None:
@@ -280,7 +317,7 @@ class TrainingActor(Actor):
                 ttl_seconds=a.get("ttl_seconds"),
                 user_metadata=a.get("user_metadata"),
             )
-            return "/api/v1/save_weights_for_sampler", req, "SaveWeightsForSampler"
+            return ROUTES["save_weights_for_sampler"], req
         if op.kind == "save_external":
             req = types.SaveWeightsExternalRequest(
                 model_id=model_id,
@@ -289,7 +326,7 @@ class TrainingActor(Actor):
                 ttl_seconds=a.get("ttl_seconds"),
                 age_encryption_recipients=a.get("age_encryption_recipients"),
             )
-            return "/api/v1/save_weights_external", req, "SaveWeightsExternal"
+            return ROUTES["save_weights_external"], req
         if op.kind == "load":
             req = types.LoadWeightsRequest(
                 model_id=model_id,
@@ -298,7 +335,7 @@ class TrainingActor(Actor):
                 optimizer=a["optimizer"],
                 weights_access_token=a.get("weights_access_token"),
             )
-            return "/api/v1/load_weights", req, "LoadWeights"
+            return ROUTES["load_weights"], req
         raise ValueError(f"unknown op kind {op.kind}")
 
     # -------------------------------------------------------------- results
@@ -310,39 +347,23 @@ class TrainingActor(Actor):
         t = self.session.transport
         assert t is not None
         try:
-            if op.kind == "fwdbwd":
-                from .. import codec
-
-                def dec(r: Response) -> Any:
-                    return codec.decode_forward_backward_output(r.body)
-
-                parts = await asyncio.gather(
-                    *(
-                        poll_future(
-                            t, rid, rtype, dec, observer=st.queue_logger, start_time=op.start_time
-                        )
-                        for rid in rids
+            parts = await asyncio.gather(
+                *(
+                    poll_future(
+                        t,
+                        rid,
+                        rtype,
+                        observer=st.queue_logger,
+                        start_time=op.start_time,
+                        sdk_method=op.sdk_method,
                     )
+                    for rid in rids
                 )
+            )
+            if op.kind == "fwdbwd":
                 result: Any = _fb.combine_fwd_bwd_output_results(parts)
             else:
-                rtypes = {
-                    "OptimStep": types.OptimStepResponse,
-                    "SaveWeights": types.SaveWeightsResponse,
-                    "SaveWeightsForSampler": types.SaveWeightsForSamplerResponseInternal,
-                    "SaveWeightsExternal": types.SaveWeightsExternalResponseInternal,
-                    "LoadWeights": types.LoadWeightsResponse,
-                }
-                typ = rtypes[rtype]
-                result = await poll_future(
-                    t,
-                    rids[0],
-                    rtype,
-                    lambda r: _json(r, typ),
-                    observer=st.queue_logger,
-                    start_time=op.start_time,
-                )
-                result = self._shape(op, result)
+                result = self._shape(op, parts[0])
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -409,17 +430,8 @@ class TrainingActor(Actor):
 
 
 # ============================================================================ helpers
-def _request_id(r: Response) -> str:
-    data = r.json()
-    if not isinstance(data, dict) or "request_id" not in data:
-        raise errors.ProtocolError(f"expected an UntypedAPIFuture, got {r.body[:200]!r}")
-    return str(data["request_id"])
-
-
-def _json(r: Response, typ: type[Any]) -> Any:
-    from .. import codec
-
-    return codec.json_decode(r.body, typ)
+_FWDBWD = ROUTES["forward_backward"]
+_FWDBWD_TYPE = _FWDBWD.request_type_header or "ForwardBackward"
 
 
 async def create_model(
@@ -443,14 +455,15 @@ async def create_model(
         optimizer_config=optimizer_config or types.AdamOptimizerConfig(),
     )
     start = time.time()
-    r = await t.request("POST", "/api/v1/create_model", json=req, sdk_method=sdk_method)
+    route = ROUTES["create_model"]
+    fut = await t.call(route, req, sdk_method=sdk_method)
     res = await poll_future(
         t,
-        _request_id(r),
-        "CreateModel",
-        lambda resp: _json(resp, types.CreateModelResponse),
+        fut.request_id,
+        route.request_type_header,
         observer=QueueStateLogger(base_model, "Model creation"),
         start_time=start,
+        sdk_method=sdk_method,
     )
     return res.model_id
 
@@ -482,13 +495,10 @@ async def create_via_load(
         weights_access_token=weights_access_token,
     )
     start = time.time()
-    r = await t.request("POST", "/api/v1/load_weights", json=req, sdk_method=sdk_method)
+    route = ROUTES["load_weights"]
+    fut = await t.call(route, req, sdk_method=sdk_method)
     await poll_future(
-        t,
-        _request_id(r),
-        "LoadWeights",
-        lambda resp: _json(resp, types.LoadWeightsResponse),
-        start_time=start,
+        t, fut.request_id, route.request_type_header, start_time=start, sdk_method=sdk_method
     )
     return f"{sid}:train:{n}"
 
@@ -496,8 +506,7 @@ async def create_via_load(
 async def get_info(session: Session, model_id: str) -> types.GetInfoResponse:
     t = session.transport
     assert t is not None
-    r = await t.request("POST", "/api/v1/get_info", json=types.GetInfoRequest(model_id=model_id))
-    return _json(r, types.GetInfoResponse)
+    return await t.call("get_info", types.GetInfoRequest(model_id=model_id))
 
 
 def make_custom_backward(

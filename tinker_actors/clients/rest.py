@@ -6,10 +6,8 @@ Every method returns an ``APIFuture`` (await it or call ``.result()``); each has
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import quote
 
 from .. import types
 from ..actors.session import Session
@@ -28,16 +26,8 @@ __all__ = ["RestClient"]
 Scope = Literal["owned", "accessible"]
 
 
-def _q(s: str) -> str:
-    return quote(s, safe="")
-
-
-def _ckpt(s: str) -> str:
-    return quote(s, safe="/")
-
-
-class RestClient:
-    """REST metadata operations. ``RestClient()`` needs no ServiceClient and no session."""
+class RestBase:
+    """Plumbing shared by RestClient and AdminClient: a session-less holder and route calls."""
 
     def __init__(
         self,
@@ -68,29 +58,77 @@ class RestClient:
     def _run(self, coro: Coroutine[Any, Any, T]) -> APIFuture[T]:
         return APIFuture.from_coro(self._session.runtime, coro)
 
-    async def _get(
-        self, path: str, typ: Any, method: str, params: dict[str, Any] | None = None
+    _sdk_class = "RestClient"
+
+    async def _call(
+        self,
+        route: str,
+        method: str,
+        body: Any = None,
+        *,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bool = False,
+        raise_for_status: bool = True,
+        **path_params: Any,
     ) -> Any:
-        from .. import codec
-
+        """One manifest route, attributed to ``{class}.{method}`` (x-sdk-method)."""
         t = await self._transport()
-        r = await t.request("GET", path, params=params, sdk_method=f"RestClient.{method}")
-        return codec.json_decode(r.body, typ) if typ is not None else None
-
-    async def _send(self, verb: str, path: str, method: str, body: Any = None) -> None:
-        t = await self._transport()
-        await t.request(verb, path, json=body, sdk_method=f"RestClient.{method}")
+        return await t.call(
+            route,
+            body,
+            path_params=path_params or None,
+            query=query,
+            headers=headers,
+            raw=raw,
+            raise_for_status=raise_for_status,
+            sdk_method=f"{self._sdk_class}.{method}",
+        )
 
     def get_telemetry(self) -> Any:
         return self._session.telemetry
 
+
+class RestClient(RestBase):
+    """REST metadata operations. ``RestClient()`` needs no ServiceClient and no session."""
+
+    # ------------------------------------------------------------------ identity
+    def whoami(self) -> APIFuture[types.WhoamiResponse]:
+        """Who the credential belongs to, from the claims of the JWT in use (no request).
+
+        Raises RuntimeError when the server has JWT auth off and the key is not a JWT.
+        """
+
+        async def go() -> types.WhoamiResponse:
+            from ..auth import decode_jwt_claims
+
+            t = await self._transport()
+            if t.jwt is not None:
+                jwt: str | None = await t.jwt.token()
+            else:
+                key = self._session.settings.api_key
+                jwt = key if key and key.startswith("eyJ") else None
+            if jwt is None:
+                raise RuntimeError(
+                    "whoami requires JWT auth, but the server has it disabled and the "
+                    "credential is a plain API key."
+                )
+            claims = decode_jwt_claims(jwt)
+            org = claims.get("org_id")
+            return types.WhoamiResponse(
+                user_urn=str(claims.get("sub", "")),
+                org_urn=f"tml:organization:{org}" if org is not None else "",
+                email=claims.get("email"),
+            )
+
+        return self._run(go())
+
+    async def whoami_async(self) -> types.WhoamiResponse:
+        return await self.whoami()
+
     # ------------------------------------------------------------------ capabilities
     async def _capabilities(self) -> types.GetServerCapabilitiesResponse:
-        return await self._get(
-            "/api/v1/get_server_capabilities",
-            types.GetServerCapabilitiesResponse,
-            "get_server_capabilities",
-        )
+        return await self._call("get_server_capabilities", "get_server_capabilities")
 
     def get_server_capabilities(self) -> APIFuture[types.GetServerCapabilitiesResponse]:
         return self._run(self._capabilities())
@@ -99,12 +137,11 @@ class RestClient:
         return await self.get_server_capabilities()
 
     # ------------------------------------------------------------------ training runs
-    async def _training_run(self, run_id: str, scope: Scope) -> types.TrainingRun:
-        return await self._get(
-            f"/api/v1/training_runs/{_q(run_id)}",
-            types.TrainingRun,
-            "get_training_run",
-            {"access_scope": scope},
+    async def _training_run(
+        self, run_id: str, scope: Scope, method: str = "get_training_run"
+    ) -> types.TrainingRun:
+        return await self._call(
+            "get_training_run", method, query={"access_scope": scope}, run_id=run_id
         )
 
     def get_training_run(
@@ -121,7 +158,9 @@ class RestClient:
         self, tinker_path: str, access_scope: Scope = "owned"
     ) -> APIFuture[types.TrainingRun]:
         run_id = parse_tinker_path(tinker_path).training_run_id
-        return self._run(self._training_run(run_id, access_scope))
+        return self._run(
+            self._training_run(run_id, access_scope, "get_training_run_by_tinker_path")
+        )
 
     async def get_training_run_by_tinker_path_async(
         self, tinker_path: str, access_scope: Scope = "owned"
@@ -129,16 +168,11 @@ class RestClient:
         return await self.get_training_run_by_tinker_path(tinker_path, access_scope)
 
     async def _weights_info(self, tinker_path: str) -> types.WeightsInfoResponse:
-        from .. import codec
-
-        t = await self._transport()
-        r = await t.request(
-            "POST",
-            "/api/v1/weights_info",
-            json=types.WeightsInfoRequest(tinker_path=tinker_path),
-            sdk_method="RestClient.get_weights_info_by_tinker_path",
+        return await self._call(
+            "weights_info",
+            "get_weights_info_by_tinker_path",
+            types.WeightsInfoRequest(tinker_path=tinker_path),
         )
-        return codec.json_decode(r.body, types.WeightsInfoResponse)
 
     def get_weights_info_by_tinker_path(
         self, tinker_path: str
@@ -163,11 +197,7 @@ class RestClient:
             "access_scope": access_scope,
             "project_id": project_id,
         }
-        return self._run(
-            self._get(
-                "/api/v1/training_runs", types.TrainingRunsResponse, "list_training_runs", params
-            )
-        )
+        return self._run(self._call("list_training_runs", "list_training_runs", query=params))
 
     async def list_training_runs_async(
         self,
@@ -180,13 +210,7 @@ class RestClient:
 
     # ------------------------------------------------------------------ checkpoints
     def list_checkpoints(self, training_run_id: str) -> APIFuture[types.CheckpointsListResponse]:
-        return self._run(
-            self._get(
-                f"/api/v1/training_runs/{_q(training_run_id)}/checkpoints",
-                types.CheckpointsListResponse,
-                "list_checkpoints",
-            )
-        )
+        return self._run(self._call("list_checkpoints", "list_checkpoints", run_id=training_run_id))
 
     async def list_checkpoints_async(self, training_run_id: str) -> types.CheckpointsListResponse:
         return await self.list_checkpoints(training_run_id)
@@ -195,11 +219,10 @@ class RestClient:
         self, limit: int = 100, offset: int = 0
     ) -> APIFuture[types.CheckpointsListResponse]:
         return self._run(
-            self._get(
-                "/api/v1/checkpoints",
-                types.CheckpointsListResponse,
+            self._call(
                 "list_user_checkpoints",
-                {"limit": limit, "offset": offset},
+                "list_user_checkpoints",
+                query={"limit": limit, "offset": offset},
             )
         )
 
@@ -208,13 +231,13 @@ class RestClient:
     ) -> types.CheckpointsListResponse:
         return await self.list_user_checkpoints(limit, offset)
 
-    def _ckpt_path(self, run_id: str, checkpoint_id: str) -> str:
-        return f"/api/v1/training_runs/{_q(run_id)}/checkpoints/{_ckpt(checkpoint_id)}"
-
     def delete_checkpoint(self, training_run_id: str, checkpoint_id: str) -> APIFuture[None]:
         return self._run(
-            self._send(
-                "DELETE", self._ckpt_path(training_run_id, checkpoint_id), "delete_checkpoint"
+            self._call(
+                "delete_checkpoint",
+                "delete_checkpoint",
+                run_id=training_run_id,
+                checkpoint_id=checkpoint_id,
             )
         )
 
@@ -224,10 +247,11 @@ class RestClient:
     def delete_checkpoint_from_tinker_path(self, tinker_path: str) -> APIFuture[None]:
         p = parse_tinker_path(tinker_path)
         return self._run(
-            self._send(
-                "DELETE",
-                self._ckpt_path(p.training_run_id, p.checkpoint_id),
+            self._call(
+                "delete_checkpoint",
                 "delete_checkpoint_from_tinker_path",
+                run_id=p.training_run_id,
+                checkpoint_id=p.checkpoint_id,
             )
         )
 
@@ -237,10 +261,11 @@ class RestClient:
     def publish_checkpoint_from_tinker_path(self, tinker_path: str) -> APIFuture[None]:
         p = parse_tinker_path(tinker_path)
         return self._run(
-            self._send(
-                "POST",
-                self._ckpt_path(p.training_run_id, p.checkpoint_id) + "/publish",
+            self._call(
+                "publish_checkpoint",
                 "publish_checkpoint_from_tinker_path",
+                run_id=p.training_run_id,
+                checkpoint_id=p.checkpoint_id,
             )
         )
 
@@ -250,10 +275,11 @@ class RestClient:
     def unpublish_checkpoint_from_tinker_path(self, tinker_path: str) -> APIFuture[None]:
         p = parse_tinker_path(tinker_path)
         return self._run(
-            self._send(
-                "DELETE",
-                self._ckpt_path(p.training_run_id, p.checkpoint_id) + "/publish",
+            self._call(
+                "unpublish_checkpoint",
                 "unpublish_checkpoint_from_tinker_path",
+                run_id=p.training_run_id,
+                checkpoint_id=p.checkpoint_id,
             )
         )
 
@@ -265,11 +291,12 @@ class RestClient:
     ) -> APIFuture[None]:
         p = parse_tinker_path(tinker_path)
         return self._run(
-            self._send(
-                "PUT",
-                self._ckpt_path(p.training_run_id, p.checkpoint_id) + "/ttl",
+            self._call(
+                "set_checkpoint_ttl",
                 "set_checkpoint_ttl_from_tinker_path",
-                {"ttl_seconds": ttl_seconds},
+                types.SetCheckpointTtlRequest(ttl_seconds=ttl_seconds),
+                run_id=p.training_run_id,
+                checkpoint_id=p.checkpoint_id,
             )
         )
 
@@ -279,16 +306,17 @@ class RestClient:
         return await self.set_checkpoint_ttl_from_tinker_path(tinker_path, ttl_seconds)
 
     async def _archive_url(
-        self, run_id: str, checkpoint_id: str
+        self, run_id: str, checkpoint_id: str, method: str = "get_checkpoint_archive_url"
     ) -> types.CheckpointArchiveUrlResponse:
         from .. import codec
 
-        t = await self._transport()
-        r = await t.request(
-            "GET",
-            self._ckpt_path(run_id, checkpoint_id) + "/archive",
-            sdk_method="RestClient.get_checkpoint_archive_url",
+        r = await self._call(
+            "checkpoint_archive",
+            method,
+            raw=True,
             raise_for_status=False,
+            run_id=run_id,
+            checkpoint_id=checkpoint_id,
         )
         if r.status in (301, 302, 303, 307, 308) and "location" in r.headers:
             expires = r.headers.get("expires")
@@ -321,7 +349,11 @@ class RestClient:
         self, tinker_path: str
     ) -> APIFuture[types.CheckpointArchiveUrlResponse]:
         p = parse_tinker_path(tinker_path)
-        return self._run(self._archive_url(p.training_run_id, p.checkpoint_id))
+        return self._run(
+            self._archive_url(
+                p.training_run_id, p.checkpoint_id, "get_checkpoint_archive_url_from_tinker_path"
+            )
+        )
 
     async def get_checkpoint_archive_url_from_tinker_path_async(
         self, tinker_path: str
@@ -333,9 +365,13 @@ class RestClient:
     ) -> APIFuture[types.ExternalWeightsUrlsResponse]:
         p = parse_tinker_path(tinker_path)
         name = p.checkpoint_id.split("/", 1)[-1]
-        path = f"/api/v1/training_runs/{_q(p.training_run_id)}/checkpoints/external_weights/{_q(name)}/external_weights_urls"
         return self._run(
-            self._get(path, types.ExternalWeightsUrlsResponse, "get_external_weights_urls")
+            self._call(
+                "get_external_weights_urls",
+                "get_external_weights_urls",
+                run_id=p.training_run_id,
+                name=name,
+            )
         )
 
     async def get_external_weights_urls_async(
@@ -350,7 +386,6 @@ class RestClient:
         ttl_seconds: int | None,
         weights_access_token: str | None,
     ) -> str:
-        t = await self._transport()
         body = types.CopyWeightsRequest(
             source_path=path, destination_project_id=destination_project_id, ttl_seconds=ttl_seconds
         )
@@ -359,14 +394,8 @@ class RestClient:
         headers = {"X-Idempotency-Key": str(uuid.uuid4())}
         if weights_access_token:
             headers["X-Tinker-Weights-Access-Token"] = weights_access_token
-        r = await t.request(
-            "POST",
-            "/api/v1/copy_weights",
-            json=body,
-            headers=headers,
-            sdk_method="RestClient.copy_weights",
-        )
-        return str(r.json()["tinker_path"])
+        reply = await self._call("copy_weights", "copy_weights", body, headers=headers)
+        return str(reply.tinker_path)
 
     def copy_weights(
         self,
@@ -400,11 +429,11 @@ class RestClient:
         self, session_id: str, access_scope: Scope = "owned"
     ) -> APIFuture[types.GetSessionResponse]:
         return self._run(
-            self._get(
-                f"/api/v1/sessions/{_q(session_id)}",
-                types.GetSessionResponse,
+            self._call(
                 "get_session",
-                {"access_scope": access_scope},
+                "get_session",
+                query={"access_scope": access_scope},
+                session_id=session_id,
             )
         )
 
@@ -417,11 +446,10 @@ class RestClient:
         self, limit: int = 20, offset: int = 0, access_scope: Scope = "owned"
     ) -> APIFuture[types.ListSessionsResponse]:
         return self._run(
-            self._get(
-                "/api/v1/sessions",
-                types.ListSessionsResponse,
+            self._call(
                 "list_sessions",
-                {"limit": limit, "offset": offset, "access_scope": access_scope},
+                "list_sessions",
+                query={"limit": limit, "offset": offset, "access_scope": access_scope},
             )
         )
 
@@ -432,11 +460,11 @@ class RestClient:
 
     def assign_session_project(self, session_id: str, project_id: str) -> APIFuture[None]:
         return self._run(
-            self._send(
-                "PUT",
-                f"/api/v1/sessions/{_q(session_id)}/project",
+            self._call(
                 "assign_session_project",
-                {"project_id": project_id},
+                "assign_session_project",
+                types.AssignSessionProjectRequest(project_id=project_id),
+                session_id=session_id,
             )
         )
 
@@ -444,9 +472,7 @@ class RestClient:
         return await self.assign_session_project(session_id, project_id)
 
     def get_sampler(self, sampler_id: str) -> APIFuture[types.GetSamplerResponse]:
-        return self._run(
-            self._get(f"/api/v1/samplers/{_q(sampler_id)}", types.GetSamplerResponse, "get_sampler")
-        )
+        return self._run(self._call("get_sampler", "get_sampler", sampling_session_id=sampler_id))
 
     async def get_sampler_async(self, sampler_id: str) -> types.GetSamplerResponse:
         return await self.get_sampler(sampler_id)
@@ -454,20 +480,15 @@ class RestClient:
     async def _trace(self, session_id: str) -> str:
         import asyncio
 
-        from .. import codec
-
         while True:
-            res = await self._get(
-                f"/api/v1/sessions/{_q(session_id)}/trace_export",
-                types.TraceExportResponse,
-                "export_session_trace",
+            res = await self._call(
+                "export_session_trace", "export_session_trace", session_id=session_id
             )
             if res.status == "ready" and res.url:
                 return res.url
             if res.status == "failed":
                 raise RuntimeError(f"trace export failed: {getattr(res, 'error', None)}")
             await asyncio.sleep(5.0)
-        _ = codec
 
     def export_session_trace(self, session_id: str) -> APIFuture[str]:
         return self._run(self._trace(session_id))
@@ -476,22 +497,7 @@ class RestClient:
         return await self.export_session_trace(session_id)
 
     def search_sessions(self, request: Any) -> APIFuture[Any]:
-        async def go() -> Any:
-            from .. import codec
-
-            t = await self._transport()
-            r = await t.request(
-                "POST",
-                "/api/v1/sessions/search",
-                json=request,
-                sdk_method="RestClient.search_sessions",
-            )
-            return codec.json_decode(r.body, types.SessionSearchResponse)
-
-        return self._run(go())
+        return self._run(self._call("search_sessions", "search_sessions", request))
 
     def __repr__(self) -> str:
         return f"<RestClient {self._session.settings.base_url or 'embedded'}>"
-
-
-_ = dt  # datetime kept for the date/datetime parameters of admin methods (not supported locally)

@@ -23,12 +23,12 @@ from typing import Any
 
 import msgspec
 
-from .. import codec, types
+from .. import types
 from ..actors.admission import estimate_model_input_bytes
 from ..actors.sampling import SampleCall, SamplingActor
 from ..actors.session import Session
 from ..actors.supervisor import ChildSpec
-from ..config import Restart, RetryConfig, Settings
+from ..config import Restart, RetryConfig
 from ..futures import APIFuture, QueueState, _default_reason
 from ..runtime import get_runtime
 from ..telemetry import get_logger
@@ -82,8 +82,10 @@ class SamplingClient:
         retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
         shadow: bool = False,
+        tokenizer_id: str | None = None,
     ) -> None:
         self._session = session
+        self._tokenizer_id = tokenizer_id
         self._sampling_session_id = sampling_session_id
         self._base_model = base_model
         self._record_stability_info = record_stability_info
@@ -115,7 +117,10 @@ class SamplingClient:
             self._actor.prepare = self._start_supervised
         # The box (not the client) is shared with the supervisor's restart closure, so the
         # client can be collected; its actor then retires after its last request.
-        weakref.finalize(self, _retire, session.runtime, self._box)
+        release = session.release_handle_client if session.for_handles else None
+        if release is not None:
+            session.add_handle_client()
+        weakref.finalize(self, _retire, session.runtime, self._box, release)
 
     @property
     def _actor(self) -> SamplingActor:
@@ -132,8 +137,13 @@ class SamplingClient:
         model_path: str | None,
         retry_config: RetryConfig | None,
         record_stability_info: bool = False,
+        tokenizer_id: str | None = None,
     ) -> SamplingClient:
-        """Builds a started client on the session's loop (the core's construction seam)."""
+        """Builds a started client on the session's loop (the core's construction seam).
+
+        ``tokenizer_id`` (a training model's get_info) saves a request; otherwise a built-in
+        ``tinker-actors/*`` model learns its local tokenizer directory from the server.
+        """
         await session.ensure_started()
         transport = session.transport
         assert transport is not None
@@ -146,17 +156,19 @@ class SamplingClient:
                 base_model=base_model,
                 model_path=model_path,
             )
-            resp = await transport.request("POST", "/api/v1/create_sampling_session", json=req)
-            created = codec.json_decode(resp.body, types.CreateSamplingSessionResponse)
+            created = await transport.call("create_sampling_session", req)
             sampling_session_id = created.sampling_session_id
-        if base_model is None:
-            base_model = (await _fetch_sampler(session, sampling_session_id)).base_model
+        if base_model is None or (tokenizer_id is None and _is_builtin(base_model)):
+            info = await _fetch_sampler(session, sampling_session_id)
+            base_model = base_model or info.base_model
+            tokenizer_id = tokenizer_id or info.tokenizer_id
         client = cls(
             session,
             sampling_session_id=sampling_session_id,
             base_model=base_model,
             retry_config=retry_config,
             record_stability_info=record_stability_info,
+            tokenizer_id=tokenizer_id,
         )
         await client._start_supervised()
         return client
@@ -317,8 +329,19 @@ class SamplingClient:
 
     # ------------------------------------------------------------------ metadata
     def get_tokenizer(self) -> Any:
-        """The tokenizer of this sampler's base model (built-in models load offline)."""
-        return _load_tokenizer(self._base_model)
+        """The tokenizer of this sampler's base model.
+
+        A tokenizer directory reported by the server loads from local files only; other
+        models load by name with ``AutoTokenizer``, as the official SDK does.
+        """
+        if self._tokenizer_id is not None:
+            return _load_tokenizer(self._tokenizer_id)
+        if _is_builtin(self._base_model):
+            raise RuntimeError(
+                f"the server did not report a tokenizer for {self._base_model!r} "
+                "(GET /samplers/{id} has no tokenizer_id)"
+            )
+        return _load_tokenizer(self._base_model.split(":", 1)[0])
 
     def get_base_model(self) -> str:
         """The base model name; known since creation, so no request."""
@@ -368,6 +391,7 @@ class SamplingClient:
             },
             "base_model": self._base_model,
             "record_stability_info": self._record_stability_info,
+            "tokenizer_id": self._tokenizer_id,
         }
 
     def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
@@ -424,31 +448,28 @@ def _check_last_n(last_n: int | None, include_prompt_logprobs: bool) -> None:
 
 async def _fetch_sampler(session: Session, sampling_session_id: str) -> types.GetSamplerResponse:
     transport = await session.ensure_transport()
-    resp = await transport.request("GET", f"/api/v1/samplers/{sampling_session_id}")
-    return codec.json_decode(resp.body, types.GetSamplerResponse)
+    return await transport.call(
+        "get_sampler", path_params={"sampling_session_id": sampling_session_id}
+    )
 
 
-def _retire(runtime: Any, box: list[SamplingActor]) -> None:
-    """Finalizer: once the client is unreachable, its actor stops after its last request."""
+def _retire(runtime: Any, box: list[SamplingActor], release: Any) -> None:
+    """Finalizer: once the client is unreachable, its actor stops after its last request.
+
+    ``release`` (handle sessions) then tells the session one client fewer uses it.
+    """
     try:
-        runtime.call_soon(box[0].retire)
+        runtime.call_soon(lambda: box[0].retire(then=release))
     except RuntimeError:  # loop closed at interpreter exit: nothing left to stop
         pass
 
 
+def _is_builtin(base_model: str) -> bool:
+    return base_model.startswith("tinker-actors/")
+
+
 @functools.lru_cache(maxsize=32)
-def _load_tokenizer(base_model: str) -> Any:
-    name = base_model.split(":", 1)[0]
-    if name.startswith("tinker-actors/"):
-        # Built-in models of the embedded server: their tokenizer is generated locally.
-        # TODO(core): expose the built-in tokenizer outside server/ so clients need not reach in.
-        from ..server.engine.tokenizer import byte_tokenizer_dir
-
-        return _from_pretrained(str(byte_tokenizer_dir()))
-    return _from_pretrained(name)
-
-
-def _from_pretrained(name: str) -> Any:
+def _load_tokenizer(name: str) -> Any:
     from .training import load_tokenizer
 
     return load_tokenizer(name)
@@ -463,21 +484,21 @@ def _shadow_session(session_id: str, holder: dict[str, Any]) -> Session:
     key = json.dumps([session_id, holder], sort_keys=True)
     with _shadow_lock:
         session = _shadows.get(key)
-        if session is not None:
+        if session is not None and not session.closed:
             return session
-        settings = Settings.from_env(
+        session = Session.for_handle(
             base_url=holder.get("base_url") or None,
+            session_id=session_id or None,
+            client_config=msgspec.convert(
+                holder.get("client_config") or {}, types.ClientConfigResponse
+            ),
+            dynamic_config=msgspec.convert(
+                holder.get("client_dynamic_config") or {}, types.ClientDynamicConfigResponse
+            ),
             api_key=holder.get("api_key"),
             default_headers=holder.get("default_headers_overrides") or None,
+            runtime=get_runtime(),
         )
-        session = Session(settings, runtime=get_runtime(), rest_only=True)
-        session.client_config = msgspec.convert(
-            holder.get("client_config") or {}, types.ClientConfigResponse
-        )
-        session.dynamic_config = msgspec.convert(
-            holder.get("client_dynamic_config") or {}, types.ClientDynamicConfigResponse
-        )
-        session.session_id = session_id or None
         _shadows[key] = session
         return session
 
@@ -490,6 +511,7 @@ def _unpickle_sampling_client(state: dict[str, Any]) -> SamplingClient:
         base_model=state["base_model"],
         record_stability_info=bool(state.get("record_stability_info", False)),
         shadow=True,
+        tokenizer_id=state.get("tokenizer_id"),
     )
     # Keep the shared session alive as long as a client uses it.
     client.__dict__["_shadow_session"] = session

@@ -19,6 +19,7 @@ from ..config import RecoveryPolicy, Restart, RestartPolicy, RetryConfig, Settin
 from ..futures import APIFuture
 from ..runtime import get_runtime
 from ..telemetry import get_logger
+from ..transport import sdk_method_scope
 from .rest import RestClient
 from .training import ClientFuture, TrainingClient
 
@@ -35,8 +36,9 @@ class ServiceClient:
     """Creates training and sampling clients; mirrors ``tinker.ServiceClient`` (0.38).
 
     Extra keyword-only knobs (not in the official SDK): ``restart_policy`` (how often the
-    supervisor restarts a crashed actor) and ``recovery_policy`` (how a restarted training
-    actor rebuilds its model; default: from the last ``save_state`` checkpoint).
+    supervisor restarts a crashed actor) and ``recovery_policy`` (opt-in: how a restarted
+    training actor rebuilds its model from the last ``save_state`` checkpoint; without one
+    nothing is kept for replay and a failed submit breaks that TrainingClient loudly).
     """
 
     def __init__(
@@ -72,7 +74,7 @@ class ServiceClient:
             display_name=display_name,
             restart_policy=restart_policy,
         )
-        self._recovery = recovery_policy if recovery_policy is not None else RecoveryPolicy()
+        self._recovery = recovery_policy
         self._closed = False
 
     # ------------------------------------------------------------------ plumbing
@@ -80,11 +82,13 @@ class ServiceClient:
     def holder(self) -> Session:
         return self._session
 
-    def _submit(self, coro: Coroutine[Any, Any, T]) -> APIFuture[T]:
+    def _submit(self, coro: Coroutine[Any, Any, T], method: str) -> APIFuture[T]:
+        """Runs ``coro`` on the runtime; its requests carry ``x-sdk-method: ServiceClient.<method>``."""
         if self._closed:
             coro.close()
             raise RuntimeError("ServiceClient is closed")
-        return APIFuture.from_coro(self._runtime, coro)
+        with sdk_method_scope(f"ServiceClient.{method}"):
+            return APIFuture.from_coro(self._runtime, coro)
 
     async def _started(self) -> Session:
         await self._session.ensure_started()
@@ -101,10 +105,14 @@ class ServiceClient:
         return RestClient(self._session)
 
     def get_server_capabilities(self) -> types.GetServerCapabilitiesResponse:
-        return self._rest_client().get_server_capabilities().result()
+        with sdk_method_scope("ServiceClient.get_server_capabilities"):
+            fut = self._rest_client().get_server_capabilities()
+        return fut.result()
 
     async def get_server_capabilities_async(self) -> types.GetServerCapabilitiesResponse:
-        return await self._rest_client().get_server_capabilities()
+        with sdk_method_scope("ServiceClient.get_server_capabilities_async"):
+            fut = self._rest_client().get_server_capabilities()
+        return await fut
 
     def create_rest_client(self) -> RestClient:
         return self._rest_client()
@@ -112,25 +120,31 @@ class ServiceClient:
     def copy_weights(
         self, path: str, *, ttl_seconds: int | None = None, weights_access_token: str | None = None
     ) -> APIFuture[str]:
-        return self._rest_client().copy_weights(
-            path,
-            destination_project_id=self._session.settings.project_id,
-            ttl_seconds=ttl_seconds,
-            weights_access_token=weights_access_token,
-        )
+        with sdk_method_scope("ServiceClient.copy_weights"):
+            return self._rest_client().copy_weights(
+                path,
+                destination_project_id=self._session.settings.project_id,
+                ttl_seconds=ttl_seconds,
+                weights_access_token=weights_access_token,
+            )
 
     # ------------------------------------------------------------------ training clients
     async def _training_client(
-        self, model_id: str, create: dict[str, Any], checkpoint: tuple[str, bool] | None
+        self,
+        model_id: str,
+        create: dict[str, Any],
+        checkpoint: tuple[str, bool] | None,
+        recovery: RecoveryPolicy | None,
+        info: types.GetInfoResponse | None = None,
     ) -> TrainingClient:
         s = self._session
-        info = await get_info(s, model_id)
+        info = info or await get_info(s, model_id)
         state = TrainingState(
             s,
             model_id=model_id,
             info=info,
             create=create,
-            recovery=self._recovery,
+            recovery=recovery if recovery is not None else self._recovery,
             checkpoint=checkpoint,
         )
 
@@ -157,7 +171,10 @@ class ServiceClient:
         train_unembed: bool = True,
         user_metadata: dict[str, str] | None = None,
         optimizer: Any = None,
+        *,
+        recovery_policy: RecoveryPolicy | None = None,
     ) -> ClientFuture:
+        """A new LoRA model. ``recovery_policy`` (extension) overrides the ServiceClient's."""
         if not any([train_mlp, train_attn, train_unembed]):
             raise AssertionError(
                 "At least one of train_mlp, train_attn, or train_unembed must be True"
@@ -178,12 +195,12 @@ class ServiceClient:
 
         async def go() -> TrainingClient:
             s = await self._started()
-            model_id = await create_model(
-                s, sdk_method="ServiceClient.create_lora_training_client", **create
-            )
-            return await self._training_client(model_id, create, None)
+            model_id = await create_model(s, **create)
+            return await self._training_client(model_id, create, None, recovery_policy)
 
-        return ClientFuture(self._submit(go()).future(), self._runtime)
+        return ClientFuture(
+            self._submit(go(), "create_lora_training_client").future(), self._runtime
+        )
 
     async def create_lora_training_client_async(
         self,
@@ -195,10 +212,22 @@ class ServiceClient:
         train_unembed: bool = True,
         user_metadata: dict[str, str] | None = None,
         optimizer: Any = None,
+        *,
+        recovery_policy: RecoveryPolicy | None = None,
     ) -> TrainingClient:
-        return await self.create_lora_training_client(
-            base_model, rank, seed, train_mlp, train_attn, train_unembed, user_metadata, optimizer
-        )
+        with sdk_method_scope("ServiceClient.create_lora_training_client_async"):
+            fut = self.create_lora_training_client(
+                base_model,
+                rank,
+                seed,
+                train_mlp,
+                train_attn,
+                train_unembed,
+                user_metadata,
+                optimizer,
+                recovery_policy=recovery_policy,
+            )
+        return await fut
 
     def _from_state(
         self,
@@ -209,6 +238,7 @@ class ServiceClient:
         weights_access_token: str | None,
         optimizer_config: Any,
         method: str,
+        recovery: RecoveryPolicy | None = None,
     ) -> ClientFuture:
         async def go() -> TrainingClient:
             s = await self._started()
@@ -220,7 +250,6 @@ class ServiceClient:
                 user_metadata=user_metadata,
                 optimizer_config=optimizer_config,
                 weights_access_token=weights_access_token,
-                sdk_method=f"ServiceClient.{method}",
             )
             info = await get_info(s, model_id)
             md = info.model_data
@@ -230,9 +259,9 @@ class ServiceClient:
                 "user_metadata": user_metadata,
                 "optimizer_config": optimizer_config,
             }
-            return await self._training_client(model_id, create, (path, optimizer))
+            return await self._training_client(model_id, create, (path, optimizer), recovery, info)
 
-        return ClientFuture(self._submit(go()).future(), self._runtime)
+        return ClientFuture(self._submit(go(), method).future(), self._runtime)
 
     def create_training_client_from_state(
         self,
@@ -241,6 +270,8 @@ class ServiceClient:
         user_metadata: dict[str, str] | None = None,
         weights_access_token: str | None = None,
         optimizer: Any = None,
+        *,
+        recovery_policy: RecoveryPolicy | None = None,
     ) -> ClientFuture:
         return self._from_state(
             path,
@@ -250,6 +281,7 @@ class ServiceClient:
             weights_access_token,
             optimizer,
             "create_training_client_from_state",
+            recovery_policy,
         )
 
     async def create_training_client_from_state_async(
@@ -270,6 +302,8 @@ class ServiceClient:
         base_model: str | None = None,
         user_metadata: dict[str, str] | None = None,
         weights_access_token: str | None = None,
+        *,
+        recovery_policy: RecoveryPolicy | None = None,
     ) -> ClientFuture:
         return self._from_state(
             path,
@@ -279,6 +313,7 @@ class ServiceClient:
             weights_access_token,
             None,
             "create_training_client_from_state_with_optimizer",
+            recovery_policy,
         )
 
     async def create_training_client_from_state_with_optimizer_async(
@@ -316,7 +351,7 @@ class ServiceClient:
                 record_stability_info=record_stability_info,
             )
 
-        return ClientFuture(self._submit(go()).future(), self._runtime)
+        return ClientFuture(self._submit(go(), "create_sampling_client").future(), self._runtime)
 
     async def create_sampling_client_async(
         self,
@@ -328,6 +363,22 @@ class ServiceClient:
         return await self.create_sampling_client(
             model_path, base_model, retry_config, record_stability_info
         )
+
+    # ------------------------------------------------------------------ custom losses
+    def create_custom_loss(
+        self, fn: Any, input_ranks: Mapping[str, types.CustomLossInputRank]
+    ) -> APIFuture[Any]:
+        """Traces a per-datum loss into a ``LossHandle`` for ``forward_backward_custom``.
+
+        The handle runs client-side (no upload): once per datum, summed.
+        """
+        from .custom_loss import trace_loss
+
+        async def go() -> Any:
+            s = await self._started()
+            return trace_loss(fn, input_ranks, s.require_session_id())
+
+        return self._submit(go(), "create_custom_loss")
 
     # ------------------------------------------------------------------ lifecycle
     def close(self, status: Status = "success", detail: str | None = None) -> APIFuture[None]:

@@ -22,6 +22,7 @@ from ..actors.training import (
 )
 from ..config import RetryConfig
 from ..futures import APIFuture, reject, resolve
+from ..transport import sdk_method_scope
 from ..types import fwdbwd as _fb
 
 if TYPE_CHECKING:
@@ -74,8 +75,6 @@ class TrainingClient:
 
     # ------------------------------------------------------------------ plumbing
     def _op(self, op_kind: str, count: int, method: str, **args: Any) -> tuple[Op, APIFuture[Any]]:
-        if self._state.dead is not None:
-            raise self._state.dead
         cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
         op = Op(
             op_kind, self._state.reserve(count), cf, args, sdk_method=f"TrainingClient.{method}"
@@ -158,6 +157,14 @@ class TrainingClient:
         here, then a cross_entropy backward with ``weights = -dLoss/dlogprobs``."""
         if loss_type_input not in (None, "logprobs"):
             raise ValueError(f"unsupported loss_type_input {loss_type_input!r}")
+        from .custom_loss import LossHandle, run_loss_handle
+
+        if isinstance(loss_fn, LossHandle):
+            handle = loss_fn
+
+            def loss_fn(data: list[Any], logprobs: list[Any]) -> Any:
+                return run_loss_handle(handle, data, logprobs)
+
         try:
             import torch  # noqa: F401
         except ImportError as exc:
@@ -394,16 +401,21 @@ class TrainingClient:
         return self._state.info
 
     def get_tokenizer(self) -> Any:
-        """``AutoTokenizer`` from get_info's tokenizer_id (a local directory works offline)."""
+        """``AutoTokenizer`` from get_info's tokenizer_id (a local directory loads offline)."""
         md = self._state.info.model_data
         name = md.tokenizer_id or md.model_name
         if name is None:
             raise ValueError("the server did not report a tokenizer for this model")
         return load_tokenizer(name)
 
+    @property
+    def _tokenizer_id(self) -> str | None:
+        return self._state.info.model_data.tokenizer_id
+
     # ------------------------------------------------------------------ sampling
-    def _sampling_client_future(self, coro: Any) -> ClientFuture:
-        return ClientFuture(self._runtime.submit(coro), self._runtime)
+    def _sampling_client_future(self, coro: Any, method: str) -> ClientFuture:
+        with sdk_method_scope(f"TrainingClient.{method}"):
+            return ClientFuture(self._runtime.submit(coro), self._runtime)
 
     def create_sampling_client(
         self,
@@ -422,7 +434,9 @@ class TrainingClient:
                 model_path=model_path,
                 retry_config=retry_config,
                 record_stability_info=record_stability_info,
-            )
+                tokenizer_id=self._tokenizer_id,
+            ),
+            "create_sampling_client",
         )
 
     async def create_sampling_client_async(
@@ -455,6 +469,7 @@ class TrainingClient:
         self._state.submit(op)
         session = self._state.session
         base_model = self._state.info.model_data.model_name
+        tokenizer_id = self._tokenizer_id
 
         async def create() -> SamplingClient:
             sid = await fut.result_async()
@@ -465,9 +480,10 @@ class TrainingClient:
                 model_path=None,
                 retry_config=retry_config,
                 record_stability_info=record_stability_info,
+                tokenizer_id=tokenizer_id,
             )
 
-        return self._sampling_client_future(create())
+        return self._sampling_client_future(create(), "save_weights_and_get_sampling_client")
 
     async def save_weights_and_get_sampling_client_async(
         self,
@@ -493,7 +509,7 @@ def load_tokenizer(name: str) -> Any:
         ) from exc
     import os
 
-    if os.path.isdir(name):
+    if os.path.isdir(name):  # a directory the server reported: never a download
         return AutoTokenizer.from_pretrained(name, local_files_only=True)
     return AutoTokenizer.from_pretrained(
         name.split(":", 1)[0] if ":" in name and not name.startswith("/") else name
