@@ -147,9 +147,6 @@ def _configure_logging() -> None:
     started the embedded server (and warnings); the server's own log stays quiet."""
     import logging
 
-    import structlog
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if os.environ.get("TINKER_LOG") or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler(sys.stderr)

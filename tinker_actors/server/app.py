@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-import structlog
 from aiohttp import web
 
 from tinker_actors import codec, manifest
@@ -31,8 +30,9 @@ from tinker_actors.server.errors import HttpError, bad_request, gone
 from tinker_actors.server.scheduler import QueueFull, SeqConflict
 from tinker_actors.server.service import Service
 from tinker_actors.server.stats import RequestStats
+from tinker_actors.telemetry import get_logger
 
-log = structlog.get_logger("tinker_actors.server")
+log = get_logger("tinker_actors.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE_KEY: web.AppKey[Service] = web.AppKey("service", Service)

@@ -10,8 +10,6 @@ import os
 import signal
 from pathlib import Path
 
-import structlog
-
 from tinker_actors.server.config import default_data_dir, generate_api_key
 
 
@@ -60,14 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _configure_logging(verbose: bool) -> None:
-    level = logging.INFO if verbose else logging.WARNING
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+    """The serve command is an app, so it (and only it) sets up logging: stdlib, to stderr."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 

@@ -13,15 +13,15 @@ import threading
 from pathlib import Path
 from typing import Any, Self
 
-import structlog
 from aiohttp import web
 
 from tinker_actors.server.app import STATS_KEY, build_app
 from tinker_actors.server.config import ServerConfig, api_key_from_env, default_data_dir
 from tinker_actors.server.engine.base import Engine
 from tinker_actors.server.service import Service
+from tinker_actors.telemetry import get_logger
 
-log = structlog.get_logger("tinker_actors.server")
+log = get_logger("tinker_actors.server")
 
 
 class DataDirInUse(RuntimeError):

@@ -16,8 +16,6 @@ import time
 import weakref
 from typing import Any
 
-import structlog
-
 from tinker_actors import types
 from tinker_actors.server.checkpoints import Checkpoints
 from tinker_actors.server.config import ServerConfig
@@ -28,8 +26,9 @@ from tinker_actors.server.sampling import Sampling
 from tinker_actors.server.sessions import Sessions
 from tinker_actors.server.store import Store
 from tinker_actors.server.training import Training
+from tinker_actors.telemetry import get_logger
 
-log = structlog.get_logger("tinker_actors.server")
+log = get_logger("tinker_actors.server")
 
 
 class Service:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import structlog
 
 from tinker_actors import types
 from tinker_actors.server.checkpoints import Checkpoints
@@ -36,8 +35,9 @@ from tinker_actors.server.scheduler import ModelLane
 from tinker_actors.server.sessions import Sessions
 from tinker_actors.server.store import ModelRow
 from tinker_actors.server.wire import FwdBwd
+from tinker_actors.telemetry import get_logger
 
-log = structlog.get_logger("tinker_actors.server")
+log = get_logger("tinker_actors.server")
 
 Work = Callable[[], Any]
 Finish = Callable[[Any], Outcome]
