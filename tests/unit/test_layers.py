@@ -1,0 +1,120 @@
+"""Imports only point down (DESIGN.md, "Layers"), and the server never uses client internals.
+
+The server is an independent implementation of the protocol that checks ours, so it may use the
+wire layer only. Every import is read from the source (function-level ones included), so a lazy
+import cannot hide an upward edge.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "tinker_actors"
+
+# module prefix (dotted, under tinker_actors) -> layer; the longest matching prefix wins.
+LAYERS: dict[str, int] = {
+    "_proto": 0,
+    "types": 0,
+    "errors": 0,
+    "codec": 0,
+    "manifest": 0,
+    "tinker_path": 0,
+    "telemetry": 0,
+    "config": 1,
+    "runtime": 2,
+    "transport": 2,
+    "futures": 3,
+    "actors": 4,
+    "auth": 1,
+    "clients": 5,
+    "__init__": 5,
+    "openapi": 6,
+    "cli": 6,
+    "_cli_version": 6,
+    "__main__": 6,
+    "demo": 6,
+    "data": 6,
+    "server": 6,
+}
+
+# Deliberate upward edges, each a lazy import inside one function: with no TINKER_BASE_URL the
+# runtime starts the embedded server; the official ``auth.raise_if_tinker_not_accessible``
+# probes the service with a ServiceClient.
+ALLOWED_UPWARD = {("runtime", "server"), ("auth", "clients")}
+
+SERVER_MAY_USE = {"_proto", "types", "errors", "codec", "manifest", "tinker_path", "telemetry"}
+
+
+def _layer_key(module: str) -> str:
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        key = ".".join(parts[:n])
+        if key in LAYERS:
+            return key
+    raise KeyError(module)
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Dotted tinker_actors-relative modules that ``path`` imports."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("tinker_actors."):
+                    found.add(alias.name.removeprefix("tinker_actors."))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".") if package else []
+                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                target = ".".join([*base, node.module] if node.module else base)
+            elif node.module and node.module.startswith("tinker_actors"):
+                target = node.module.removeprefix("tinker_actors").lstrip(".")
+            else:
+                continue
+            if not target:  # "from tinker_actors import x" / "from . import x" at the top
+                found.update(alias.name for alias in node.names)
+            else:
+                found.add(target)
+    return found
+
+
+SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if "_pb2" not in p.name)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down(path: Path) -> None:
+    module = _module_name(path)
+    own = _layer_key(module)
+    for target in _imports(path):
+        try:
+            key = _layer_key(target)
+        except KeyError:
+            continue  # a name imported from the package root, e.g. "from . import types"
+        if key == own or key.startswith(own + ".") or own.startswith(key + "."):
+            continue
+        if own == "server" or own.startswith("server."):
+            assert key in SERVER_MAY_USE, f"server module {module} imports client code {target}"
+            continue
+        if (own.split(".")[0], key.split(".")[0]) in ALLOWED_UPWARD:
+            continue
+        assert LAYERS[key] <= LAYERS[own], (
+            f"{module} (layer {LAYERS[own]}) imports {target} (layer {LAYERS[key]})"
+        )
+
+
+def test_the_layer_table_covers_every_module() -> None:
+    for path in SOURCES:
+        _layer_key(_module_name(path))  # raises KeyError for a module nobody placed
