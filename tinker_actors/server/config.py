@@ -41,6 +41,12 @@ class ServerConfig:
     sample_queue_depth: int = 2048
     # Most jobs handed to one engine.sample call.
     sample_batch_size: int = 64
+    # A job arriving into an idle sampler lane waits for the rest of its burst: the batch
+    # starts once no job arrived for ``sample_batch_gap_s`` (or ``sample_batch_window_s``
+    # after the first, or when full). Without it, the first of N concurrent requests runs
+    # alone and the other N-1 wait a whole decode behind it. 0 disables the wait.
+    sample_batch_gap_s: float = 0.002
+    sample_batch_window_s: float = 0.02
     # Finished results stay retrievable this long.
     future_ttl_s: float = 3600.0
     # Results larger than this answer ``complete_metadata`` first when the client allows it.

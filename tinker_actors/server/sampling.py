@@ -99,6 +99,8 @@ class Sampling:
             prepare,
             self.ctx.config.sample_queue_depth,
             self.ctx.config.sample_batch_size,
+            batch_gap_s=self.ctx.config.sample_batch_gap_s,
+            batch_window_s=self.ctx.config.sample_batch_window_s,
         )
         self.lanes[sampler_id] = lane
         return lane

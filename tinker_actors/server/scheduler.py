@@ -6,7 +6,10 @@
   received returns the original future; the same seq id with a different body is a conflict.
 * A ``SamplerLane`` queues sample jobs of one sampler and hands everything queued (up to a
   batch size) to one ``engine.sample`` call on a shared sampling pool, so sampling never waits
-  behind another model's training. Past a queue depth it refuses (429) before the seq id is
+  behind another model's training. A job that finds the lane idle waits for the rest of its
+  burst (until no job arrived for a short gap, at most a short window): concurrent requests
+  reach the server one HTTP request at a time, and without the wait the first would decode
+  alone while the others queue behind it for a whole generation. Past a queue depth it refuses (429) before the seq id is
   recorded, so the client's resubmission with the same seq id is accepted later.
 """
 
@@ -20,12 +23,11 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from tinker_actors.server.engine.base import EngineUserError, SampleJob
 from tinker_actors.server.futures import FutureRecord, FutureRegistry, Outcome
+from tinker_actors.telemetry import get_logger
 
-log = structlog.get_logger("tinker_actors.server")
+log = get_logger("tinker_actors.server")
 
 # How many past seq ids per model are remembered for retries.
 SEEN_WINDOW = 4096
@@ -237,8 +239,13 @@ class SamplerLane:
         prepare: Callable[[], None] | None,
         max_depth: int,
         batch_size: int,
+        *,
+        batch_gap_s: float = 0.0,
+        batch_window_s: float = 0.0,
     ) -> None:
         self.sampler_id = sampler_id
+        self._batch_gap_s = batch_gap_s
+        self._batch_window_s = batch_window_s
         self._registry = registry
         self._pool = pool
         self._sample_fn = sample_fn
@@ -296,6 +303,7 @@ class SamplerLane:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
+                await self._gather_burst()
                 continue
             batch: list[_SampleItem] = []
             while self._queue and len(batch) < self._batch_size:
@@ -335,6 +343,29 @@ class SamplerLane:
                     _run_finish(self._registry, _Job(item.rec, lambda: None, item.finish), result)
             finally:
                 self._in_flight = 0
+
+    async def _gather_burst(self) -> None:
+        """Lets the rest of a burst arrive before an idle lane starts a batch.
+
+        Waits while jobs keep arriving less than ``batch_gap_s`` apart, at most
+        ``batch_window_s`` in all, and not once a full batch is queued. Only after idling:
+        jobs queued behind a running batch go out as soon as it ends.
+        """
+        if self._batch_gap_s <= 0 or self._batch_window_s <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._batch_window_s
+        while len(self._queue) < self._batch_size:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            seen = len(self._queue)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self._batch_gap_s, left)):
+                    await self._wake.wait()
+            if len(self._queue) <= seen:
+                return  # a quiet gap: the burst is over
 
     async def close(self, reason: str) -> None:
         for item in self._queue:

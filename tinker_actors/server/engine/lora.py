@@ -5,6 +5,11 @@ active *in the calling thread* (a ``threading.local``), so one base module serve
 training models and samplers at once without copying weights and without a global lock: the
 server may run one model's step and another sampler's batch in two threads.
 
+Samplers are immutable snapshots, so their adapter can be merged once into copies of the
+affected base weights (``merge_adapter``): a merged entry is a plain weight tensor that replaces
+the base weight for that module, which turns the two extra small matmuls, the scale and the add
+per LoRA layer and token into nothing (they dominated a small model's per-token cost).
+
 Alpha: fixed ``LORA_ALPHA = 32`` (scale = 32 / rank), like Tinker's cookbook ("lora_alpha 32,
 effective scaling = alpha / rank"), so a good learning rate does not depend on the rank.
 Init as PEFT: A ~ kaiming-uniform(a=sqrt(5)) i.e. U(-1/sqrt(in), 1/sqrt(in)), B = 0, from a
@@ -47,18 +52,43 @@ class LoraPair:
 
 
 class LoraLinear(nn.Linear):
-    """nn.Linear plus the calling thread's adapter for ``lora_key`` (its module path)."""
+    """nn.Linear plus the calling thread's adapter for ``lora_key`` (its module path): a
+    ``LoraPair`` adds ``scale * B(A(x))``, a tensor (a merged weight) replaces the weight."""
 
     lora_key: str = ""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)
         adapter = getattr(_active, "pairs", None)
         if adapter:
             pair = adapter.get(self.lora_key)
+            if type(pair) is torch.Tensor:
+                return F.linear(x, pair, self.bias)
             if pair is not None:
-                y = y + F.linear(F.linear(x, pair.a), pair.b) * pair.scale
-        return y
+                y = F.linear(x, self.weight, self.bias)
+                return y + F.linear(F.linear(x, pair.a), pair.b) * pair.scale
+        return F.linear(x, self.weight, self.bias)
+
+
+def merge_adapter(module: nn.Module, pairs: dict[str, LoraPair]) -> dict[str, torch.Tensor]:
+    """``W + scale * B @ A`` for every adapted LoraLinear of ``module`` (new tensors; the base
+    is untouched). For immutable adapters only: a later change to ``pairs`` is not seen."""
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, m in module.named_modules():
+            pair = pairs.get(name) if isinstance(m, LoraLinear) else None
+            if pair is not None:
+                w = m.weight.detach()
+                out[name] = torch.addmm(w, pair.b.to(w.dtype), pair.a.to(w.dtype), alpha=pair.scale)
+    return out
+
+
+def merged_nbytes(module: nn.Module, pairs: dict[str, LoraPair]) -> int:
+    """Bytes ``merge_adapter`` would allocate."""
+    return sum(
+        m.weight.numel() * m.weight.element_size()
+        for name, m in module.named_modules()
+        if isinstance(m, LoraLinear) and name in pairs
+    )
 
 
 def assign_lora_keys(module: nn.Module) -> None:

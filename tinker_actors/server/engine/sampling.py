@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -41,8 +41,7 @@ class _Seq:
     stop_tokens: frozenset[int]
     stop_strings: tuple[str, ...]
     window: int
-    tokens: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
+    length: int = 0  # tokens generated, set when it finishes
     reason: str | None = None
 
 
@@ -156,64 +155,133 @@ def sample_batch(
             s.reason = "length"
 
     alive = [n for n, s in enumerate(seqs) if s.reason is None]
+    out_tok = torch.zeros((len(seqs), max(nmax, 1)), dtype=torch.int64, device=dev)
+    out_lp = torch.zeros((len(seqs), max(nmax, 1)), dtype=torch.float32, device=dev)
     if alive:
         row_idx = torch.tensor([rows[n] for n in alive], device=dev)
         cache = backend.select(cache, row_idx)
         key_mask, pad_len, last = key_mask[row_idx], pad_len[row_idx], last[row_idx]
-        uniforms = uniforms.to(dev)
-        job_of = [jobs[seqs[n].job] for n in alive]
-        temps = torch.tensor([j.temperature for j in job_of], device=dev, dtype=torch.float32)
-        top_k = torch.tensor([j.top_k if j.top_k > 0 else vocab for j in job_of], device=dev)
-        top_p = torch.tensor([j.top_p for j in job_of], device=dev, dtype=torch.float32)
-        any_random = bool((temps > 0).any())
-        alive_t = torch.tensor(alive, device=dev)
-        cur, step = pmax, 0
-        while True:
-            tok, lp = _choose(last, temps, top_k, top_p, uniforms[alive_t, step], any_random)
-            keep: list[int] = []
-            for r, (n, t, logp) in enumerate(zip(alive, tok.tolist(), lp.tolist(), strict=True)):
-                seq = seqs[n]
-                seq.tokens.append(t)
-                seq.logprobs.append(logp)
-                seq.reason = _stop_reason(seq, t, decode)
-                if seq.reason is None:
-                    keep.append(r)
-            if not keep:
-                break
-            if len(keep) < len(alive):
-                k_t = torch.tensor(keep, device=dev)
-                cache = backend.select(cache, k_t)
-                key_mask, pad_len, tok = key_mask[k_t], pad_len[k_t], tok[k_t]
-                temps, top_k, top_p, alive_t = temps[k_t], top_k[k_t], top_p[k_t], alive_t[k_t]
-                alive = [alive[r] for r in keep]
-                any_random = bool((temps > 0).any())
-            key_mask[:, cur] = True
-            pos = (cur - pad_len)[:, None]
-            last = backend.step(tok[:, None], pos, key_mask[:, : cur + 1], cache)[:, -1]
-            cur += 1
-            step += 1
+        _decode(
+            backend,
+            jobs,
+            seqs,
+            alive,
+            cache,
+            key_mask,
+            pad_len,
+            last,
+            uniforms,
+            pmax,
+            out_tok,
+            out_lp,
+            decode,
+        )
 
-    for s in seqs:
+    tok_np, lp_np = out_tok.cpu().numpy(), out_lp.cpu().numpy()
+    for n, s in enumerate(seqs):
         outcomes[s.job].sequences.append(
             SampledSeq(
-                tokens=np.asarray(s.tokens, dtype=np.int32),
-                logprobs=np.asarray(s.logprobs, dtype=np.float32),
+                tokens=tok_np[n, : s.length].astype(np.int32),
+                logprobs=lp_np[n, : s.length].copy(),
                 stop_reason="stop" if s.reason == "stop" else "length",
             )
         )
     return outcomes
 
 
-def _stop_reason(seq: _Seq, tok: int, decode: Callable[[list[int]], str] | None) -> str | None:
-    if tok in seq.stop_tokens:
-        return "stop"
-    if seq.stop_strings and decode is not None:
-        text = decode(seq.tokens[-seq.window :])
-        if any(s and s in text for s in seq.stop_strings):
-            return "stop"
-    if len(seq.tokens) >= seq.max_new:
-        return "length"
-    return None
+def _decode(
+    backend: Backend,
+    jobs: list[SampleJob],
+    seqs: list[_Seq],
+    alive: list[int],
+    cache,
+    key_mask: torch.Tensor,
+    pad_len: torch.Tensor,
+    last: torch.Tensor,
+    uniforms: torch.Tensor,
+    pmax: int,
+    out_tok: torch.Tensor,
+    out_lp: torch.Tensor,
+    decode: Callable[[list[int]], str] | None,
+) -> None:
+    """The decode loop, vectorised: tokens and logprobs go into ``out_tok``/``out_lp`` rows
+    (one per sequence), stop tokens and lengths are checked as tensors, and only sequences
+    with stop strings are decoded in Python. Every live sequence has generated ``step + 1``
+    tokens after a step, since all start together.
+
+    Finished rows stay in the batch (their extra tokens land past their length and are never
+    read) until enough have finished to pay for compacting the KV cache: dropping a row copies
+    every cache row, once per finished sequence before.
+    """
+    dev = backend.device
+    vocab, ctx = backend.vocab_size, backend.max_context_length
+    uniforms = uniforms.to(dev)
+    job_of = [jobs[seqs[n].job] for n in alive]
+    temps = torch.tensor([j.temperature for j in job_of], device=dev, dtype=torch.float32)
+    top_k = torch.tensor([j.top_k if j.top_k > 0 else vocab for j in job_of], device=dev)
+    top_p = torch.tensor([j.top_p for j in job_of], device=dev, dtype=torch.float32)
+    max_new = torch.tensor([seqs[n].max_new for n in alive], device=dev)
+    width = max(len(seqs[n].stop_tokens) for n in alive)
+    stop_tab = None
+    if width:
+        padded = [sorted(seqs[n].stop_tokens) + [-1] * width for n in alive]
+        stop_tab = torch.tensor([p[:width] for p in padded], device=dev)
+    use_strings = decode is not None and any(seqs[n].stop_strings for n in alive)
+    any_random = bool((temps > 0).any())
+    alive_t = torch.tensor(alive, device=dev)
+    live = torch.ones(len(alive), dtype=torch.bool, device=dev)
+    n_live = len(alive)
+    history: dict[int, list[int]] = {}  # generated tokens of the sequences with stop strings
+    cur, step = pmax, 0
+    while True:
+        tok, lp = _choose(last, temps, top_k, top_p, uniforms[alive_t, step], any_random)
+        out_tok[alive_t, step] = tok
+        out_lp[alive_t, step] = lp
+        stopped = torch.zeros_like(live) if stop_tab is None else (tok[:, None] == stop_tab).any(-1)
+        if use_strings:
+            tl = tok.tolist()
+            flags = live.tolist()
+            hits = []
+            for r, n in enumerate(alive):
+                seq = seqs[n]
+                if not seq.stop_strings or not flags[r]:
+                    continue
+                h = history.setdefault(n, [])
+                h.append(tl[r])
+                text = decode(h[-seq.window :])
+                if any(x and x in text for x in seq.stop_strings):
+                    hits.append(r)
+            if hits:
+                stopped[torch.tensor(hits, device=dev)] = True
+        stopped &= live
+        done = stopped | (live & (max_new <= step + 1))
+        finished = done.nonzero().flatten().tolist()
+        if finished:
+            stop_flags = stopped[finished].tolist()
+            for r, st in zip(finished, stop_flags, strict=True):
+                seq = seqs[alive[r]]
+                seq.length = step + 1
+                seq.reason = "stop" if st else "length"
+            live &= ~done
+            n_live -= len(finished)
+            if n_live == 0:
+                break
+            if len(alive) - n_live >= max(1, len(alive) // 8):
+                k_t = live.nonzero().flatten()
+                cache = backend.select(cache, k_t)
+                key_mask, pad_len, tok = key_mask[k_t], pad_len[k_t], tok[k_t]
+                temps, top_k, top_p, alive_t = temps[k_t], top_k[k_t], top_p[k_t], alive_t[k_t]
+                max_new, live = max_new[k_t], live[k_t]
+                if stop_tab is not None:
+                    stop_tab = stop_tab[k_t]
+                alive = [alive[r] for r in k_t.tolist()]
+                any_random = bool((temps > 0).any())
+        key_mask[:, cur] = True
+        # a finished row still in the batch may run past the context; its output is unused
+        pos = (cur - pad_len).clamp(max=ctx - 1)[:, None]
+        last = backend.step(tok[:, None], pos, key_mask[:, : cur + 1], cache)[:, -1]
+        cur += 1
+        step += 1
 
 
 def _prompt_logprobs(

@@ -12,12 +12,20 @@ enough that per-op overhead dominates, the server already runs different models 
 in parallel worker threads (each would otherwise start its own OpenMP team: oversubscription),
 and OpenMP teams spinning on busy cores are pathological: on the 2-core CI box under load, a
 1M-model step measured 7-10x slower with 2 threads than with 1 (benchmarks/bench_engine.py).
+
+Sampler adapters are merged into copies of the base weights on first use (see lora.py): that
+removes the LoRA cost from every decode step. The merged copies live in an LRU bounded by
+``merged_budget_bytes`` (an RL loop makes a sampler per step; only the recent ones sample);
+an evicted sampler re-merges on its next call, to the same values. A sampler whose merged copy
+alone exceeds the budget always samples unmerged, so a given sampler always uses one form
+and its seeded samples never depend on what else was sampled.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +54,7 @@ from .checkpoints import (
     save_peft_adapter,
     save_training_state,
 )
-from .lora import Adapter, LoraPair, use_adapter
+from .lora import Adapter, LoraPair, merge_adapter, merged_nbytes, use_adapter
 from .losses import build_batch, compute_loss, resolve_config, target_logprobs
 from .model import BUILTIN_MODELS, Backend, HFBackend, NativeBackend, builtin_spec, is_hf_dir
 from .sampling import sample_batch
@@ -63,10 +71,15 @@ class _TrainModel:
     steps: int = 0
 
 
+# Default bound on the merged sampler weights kept at once.
+MERGED_BUDGET_BYTES = 512 * 1024 * 1024
+
+
 @dataclass(slots=True)
 class _Sampler:
     base: Backend
     pairs: dict[str, LoraPair] | None
+    merge: bool = False  # fixed at creation: whether this sampler samples with merged weights
 
 
 class TorchEngine:
@@ -80,8 +93,11 @@ class TorchEngine:
         device: str = "cpu",
         cache_dir: str | Path | None = None,
         num_threads: int | None = None,
+        merged_budget_bytes: int = MERGED_BUDGET_BYTES,
     ) -> None:
         self.device = torch.device(device)
+        self._merged_budget = merged_budget_bytes
+        self._merged: OrderedDict[str, tuple[dict[str, torch.Tensor], int]] = OrderedDict()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         threads = num_threads or int(os.environ.get("TINKER_ACTORS_TORCH_THREADS", "0") or 0)
         if threads <= 0 and self.device.type == "cpu":
@@ -256,14 +272,41 @@ class TorchEngine:
         pairs = None
         if weights_dir is not None:
             pairs = load_peft_adapter(Path(weights_dir), base.lora_targets(), base.device)
-        with self._lock:
-            self._samplers[sampler_id] = _Sampler(base, pairs)
+        self._add_sampler(sampler_id, base, pairs)
 
     def snapshot_sampler(self, sampler_id: str, model_id: str) -> None:
         """A sampler from a training model's current weights without touching disk."""
         m = self._model(model_id)
+        self._add_sampler(sampler_id, m.base, m.adapter.frozen_copy())
+
+    def _add_sampler(
+        self, sampler_id: str, base: Backend, pairs: dict[str, LoraPair] | None
+    ) -> None:
+        merge = bool(pairs) and merged_nbytes(base.module, pairs) <= self._merged_budget
         with self._lock:
-            self._samplers[sampler_id] = _Sampler(m.base, m.adapter.frozen_copy())
+            self._merged.pop(sampler_id, None)
+            self._samplers[sampler_id] = _Sampler(base, pairs, merge)
+
+    def _sampling_weights(self, sampler_id: str, s: _Sampler):
+        """What ``use_adapter`` gets for this sampler: its merged weights (made on first use,
+        kept in the LRU) or its pairs."""
+        if not s.merge or not s.pairs:
+            return s.pairs
+        with self._lock:
+            hit = self._merged.get(sampler_id)
+            if hit is not None:
+                self._merged.move_to_end(sampler_id)
+                return hit[0]
+        merged = merge_adapter(s.base.module, s.pairs)  # outside the lock: may take a while
+        size = sum(t.numel() * t.element_size() for t in merged.values())
+        with self._lock:
+            if self._samplers.get(sampler_id) is s:  # not closed or replaced meanwhile
+                self._merged[sampler_id] = (merged, size)
+                total = sum(n for _, n in self._merged.values())
+                while total > self._merged_budget and len(self._merged) > 1:
+                    _, (_, n) = self._merged.popitem(last=False)
+                    total -= n
+        return merged
 
     def sample(self, sampler_id: str, jobs: list[SampleJob]) -> list[SampleOutcome]:
         with self._lock:
@@ -272,12 +315,14 @@ class TorchEngine:
             raise EngineUserError(f"unknown sampler {sampler_id!r}")
         tok = load_fast_tokenizer(s.base.tokenizer_dir)
         decode = None if tok is None else (lambda ids: tok.decode(ids, skip_special_tokens=True))
-        with torch.inference_mode(), use_adapter(s.pairs):
+        weights = self._sampling_weights(sampler_id, s)
+        with torch.inference_mode(), use_adapter(weights):
             return sample_batch(s.base, jobs, decode)
 
     def close_sampler(self, sampler_id: str) -> None:
         with self._lock:
             self._samplers.pop(sampler_id, None)
+            self._merged.pop(sampler_id, None)
 
     def stats(self) -> EngineStats:
         with self._lock:
@@ -286,5 +331,6 @@ class TorchEngine:
                     "training_models": float(len(self._models)),
                     "samplers": float(len(self._samplers)),
                     "base_models": float(len(self._bases)),
+                    "merged_samplers": float(len(self._merged)),
                 }
             )
