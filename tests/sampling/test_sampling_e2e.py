@@ -51,7 +51,7 @@ async def test_2000_concurrent_sample_async_none_lost(null_server):
     ids = [s.sequence_id for r in results for s in r.sequences]
     assert len(set(ids)) == 4000  # every sequence came from its own submission
     assert sampler._actor.in_flight == 0
-    service.close()
+    await service.close()
 
 
 async def test_sampler_tokenizer_is_the_directory_the_server_reports(torch_server):
@@ -107,7 +107,7 @@ async def test_sample_with_stop_strings_and_logprobs(torch_server):
     scored = await sampler.compute_logprobs(prompt)
     assert scored[0] is None and len(scored) == len(plp)
     assert scored[1:] == pytest.approx(plp[1:], abs=1e-4)
-    service.close()
+    await service.close()
 
 
 async def test_pickled_and_handle_clients_sample_in_their_own_seq_block(null_server, monkeypatch):
@@ -128,7 +128,7 @@ async def test_pickled_and_handle_clients_sample_in_their_own_seq_block(null_ser
         assert len(result.sequences[0].tokens) == 3
         assert c._actor.cloned_sampler_id not in (None, 0)
         assert c._actor.next_seq_id() >= 1_000_000_000
-    service.close()
+    await service.close()
 
 
 def test_sync_sample_and_compute_logprobs(tmp_path):
@@ -140,4 +140,4 @@ def test_sync_sample_and_compute_logprobs(tmp_path):
         assert all(len(f.result(timeout=60).sequences[0].tokens) == 2 for f in futures)
         logprobs = sampler.compute_logprobs(prompt).result(timeout=60)
         assert len(logprobs) == 4 and logprobs[0] is None
-        service.close()
+        service.close().result()
