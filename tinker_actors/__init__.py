@@ -29,6 +29,7 @@ from .errors import (
     BillingError,
     ConflictError,
     InternalServerError,
+    InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -186,4 +187,5 @@ __all__ = [  # noqa: RUF022
     "RestartPolicy",
     "RetryConfig",
     "SequenceBrokenError",
+    "InvalidInputError",
 ]

@@ -24,9 +24,55 @@ SDK_VERSION = "0.38.0"
 _TRUE = {"1", "true", "yes", "on"}
 
 
+def _check_base_url(url: object) -> str:
+    """``url`` if it is an absolute http(s) URL; a clear error now, not retries then a
+    bare connection error later."""
+    from urllib.parse import urlsplit
+
+    from .errors import InvalidInputError
+
+    if not isinstance(url, str):
+        raise InvalidInputError(f"base_url must be a string, got {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018  (raises ValueError on a malformed port)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InvalidInputError(
+            f"base_url must be an absolute http:// or https:// URL with a host, got {url!r} "
+            "(check the base_url argument or TINKER_BASE_URL)"
+        )
+    return url
+
+
 def _env(name: str) -> str | None:
     value = os.environ.get(name)
     return value if value else None
+
+
+def _redact(secret: str | None) -> str:
+    return "None" if secret is None else "'<redacted>'"
+
+
+def _redact_url(url: str) -> str:
+    """``url`` without the password of any ``user:password@`` part."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not sep or not at or "/" in userinfo:
+        return url
+    return f"{scheme}://{userinfo.partition(':')[0]}:<redacted>@{host}"
+
+
+_SECRET_HEADER_WORDS = ("key", "secret", "token", "auth", "cookie", "password")
+
+
+def _redact_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (k, "<redacted>" if any(w in k.lower() for w in _SECRET_HEADER_WORDS) else v)
+        for k, v in headers
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +95,21 @@ class Settings:
     credential_cmd: str | None = None
     credential_source: str = "argument"
 
+    def __repr__(self) -> str:
+        # Secrets never reach logs or tracebacks through a repr.
+        return (
+            f"Settings(base_url={_redact_url(self.base_url)!r}, api_key={_redact(self.api_key)}, "
+            f"project_id={self.project_id!r}, tags={self.tags!r}, "
+            f"feature_gates={self.feature_gates!r}, telemetry_enabled={self.telemetry_enabled!r}, "
+            f"cf_access_client_id={self.cf_access_client_id!r}, "
+            f"cf_access_client_secret={_redact(self.cf_access_client_secret)}, "
+            f"default_headers={_redact_headers(self.default_headers)!r}, "
+            f"credential_cmd={'<set>' if self.credential_cmd else None}, "
+            f"credential_source={self.credential_source!r})"
+        )
+
+    __str__ = __repr__
+
     @classmethod
     def from_env(
         cls,
@@ -58,9 +119,13 @@ class Settings:
         project_id: str | None = None,
         default_headers: dict[str, str] | None = None,
     ) -> Settings:
+        from .errors import InvalidInputError
+
+        if api_key is not None and not isinstance(api_key, str):
+            raise InvalidInputError(f"api_key must be a string, got {type(api_key).__name__}")
         url = base_url or _env("TINKER_BASE_URL")
         if url:
-            url = url.rstrip("/")
+            url = _check_base_url(url).rstrip("/")
         tags = tuple(t.strip() for t in (_env("TINKER_TAGS") or "").split(",") if t.strip())
         gates_env = _env("TINKER_FEATURE_GATES")
         gates = (

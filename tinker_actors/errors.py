@@ -26,6 +26,7 @@ __all__ = [
     "DecompressedTooLarge",
     "EncodeError",
     "InternalServerError",
+    "InvalidInputError",
     "InvalidTinkerPathError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -255,6 +256,14 @@ class DecompressedTooLarge(DecodeError):
 
 class EncodeError(ProtocolError):
     """A value cannot be encoded for the wire (for example an image pointer in fwd/bwd)."""
+
+
+class InvalidInputError(TinkerError, ValueError):
+    """A value given to a public type or method has the wrong type or shape.
+
+    Raised at call / construction time, in the caller's thread. A ``ValueError``, as the
+    official SDK's pydantic ``ValidationError`` is, so ``except ValueError`` code keeps working.
+    """
 
 
 class InvalidTinkerPathError(TinkerError, ValueError):

@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from . import codec, errors, manifest, types
 from .config import SDK_VERSION, Settings
 from .runtime import Runtime
-from .telemetry import get_logger
+from .telemetry import get_logger, redact
 
 if TYPE_CHECKING:
     from .auth import Credential
@@ -191,8 +191,17 @@ class _Retry(Exception):
 
 
 def status_error(status: int, body: bytes, headers: Mapping[str, str]) -> errors.APIStatusError:
-    """The one place HTTP error statuses become exceptions."""
-    return errors.status_error_for(status, body=body, headers=dict(headers))
+    """The one place HTTP error statuses become exceptions.
+
+    A server that echoes a credential in its error body must not put it in the exception's
+    message (which tracebacks and log lines print); ``.body`` keeps what the server sent.
+    """
+    err = errors.status_error_for(status, body=body, headers=dict(headers))
+    clean = redact(err.message)
+    if clean is not err.message:
+        err.message = clean
+        err.args = (clean,)
+    return err
 
 
 @dataclass
@@ -204,8 +213,9 @@ class Transport:
     timeout: float = 60.0
     connect_timeout: float = 5.0
     sleep: Callable[[float], Any] = asyncio.sleep
-    _static_headers: dict[str, str] = field(default_factory=dict, init=False)
-    jwt: JwtAuth | None = field(default=None, init=False)
+    # repr=False: these hold the API key / JWT (Settings' own repr redacts its secrets)
+    _static_headers: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    jwt: JwtAuth | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         h = {

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import types
 from ..config import SDK_VERSION
-from ..telemetry import get_logger
+from ..telemetry import get_logger, redact
 from ..transport import NO_RETRY
 from .actor import Actor
 
@@ -107,8 +107,8 @@ class TelemetryActor(Actor):
         self._push(
             types.UnhandledExceptionEvent(
                 error_type=type(exc).__name__,
-                error_message=str(exc),
-                traceback=tb,
+                error_message=redact(str(exc)),
+                traceback=redact(tb),
                 **self._common(severity),
             )
         )

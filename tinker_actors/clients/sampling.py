@@ -29,6 +29,7 @@ from ..actors.sampling import SampleCall, SamplingActor
 from ..actors.session import Session
 from ..actors.supervisor import ChildSpec
 from ..config import Restart, RetryConfig
+from ..errors import InvalidInputError
 from ..futures import APIFuture, QueueState, _default_reason
 from ..runtime import get_runtime
 from ..telemetry import get_logger
@@ -254,6 +255,11 @@ class SamplingClient:
         prompt_logprobs_last_n: int | None = None,
     ) -> APIFuture[types.SampleResponse]:
         """Samples ``num_samples`` continuations of ``prompt``; returns an awaitable future."""
+        if not isinstance(prompt, types.ModelInput):
+            raise InvalidInputError(
+                f"prompt must be a tinker.types.ModelInput, got {type(prompt).__name__}; "
+                "use ModelInput.from_ints(tokens) for token ids"
+            )
         if target_prompt_logprobs is not None:
             _check_target_prompt_logprobs(target_prompt_logprobs)
         if prompt_alt_tokens_k < 0:

@@ -16,6 +16,7 @@ from ..actors.session import Session
 from ..actors.supervisor import ChildSpec
 from ..actors.training import TrainingActor, TrainingState, create_model, create_via_load, get_info
 from ..config import RecoveryPolicy, Restart, RestartPolicy, RetryConfig, Settings
+from ..errors import InvalidTinkerPathError
 from ..futures import APIFuture
 from ..runtime import get_runtime
 from ..telemetry import get_logger
@@ -337,6 +338,13 @@ class ServiceClient:
     ) -> ClientFuture:
         if model_path is None and base_model is None:
             raise ValueError("Either model_path or base_model must be provided")
+        if model_path is not None and (
+            not isinstance(model_path, str) or not model_path.startswith("tinker://")
+        ):
+            # as the official SDK does, at call time
+            raise InvalidTinkerPathError(
+                f"model_path must start with 'tinker://', got {model_path!r}"
+            )
 
         async def go() -> Any:
             from .sampling import SamplingClient

@@ -21,7 +21,9 @@ from ..actors.training import (
     make_custom_backward,
 )
 from ..config import RetryConfig
+from ..errors import InvalidInputError
 from ..futures import APIFuture, reject, resolve
+from ..tinker_path import parse_tinker_path
 from ..transport import sdk_method_scope
 from ..types import fwdbwd as _fb
 
@@ -84,6 +86,13 @@ class TrainingClient:
     def _chunks(self, data: list[types.Datum]) -> list[list[types.Datum]]:
         if not data:
             raise ValueError("No data provided")
+        # One isinstance per datum (not per token): the tokens and tensors were checked
+        # when each Datum was built.
+        for i, d in enumerate(data):
+            if not isinstance(d, types.Datum):
+                raise InvalidInputError(
+                    f"data[{i}] must be a tinker.types.Datum, got {type(d).__name__}"
+                )
         cfg = self._state.session.client_config
         return [
             c
@@ -100,6 +109,12 @@ class TrainingClient:
         forward_only: bool,
         method: str,
     ) -> APIFuture[types.ForwardBackwardOutput]:
+        _check_data_list(data)
+        if not isinstance(loss_fn, str):
+            raise InvalidInputError(
+                f"loss_fn must be a loss name such as 'cross_entropy', got {type(loss_fn).__name__}"
+                " (use forward_backward_custom for a callable)"
+            )
         chunks = self._chunks(list(data))
         op, fut = self._op(
             "fwdbwd",
@@ -171,6 +186,7 @@ class TrainingClient:
             raise ImportError(
                 "PyTorch is not installed. Cannot run custom forward_backward."
             ) from exc
+        _check_data_list(data)
         data = list(data)
         fwd_data = []
         for d in data:
@@ -299,6 +315,7 @@ class TrainingClient:
         overwrite: bool = False,
         user_metadata: dict[str, str] | None = None,
     ) -> APIFuture[types.SaveWeightsResponse]:
+        _check_checkpoint_name(name)
         op, fut = self._op(
             "save_state",
             1,
@@ -323,6 +340,9 @@ class TrainingClient:
     def _load(
         self, path: str, optimizer: bool, token: str | None, method: str
     ) -> APIFuture[types.LoadWeightsResponse]:
+        # A path the server rejects would break this client's request sequence (the seq id
+        # is already taken), so a malformed one is refused here, before a token is reserved.
+        parse_tinker_path(path)
         op, fut = self._op(
             "load", 1, method, path=path, optimizer=optimizer, weights_access_token=token
         )
@@ -352,6 +372,7 @@ class TrainingClient:
     def save_weights_for_sampler(
         self, name: str, ttl_seconds: int | None = None, user_metadata: dict[str, str] | None = None
     ) -> APIFuture[types.SaveWeightsForSamplerResponse]:
+        _check_checkpoint_name(name)
         op, fut = self._op(
             "save_sampler",
             1,
@@ -514,3 +535,26 @@ def load_tokenizer(name: str) -> Any:
     return AutoTokenizer.from_pretrained(
         name.split(":", 1)[0] if ":" in name and not name.startswith("/") else name
     )
+
+
+def _check_data_list(data: Any) -> None:
+    if isinstance(data, types.Datum):
+        raise InvalidInputError(
+            "data must be a list of Datum, got a single Datum; wrap it: [datum]"
+        )
+    if isinstance(data, str | bytes | dict) or not hasattr(data, "__iter__"):
+        raise InvalidInputError(f"data must be a list of Datum, got {type(data).__name__}")
+
+
+def _check_checkpoint_name(name: Any) -> None:
+    """Names that can never form a valid ``tinker://run/kind/name`` path are refused at call
+    time: the server's 400 would come after the seq id was taken and break the sequence."""
+    if name is None:
+        return
+    if not isinstance(name, str):
+        raise InvalidInputError(f"checkpoint name must be a string, got {type(name).__name__}")
+    if "/" in name or name in (".", "..") or "\x00" in name:
+        raise InvalidInputError(
+            f"invalid checkpoint name {name!r}: it must not contain '/' (it becomes the last "
+            "part of a tinker://<run>/<kind>/<name> path) or be '.' / '..'"
+        )

@@ -6,6 +6,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from ._base import WireStruct, always, force_set
 from .model_input import ModelInput
 from .tensor import TensorData
@@ -74,7 +75,10 @@ def to_tensor_data(key: str, value: Any) -> TensorData:
                 f"{key} must be a rectangular numeric array; ragged nested lists are not supported"
             ) from exc
         if arr.dtype.kind not in "fiub" and arr.size:
-            raise ValueError(f"{key} must be numeric, got {arr.dtype}")
+            raise InvalidInputError(
+                f"loss_fn_inputs[{key!r}] must be numeric; numpy reads it as {arr.dtype} "
+                "(None, strings or integers beyond int64 in the list?)"
+            )
         if dtype is None:
             dtype = "float32" if arr.dtype.kind == "f" else "int64"
         return TensorData(data=arr, dtype=dtype, shape=list(arr.shape))  # type: ignore[arg-type]
@@ -90,7 +94,25 @@ class Datum(WireStruct):
     loss_fn_input_spans: ProvenanceSpans | None = None
 
     def __post_init__(self) -> None:
+        mi = self.model_input
+        if not isinstance(mi, ModelInput):
+            if isinstance(mi, dict):
+                force_set(self, "model_input", ModelInput.model_validate(mi))
+            else:
+                raise InvalidInputError(
+                    f"Datum.model_input must be a ModelInput, got {type(mi).__name__}; "
+                    "use ModelInput.from_ints(tokens) for token ids"
+                )
         inputs = self.loss_fn_inputs
+        if not isinstance(inputs, dict):
+            raise InvalidInputError(
+                "Datum.loss_fn_inputs must be a dict of name -> TensorData/array/list, "
+                f"got {type(inputs).__name__}"
+            )
+        if any(not isinstance(k, str) for k in inputs):
+            raise InvalidInputError(
+                f"Datum.loss_fn_inputs keys must be strings, got {list(inputs)!r:.200}"
+            )
         if any(not isinstance(v, TensorData) for v in inputs.values()):
             force_set(self, "loss_fn_inputs", {k: to_tensor_data(k, v) for k, v in inputs.items()})
         if (self.model_input_spans is None) != (self.loss_fn_input_spans is None):

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..errors import InvalidInputError
+from . import _validate
 from ._base import WireStruct, force_set
 
 ImageFormat = Literal["png", "jpeg"]
@@ -55,11 +57,28 @@ class EncodedTextChunk(WireStruct, tag_field="type", tag="encoded_text"):
     tokens: list[int]
 
     def __post_init__(self) -> None:
+        # Checked here, in the caller's thread: a bad token found by the encoder inside the
+        # training actor would break the whole TrainingClient's sequence instead.
         t = self.tokens
-        if not isinstance(t, list):
-            if isinstance(t, np.ndarray) and t.dtype.kind in "iu" and t.ndim == 1:
-                return
-            force_set(self, "tokens", [int(x) for x in t])
+        if type(t) is list:
+            fixed = _validate.token_list("EncodedTextChunk", t)
+            if fixed is not None:
+                force_set(self, "tokens", fixed)
+            return
+        if isinstance(t, str | bytes | dict) or not hasattr(t, "__len__"):
+            raise InvalidInputError(
+                "EncodedTextChunk.tokens must be a list of ints (or a 1-D integer array), "
+                f"got {type(t).__name__}"
+            )
+        if isinstance(t, np.ndarray) or hasattr(t, "__array__"):
+            if type(t).__module__.startswith("torch"):
+                t = t.detach().cpu().numpy()
+            arr = _validate.token_array("EncodedTextChunk", np.asarray(t))
+            if arr is not t:
+                force_set(self, "tokens", arr)
+            return
+        t = list(t)
+        force_set(self, "tokens", _validate.token_list("EncodedTextChunk", t) or t)
 
     @property
     def type(self) -> str:
@@ -140,12 +159,46 @@ class DmelChunk(WireStruct, tag_field="type", tag="dmel"):
 
 
 ModelInputChunk = EncodedTextChunk | ImageAssetPointerChunk | ImageChunk | DmelChunk
+_CHUNK_TYPES = (EncodedTextChunk, ImageAssetPointerChunk, ImageChunk, DmelChunk)
+
+
+def _chunk_from_dict(d: dict[str, Any]) -> Any:
+    import msgspec
+
+    from ._base import dec_hook
+
+    try:
+        return msgspec.convert(d, ModelInputChunk, strict=False, dec_hook=dec_hook)
+    except msgspec.ValidationError as exc:
+        raise InvalidInputError(f"invalid ModelInput chunk {d!r:.200}: {exc}") from None
 
 
 class ModelInput(WireStruct):
     """A prompt / training input: a list of chunks."""
 
     chunks: list[ModelInputChunk]
+
+    def __post_init__(self) -> None:
+        chunks = self.chunks
+        if type(chunks) is not list:
+            if not isinstance(chunks, list | tuple):
+                raise InvalidInputError(
+                    f"ModelInput.chunks must be a list of chunks, got {type(chunks).__name__}"
+                )
+            chunks = list(chunks)
+            force_set(self, "chunks", chunks)
+        for i, c in enumerate(chunks):
+            if not isinstance(c, _CHUNK_TYPES):
+                if isinstance(c, dict):
+                    if chunks is self.chunks:
+                        chunks = list(chunks)
+                        force_set(self, "chunks", chunks)
+                    chunks[i] = _chunk_from_dict(c)
+                    continue
+                raise InvalidInputError(
+                    f"ModelInput.chunks[{i}] must be a chunk (EncodedTextChunk, ImageChunk, ...),"
+                    f" got {type(c).__name__}; use ModelInput.from_ints(tokens) for token ids"
+                )
 
     @classmethod
     def from_ints(cls, tokens: Sequence[int] | np.ndarray) -> ModelInput:

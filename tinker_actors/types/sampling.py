@@ -6,7 +6,9 @@ from typing import Literal
 
 import numpy as np
 
-from ._base import WireStruct, always
+from ..errors import InvalidInputError
+from . import _validate as _v
+from ._base import WireStruct, always, force_set
 from .model_input import ModelInput
 from .tensor import TensorData
 
@@ -27,6 +29,35 @@ class SamplingParams(WireStruct):
     temperature: float = always(1.0)
     top_k: int = always(-1)
     top_p: float = always(1.0)
+
+    def __post_init__(self) -> None:
+        # Types only (as pydantic checks them in the official SDK); ranges are the server's.
+        o = "SamplingParams"
+        if self.max_tokens is not None and type(self.max_tokens) is not int:
+            force_set(self, "max_tokens", _v.as_int(o, "max_tokens", self.max_tokens))
+        if self.seed is not None and type(self.seed) is not int:
+            force_set(self, "seed", _v.as_int(o, "seed", self.seed))
+        if type(self.temperature) is not float:
+            force_set(self, "temperature", _v.as_float(o, "temperature", self.temperature))
+        if type(self.top_k) is not int:
+            force_set(self, "top_k", _v.as_int(o, "top_k", self.top_k))
+        if type(self.top_p) is not float:
+            force_set(self, "top_p", _v.as_float(o, "top_p", self.top_p))
+        stop = self.stop
+        if stop is not None and not isinstance(stop, str):
+            if not isinstance(stop, list | tuple):
+                raise InvalidInputError(
+                    "SamplingParams.stop must be a string, a list of strings or a list of "
+                    f"token ids, got {type(stop).__name__} {stop!r}"
+                )
+            if not (
+                all(isinstance(x, str) for x in stop)
+                or all(isinstance(x, int | np.integer) and not isinstance(x, bool) for x in stop)
+            ):
+                raise InvalidInputError(
+                    "SamplingParams.stop must be all strings or all token ids (ints), "
+                    f"got {stop!r:.200}"
+                )
 
 
 class SampleRequest(WireStruct, tag_field="type", tag="sample"):

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from . import _base
 
 TensorDtype = Literal["int64", "float32"]
@@ -46,6 +47,19 @@ def _check_pad(pad_value: Any) -> int:
     return int(pad_value)
 
 
+def _shape_list(shape: Any) -> list[int]:
+    if isinstance(shape, str | bytes) or not hasattr(shape, "__iter__"):
+        raise InvalidInputError(f"TensorData shape must be a list of ints, got {shape!r}")
+    out = []
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 0:
+            raise InvalidInputError(
+                f"TensorData shape must be a list of non-negative ints, got {shape!r}"
+            )
+        out.append(int(d))
+    return out
+
+
 def _index_array(values: Any) -> np.ndarray | None:
     if values is None:
         return None
@@ -71,13 +85,20 @@ class TensorData:
         if dtype is None:
             raise TypeError("TensorData requires `dtype`")
         np_dtype = numpy_dtype(dtype)
-        if isinstance(data, np.ndarray):
-            arr = data if data.dtype == np_dtype else data.astype(np_dtype)
-        elif data is None:
-            arr = np.empty(0, dtype=np_dtype)
-        else:
-            arr = np.asarray(data, dtype=np_dtype)
-        shape_list = None if shape is None else [int(s) for s in shape]
+        try:
+            if isinstance(data, np.ndarray):
+                arr = data if data.dtype == np_dtype else data.astype(np_dtype)
+            elif data is None:
+                arr = np.empty(0, dtype=np_dtype)
+            elif isinstance(data, str | bytes):
+                raise TypeError(f"a {type(data).__name__}")
+            else:
+                arr = np.asarray(data, dtype=np_dtype)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidInputError(
+                f"TensorData data must be numeric values for dtype {dtype!r}: {exc}"
+            ) from None
+        shape_list = None if shape is None else _shape_list(shape)
         if (sparse_crow_indices is None) != (sparse_col_indices is None):
             raise ValueError("sparse_crow_indices and sparse_col_indices must be set together")
         if sparse_crow_indices is not None:
@@ -85,6 +106,11 @@ class TensorData:
                 raise ValueError("shape is required for a sparse CSR TensorData")
             arr = arr.reshape(-1)
         elif shape_list is not None and list(arr.shape) != shape_list:
+            if int(np.prod(shape_list)) != arr.size:
+                raise InvalidInputError(
+                    f"TensorData shape {shape_list} needs {int(np.prod(shape_list))} values, "
+                    f"got {arr.size}"
+                )
             arr = arr.reshape(shape_list)
         self.dtype = dtype
         self.shape = shape_list

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from . import _validate as _v
 from ._base import WireStruct, always, force_set
 from .datum import Datum, LossFnOutput
 
@@ -34,6 +35,13 @@ class AdamParams(WireStruct):
     weight_decay: float = always(0.0)
     grad_clip_norm: float = always(0.0)
 
+    def __post_init__(self) -> None:
+        # Types only (the official pydantic model checks them); ranges are the server's.
+        for name in self.__struct_fields__:
+            v = getattr(self, name)
+            if type(v) is not float:
+                force_set(self, name, _v.as_float("AdamParams", name, v))
+
 
 class DimuonParams(WireStruct, tag_field="type", tag="dimuon"):
     """Parameters of the Dimuon optimizer family."""
@@ -43,6 +51,10 @@ class DimuonParams(WireStruct, tag_field="type", tag="dimuon"):
     beta1: float = always(0.9)
 
     def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            v = getattr(self, name)
+            if type(v) is not float:
+                force_set(self, name, _v.as_float("DimuonParams", name, v))
         if self.learning_rate < 0:
             raise ValueError("learning_rate must be >= 0")
         if not 0 <= self.beta1 < 1:
@@ -79,6 +91,16 @@ class LoraConfig(WireStruct):
     train_unembed: bool = always(True)
     train_mlp: bool = always(True)
     train_attn: bool = always(True)
+
+    def __post_init__(self) -> None:
+        if type(self.rank) is not int:
+            force_set(self, "rank", _v.as_int("LoraConfig", "rank", self.rank))
+        if self.seed is not None and type(self.seed) is not int:
+            force_set(self, "seed", _v.as_int("LoraConfig", "seed", self.seed))
+        for name in ("train_unembed", "train_mlp", "train_attn"):
+            v = getattr(self, name)
+            if type(v) is not bool:
+                force_set(self, name, _v.as_bool("LoraConfig", name, v))
 
 
 # -- models -------------------------------------------------------------------------------
