@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 import tempfile
 
@@ -41,17 +39,7 @@ async def _main(args: argparse.Namespace) -> None:
         json.dumps({"base_url": server.base_url, "api_key": server.api_key, "pid": os.getpid()}),
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.stop(), 20)
-
+    await server.serve_until_signalled()
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 from pathlib import Path
 
 from tinker_actors.server.config import default_data_dir, generate_api_key
@@ -91,16 +89,10 @@ async def _serve(args: argparse.Namespace) -> int:
     print(f"  data dir: {server.data_dir}", flush=True)
     if args.stats:
         print(f"  request stats: GET {server.base_url}/api/v1/_local/stats", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await server.serve_until_signalled()
     finally:
-        print("stopping (saving live models)...", flush=True)
-        await server.stop()
+        print("stopped (live models saved)", flush=True)
     return 0
 
 

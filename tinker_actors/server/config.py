@@ -44,7 +44,8 @@ class ServerConfig:
     # A job arriving into an idle sampler lane waits for the rest of its burst: the batch
     # starts once no job arrived for ``sample_batch_gap_s`` (or ``sample_batch_window_s``
     # after the first, or when full). Without it, the first of N concurrent requests runs
-    # alone and the other N-1 wait a whole decode behind it. 0 disables the wait.
+    # alone and the other N-1 wait a whole decode behind it. 0 disables the wait; the null
+    # benchmark engine never waits (it has nothing to batch).
     sample_batch_gap_s: float = 0.002
     sample_batch_window_s: float = 0.02
     # Finished results stay retrievable this long.

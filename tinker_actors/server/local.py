@@ -8,7 +8,9 @@ and returns once it accepts connections; ``srv.stop_in_thread()`` (or ``with``) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import signal
 import threading
 from pathlib import Path
 from typing import Any, Self
@@ -191,6 +193,18 @@ class LocalServer:
         if self.service is not None:
             await self.service.close()
         self._release_data_dir()
+
+    async def serve_until_signalled(self) -> None:
+        """Serves until SIGINT or SIGTERM, then stops (saving live models): for server apps."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
 
     def _claim_data_dir(self) -> None:
         """Locks the data dir; the default one falls back to ``server-2``, ``server-3``, ..."""
