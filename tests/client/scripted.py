@@ -1,4 +1,7 @@
-"""A scripted aiohttp server for transport/poll edge cases (aioresponses-like API).
+"""A scripted aiohttp server for transport/poll edge cases.
+
+Its API is shaped like aioresponses, but replies travel over real HTTP on port 0:
+aioresponses 0.7.9 cannot build responses for aiohttp 3.14.
 
 Each (method, path) answers from its own queue of scripted replies, then from its default
 reply if one is set (``m.default(...)``), else 599. Every request is recorded; tests wait
@@ -29,8 +32,8 @@ class Seen:
         return json.loads(self.body) if self.body else None
 
 
-class aioresponses:
-    """``async with aioresponses() as m: m.post(path, status=, payload=, body=, headers=)``."""
+class ScriptedServer:
+    """``async with ScriptedServer() as m: m.post(path, status=, payload=, body=, headers=)``."""
 
     def __init__(self) -> None:
         self.script: dict[tuple[str, str], collections.deque[dict[str, Any]]] = (
@@ -92,7 +95,7 @@ class aioresponses:
             headers=r.get("headers"),
         )
 
-    async def __aenter__(self) -> aioresponses:
+    async def __aenter__(self) -> ScriptedServer:
         self._changed = asyncio.Condition()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)

@@ -18,7 +18,7 @@ from tinker_actors.config import Settings
 from tinker_actors.runtime import get_runtime
 from tinker_actors.transport import Transport
 
-from .scripted import aioresponses
+from .scripted import ScriptedServer
 
 CAPS = "/api/v1/get_server_capabilities"
 TOKEN = "/api/v1/auth/token"
@@ -85,7 +85,7 @@ def test_store_helpers_and_official_auth_module(clean_env: Path) -> None:
 
 async def test_credential_cmd_output_is_the_api_key(clean_env: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv("TINKER_CREDENTIAL_CMD", "echo tml-cmd-key")
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(CONFIG, payload={})
         m.post(DYN, payload={})
         m.get(CAPS, payload={"supported_models": []})
@@ -99,7 +99,7 @@ async def test_credential_cmd_output_is_the_api_key(clean_env: Path, monkeypatch
 async def test_jwt_exchange_then_jwt_in_x_api_key_and_whoami(clean_env: Path) -> None:
     now = int(time.time())
     jwt = make_jwt(sub="tml:user:1", org_id="org-9", email="a@b.c", iat=now, exp=now + 3600)
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(CONFIG, payload={"pjwt_auth_enabled": True})
         m.post(TOKEN, payload={"jwt": jwt})
         m.post(DYN, status=404, payload={"detail": "nope"})
@@ -121,7 +121,7 @@ async def test_jwt_exchange_then_jwt_in_x_api_key_and_whoami(clean_env: Path) ->
 
 
 async def test_whoami_without_jwt_raises(clean_env: Path) -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(CONFIG, payload={})
         m.post(DYN, payload={})
         rc = tinker.RestClient(base_url=m.base, api_key="tml-plain")
@@ -135,7 +135,7 @@ async def test_401_invalid_token_exchanges_and_replays_once(clean_env: Path) -> 
     jwt1 = make_jwt(sub="u", iat=now, exp=now + 3600, n=1)
     jwt2 = make_jwt(sub="u", iat=now, exp=now + 3600, n=2)
     unauthorized = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(TOKEN, payload={"jwt": jwt1})
         m.post(TOKEN, payload={"jwt": jwt2})
         m.post(TOKEN, payload={"jwt": jwt1})
@@ -165,7 +165,7 @@ async def test_jwt_refresh_timing(clean_env: Path) -> None:
             parked.set()
             await asyncio.Event().wait()
 
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(TOKEN, payload={"jwt": make_jwt(iat=1000, exp=2000)})
         m.post(TOKEN, status=400, payload={"detail": "flaky"})  # background refresh fails
         m.post(TOKEN, payload={"jwt": make_jwt(iat=1100, exp=2100)})

@@ -20,14 +20,14 @@ from tinker_actors.config import Settings
 from tinker_actors.runtime import get_runtime
 from tinker_actors.transport import Transport
 
-from .scripted import aioresponses
+from .scripted import ScriptedServer
 
 HB = "/api/v1/session_heartbeat"
 TEL = "/api/v1/telemetry"
 DYN = "/api/v1/client/dynamic_config"
 
 
-def transport(m: aioresponses) -> Transport:
+def transport(m: ScriptedServer) -> Transport:
     return Transport(get_runtime(), Settings(base_url=m.base, api_key="tml-x"))
 
 
@@ -79,7 +79,7 @@ async def test_heartbeat_every_10s_warns_after_120s_of_failures_and_stops_on_410
     caplog: Any,
 ) -> None:
     ft = FakeTime()
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         for _ in range(2):
             m.post(HB, payload={"type": "session_heartbeat"})
         for _ in range(15):
@@ -104,7 +104,7 @@ async def test_heartbeat_every_10s_warns_after_120s_of_failures_and_stops_on_410
 # ---------------------------------------------------------------------------- telemetry
 async def test_telemetry_batches_of_at_most_100_on_the_10s_tick() -> None:
     gate = Gate()
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.default("POST", TEL, payload={"status": "accepted"})
         actor = TelemetryActor(transport(m), "sess-1", sleep=gate)
         await actor.start()
@@ -127,7 +127,7 @@ async def test_telemetry_batches_of_at_most_100_on_the_10s_tick() -> None:
 
 async def test_telemetry_flushes_at_once_on_an_exception_and_sends_session_end() -> None:
     gate = Gate()
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.default("POST", TEL, payload={"status": "accepted"})
         actor = TelemetryActor(transport(m), "sess-1", sleep=gate)
         await actor.start()
@@ -171,7 +171,7 @@ async def test_session_sends_telemetry_only_when_enabled(
 # ---------------------------------------------------------------------------- dynamic config
 async def test_dynamic_config_refresh_every_max_interval_10s() -> None:
     ft = FakeTime(park_after=3)
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(DYN, payload={"refresh_interval_sec": 3, "sample_cancel_enabled": True})
         m.post(DYN, status=500, payload={"detail": "flaky"})  # keeps the config in force
         m.post(DYN, payload={"refresh_interval_sec": 60, "sample_cancel_max_batch_size": 8})

@@ -14,19 +14,19 @@ from tinker_actors.futures import poll_future
 from tinker_actors.runtime import get_runtime
 from tinker_actors.transport import Transport, sdk_method_scope
 
-from .scripted import aioresponses
+from .scripted import ScriptedServer
 
 
 async def _no_sleep(_: float) -> None:
     return None
 
 
-def make(m: aioresponses) -> Transport:
+def make(m: ScriptedServer) -> Transport:
     return Transport(get_runtime(), Settings(base_url=m.base, api_key="tml-x"), sleep=_no_sleep)
 
 
 async def test_call_encodes_per_route_and_decodes_the_response_type() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         t = make(m)
         m.post("/api/v1/get_info", payload={"model_id": "m1", "model_data": {}, "extra": 1})
         info = await t.call("get_info", types.GetInfoRequest(model_id="m1"))
@@ -77,7 +77,7 @@ def test_clients_hold_no_literal_api_paths() -> None:
 
 
 async def test_poll_attributes_to_the_method_and_decodes_by_manifest() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         t = make(m)
         m.post("/api/v1/retrieve_future", payload={"type": "try_again", "request_id": "r"})
         m.post("/api/v1/retrieve_future", payload={"metrics": {"a:sum": 1.0}})
@@ -123,7 +123,7 @@ async def test_training_polls_carry_their_method(local_server: Any, proxy: Any) 
 
 
 async def test_admin_client_calls_billing_and_audit_endpoints() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post("/api/v1/client/config", payload={})
         m.post("/api/v1/client/dynamic_config", payload={})
         m.get(

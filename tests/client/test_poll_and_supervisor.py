@@ -20,7 +20,7 @@ from tinker_actors.futures import QueueState, QueueStateLogger, poll_future
 from tinker_actors.runtime import get_runtime
 from tinker_actors.transport import Response, Transport
 
-from .scripted import aioresponses
+from .scripted import ScriptedServer
 
 P = "/api/v1/retrieve_future"
 
@@ -33,7 +33,7 @@ class Observer:
         self.states.append(state)
 
 
-async def poll(m: aioresponses, rtype: str = "OptimStep", **kw: Any) -> Any:
+async def poll(m: ScriptedServer, rtype: str = "OptimStep", **kw: Any) -> Any:
     sleeps: list[float] = []
 
     async def sleep(d: float) -> None:
@@ -46,7 +46,7 @@ async def poll(m: aioresponses, rtype: str = "OptimStep", **kw: Any) -> Any:
 
 async def test_try_again_and_408_repoll_at_once_and_notify() -> None:
     obs = Observer()
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(
             P,
             payload={"type": "try_again", "request_id": "req-1", "queue_state": "paused_capacity"},
@@ -68,7 +68,7 @@ async def test_try_again_and_408_repoll_at_once_and_notify() -> None:
 
 
 async def test_5xx_repolls_immediately_and_429_backs_off() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(P, status=502)
         m.post(P, status=429)
         m.post(P, status=429)
@@ -79,14 +79,14 @@ async def test_5xx_repolls_immediately_and_429_backs_off() -> None:
 
 
 async def test_410_is_promise_expired() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(P, status=410)
         with pytest.raises(errors.PromiseExpiredError):
             await poll(m)
 
 
 async def test_error_body_is_request_failed() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(P, payload={"error": "bad loss", "category": "user"})
         with pytest.raises(errors.RequestFailedError) as ei:
             await poll(m)
@@ -100,7 +100,7 @@ async def test_complete_metadata_then_full_fetch() -> None:
     async def reserve(n: int) -> None:
         reserved.append(n)
 
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(P, payload={"status": "complete_metadata", "response_payload_size": 1234})
         m.post(P, payload={"done": 1})
         res, _ = await poll(m, reserve_bytes=reserve)
@@ -112,20 +112,20 @@ async def test_complete_metadata_then_full_fetch() -> None:
 
 
 async def test_fatal_4xx_and_bad_request_budget() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         for _ in range(4):
             m.post(P, status=400)
         with pytest.raises(ValueError, match="status 400"):
             await poll(m)
         assert len(m.requests) == 4
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(P, status=404)
         with pytest.raises(ValueError, match="status 404"):
             await poll(m)
 
 
 async def test_json_success_rejected_for_proto_types() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(P, payload={"loss_fn_outputs": []})
         with pytest.raises(ValueError, match="proto"):
             await poll(m, rtype="ForwardBackward")

@@ -1,6 +1,6 @@
 """Transport edge cases a real server won't produce: error mapping, retry hints, billing.
 
-aioresponses does not work with the installed aiohttp (ClientResponse gained a required
+ScriptedServer does not work with the installed aiohttp (ClientResponse gained a required
 ``stream_writer``), so a scripted aiohttp server on port 0 plays the edge cases instead.
 """
 
@@ -19,7 +19,7 @@ from tinker_actors.transport import (
     should_retry,
 )
 
-from .scripted import aioresponses
+from .scripted import ScriptedServer
 
 
 def make_transport(sleeps: list[float], base: str) -> Transport:
@@ -40,7 +40,7 @@ def make_transport(sleeps: list[float], base: str) -> Transport:
     ],
 )
 async def test_status_errors_are_mapped_once(status: int, cls: type) -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         t = make_transport([], m.base)
         m.post("/api/v1/x", status=status, payload={"detail": "nope"})
         with pytest.raises(cls) as ei:
@@ -51,7 +51,7 @@ async def test_status_errors_are_mapped_once(status: int, cls: type) -> None:
 
 async def test_retries_5xx_then_succeeds_with_backoff() -> None:
     sleeps: list[float] = []
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         t = make_transport(sleeps, m.base)
         m.post("/api/v1/x", status=503)
         m.post("/api/v1/x", status=500)
@@ -63,7 +63,7 @@ async def test_retries_5xx_then_succeeds_with_backoff() -> None:
 
 async def test_retry_after_header_is_honoured() -> None:
     sleeps: list[float] = []
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         t = make_transport(sleeps, m.base)
         m.post("/api/v1/x", status=429, headers={"retry-after-ms": "1500"})
         m.post("/api/v1/x", status=200, payload={})
@@ -72,7 +72,7 @@ async def test_retry_after_header_is_honoured() -> None:
 
 
 async def test_x_should_retry_false_stops_retries() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         t = make_transport([], m.base)
         m.post("/api/v1/x", status=503, headers={"x-should-retry": "false"})
         with pytest.raises(errors.InternalServerError):
@@ -81,7 +81,7 @@ async def test_x_should_retry_false_stops_retries() -> None:
 
 async def test_gives_up_after_max_attempts() -> None:
     sleeps: list[float] = []
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         t = make_transport(sleeps, m.base)
         for _ in range(3):
             m.post("/api/v1/x", status=500)
@@ -92,14 +92,14 @@ async def test_gives_up_after_max_attempts() -> None:
 
 async def test_billing_402_is_a_bounded_pause() -> None:
     sleeps: list[float] = []
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         t = make_transport(sleeps, m.base)
         m.post("/api/v1/x", status=402)
         m.post("/api/v1/x", status=402)
         m.post("/api/v1/x", status=200, payload={})
         await t.request("POST", "/api/v1/x", json={})
     assert sleeps == [5.0, 5.0]
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         t = make_transport(sleeps, m.base)
         m.post("/api/v1/x", status=402)
         with pytest.raises(errors.BillingError):
@@ -113,7 +113,7 @@ async def test_connection_error_is_mapped() -> None:
 
 
 async def test_headers_on_requests() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         t = make_transport([], m.base)
         m.post("/api/v1/x", status=200, payload={})
         m.get("/api/v1/y", status=200, payload={})

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 import pytest
-from client.scripted import aioresponses
+from client.scripted import ScriptedServer
 
 from tinker_actors import errors
 from tinker_actors.config import Settings
@@ -40,7 +40,7 @@ async def poll(t: Transport, rtype: str) -> Any:
 
 # ------------------------------------------------------------------ bodies that do not decode
 async def test_html_200_where_json_is_expected_is_a_decode_error() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.get(
             "/api/v1/get_server_capabilities",
             body=b"<html><body>Gateway says hi</body></html>",
@@ -54,7 +54,7 @@ async def test_html_200_where_json_is_expected_is_a_decode_error() -> None:
 @pytest.mark.parametrize("rtype", ["Sample", "ForwardBackward"])
 @pytest.mark.parametrize("body", [b"\x0a\xff\xff\xff", b"garbage that is not protobuf \x00\x01"])
 async def test_garbage_protobuf_result_is_a_decode_error(rtype: str, body: bytes) -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(RETRIEVE, body=body, content_type="application/x-protobuf")
         with pytest.raises(errors.DecodeError):
             await poll(transport(m.base), rtype)
@@ -68,14 +68,14 @@ async def test_truncated_protobuf_sample_result_is_a_decode_error() -> None:
             sequences=[types.SampledSequence(stop_reason="length", tokens=[1, 2, 3])]
         )
     )
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post(RETRIEVE, body=full[:-3], content_type="application/x-protobuf")
         with pytest.raises(errors.DecodeError):
             await poll(transport(m.base), "Sample")
 
 
 async def test_json_result_missing_required_fields_is_a_decode_error() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         # SaveWeights results need a path
         m.post(RETRIEVE, payload={"type": "save_weights"})
         with pytest.raises(errors.DecodeError):
@@ -132,7 +132,7 @@ async def test_server_that_never_answers_times_out() -> None:
 # ------------------------------------------------------------------ statuses
 async def test_503_with_retry_after_beyond_60s_falls_back_to_backoff() -> None:
     sleeps: list[float] = []
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post("/api/v1/x", status=503, headers={"Retry-After": "120"})
         m.post("/api/v1/x", status=200, payload={"ok": 1})
         r = await transport(m.base, sleeps).request("POST", "/api/v1/x", json={})
@@ -141,7 +141,7 @@ async def test_503_with_retry_after_beyond_60s_falls_back_to_backoff() -> None:
 
 
 async def test_401_with_detail_is_authentication_error_not_retried() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post("/api/v1/x", status=401, payload={"detail": "key revoked"})
         with pytest.raises(errors.AuthenticationError, match="key revoked") as ei:
             await transport(m.base).request("POST", "/api/v1/x", json={})
@@ -151,7 +151,7 @@ async def test_401_with_detail_is_authentication_error_not_retried() -> None:
 
 async def test_api_key_echoed_in_error_body_stays_out_of_messages_and_logs(caplog: Any) -> None:
     caplog.set_level(logging.DEBUG, logger="tinker_actors")
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.post("/api/v1/x", status=400, payload={"detail": f"bad key {KEY} for project"})
         m.post("/api/v1/y", status=402, payload={"detail": f"billing for {KEY}"})
         m.post("/api/v1/y", status=402, payload={"detail": f"billing for {KEY}"})
@@ -176,7 +176,7 @@ async def test_api_key_echoed_in_error_body_stays_out_of_messages_and_logs(caplo
 
 # ------------------------------------------------------------------ a future that never ends
 async def test_try_again_forever_stays_pending_and_cancel_ends_it() -> None:
-    async with aioresponses() as m:
+    async with ScriptedServer() as m:
         m.default(
             "POST",
             RETRIEVE,
