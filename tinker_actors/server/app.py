@@ -162,19 +162,22 @@ def _jwt_ok(token: str, key: bytes) -> bool:
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()
     status = 500
+    service = svc(request)
     try:
         route_missing = request.match_info.http_exception is not None
         if not route_missing and not request.path.startswith(PUBLIC_PATHS):
             key = request.headers.get("X-API-Key", "")
-            server_key = svc(request).config.api_key
-            ok = hmac.compare_digest(key.encode(), server_key.encode())
+            ok = hmac.compare_digest(key.encode(), service.api_key_bytes)
             if not ok and key.startswith("eyJ"):
-                ok = _jwt_ok(key, svc(request).jwt_key)
+                ok = _jwt_ok(key, service.jwt_key)
             if not ok:
                 status = 401
                 detail = "missing X-API-Key header" if not key else "invalid API key"
                 return error_response(401, detail)
         response = await handler(request)
+        # A request id in this response must survive a crash (then it reads as failed, not
+        # 410): wait for the batched commit of the futures this turn created.
+        await service.registry.persist()
         status = response.status
         return response
     except HttpError as exc:
@@ -205,7 +208,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         return error_response(500, f"internal server error: {type(exc).__name__}: {exc}")
     finally:
         request.app[STATS_KEY].record(request.match_info.route.name, request.content_length, status)
-        if svc(request).access_log or status >= 500:
+        if service.access_log or status >= 500:
             log.info(
                 "request",
                 method=request.method,

@@ -26,7 +26,3 @@ def conflict(detail: str) -> HttpError:
 
 def gone(detail: str) -> HttpError:
     return HttpError(410, detail)
-
-
-def unprocessable(detail: str) -> HttpError:
-    return HttpError(422, detail)

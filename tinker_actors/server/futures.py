@@ -1,7 +1,9 @@
 """Server-side futures: what a submit returns and ``retrieve_future`` long-polls on.
 
 A record lives in memory with an ``asyncio.Event``; its state (and small JSON results) are
-mirrored in the store so a restart can still answer, fail cleanly, or say 410. Tensor results
+mirrored in the store so a restart can still answer, fail cleanly, or say 410. Those store
+writes are queued and committed once per event-loop turn (one transaction for a burst), and
+``persist`` lets a handler wait for that commit before its response names a request id. Tensor results
 (sample, forward_backward) stay as engine objects and are encoded per request ``Accept``
 (protobuf or the older JSON), cached once encoded.
 """
@@ -60,6 +62,7 @@ class FutureRegistry:
         self._ttl_s = ttl_s
         self._records: dict[str, FutureRecord] = {}
         self._listeners: list[Callable[[FutureRecord], None]] = []
+        self._flush_scheduled = False
 
     def __len__(self) -> int:
         return len(self._records)
@@ -93,7 +96,33 @@ class FutureRegistry:
             seq_id=seq_id,
             digest=digest,
         )
+        self._schedule_flush()
         return rec
+
+    def _schedule_flush(self) -> None:
+        """Commits the queued store writes on the next loop turn (at once without a loop)."""
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._store.flush_futures()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._store.flush_futures()
+
+    async def persist(self) -> None:
+        """Returns once every future created so far is committed to the store.
+
+        Yields one loop turn first, so the handlers of a burst share one transaction.
+        """
+        if self._store.futures_unflushed:
+            await asyncio.sleep(0)
+            self._store.flush_futures()
 
     def get(self, request_id: str) -> FutureRecord | None:
         """The record, from memory or (after a restart) rebuilt from the store; None = 410."""
@@ -131,6 +160,7 @@ class FutureRegistry:
         self._store.finish_future(
             rec.request_id, result_json=outcome.value.decode() if outcome.kind == "json" else None
         )
+        self._schedule_flush()
         self._finished(rec)
 
     def fail(self, rec: FutureRecord, message: str, category: str = "server") -> None:
@@ -139,6 +169,7 @@ class FutureRegistry:
         rec.state, rec.error, rec.category = "failed", message, category
         rec.finished_at = time.time()
         self._store.finish_future(rec.request_id, error=message, category=category)
+        self._schedule_flush()
         self._finished(rec)
 
     def _finished(self, rec: FutureRecord) -> None:

@@ -49,7 +49,8 @@ class Service:
         self.training = Training(self.ctx, self.sessions, self.checkpoints, self.sampling)
         self.telemetry_events = 0
         self.access_log = False
-        self.jwt_key = hashlib.sha256(b"tinker-actors-jwt:" + config.api_key.encode()).digest()
+        self.api_key_bytes = config.api_key.encode()  # compared on every request
+        self.jwt_key = hashlib.sha256(b"tinker-actors-jwt:" + self.api_key_bytes).digest()
         # /client/config flags; every field has a client-side default
         self.client_config: dict[str, Any] = {
             "pjwt_auth_enabled": False,

@@ -4,6 +4,11 @@ One stdlib connection in WAL mode, used with short synchronous calls from the ev
 is a single indexed statement, well under a millisecond) behind a lock; engine threads never
 touch it. Tensor results are not stored: only small JSON results and future states, so a
 restart can answer old futures with their result, a clean failure, or 410.
+
+Future writes (one insert and one update per request) are the hot path, so they are queued
+and committed together by ``flush_futures`` (one transaction for everything queued, called
+once per event-loop turn by the futures registry and before a response leaves); every read
+of the futures table flushes first, so callers never see the queue.
 """
 
 from __future__ import annotations
@@ -166,6 +171,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._future_writes: list[tuple[str, tuple[Any, ...]]] = []  # see flush_futures
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -176,6 +182,7 @@ class Store:
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
+        self.flush_futures()
         with self._lock:
             self._db.close()
 
@@ -205,6 +212,7 @@ class Store:
     # startup -----------------------------------------------------------------------------
     def recover_after_restart(self) -> tuple[int, int]:
         """Fails futures left pending by the previous process; live models become dormant."""
+        self.flush_futures()
         with self._tx() as db:
             failed = db.execute(
                 "UPDATE futures SET status='failed', category='server', error=? "
@@ -472,6 +480,19 @@ class Store:
         return [r[0] for r in rows]
 
     # futures -----------------------------------------------------------------------------
+    @property
+    def futures_unflushed(self) -> bool:
+        return bool(self._future_writes)
+
+    def flush_futures(self) -> None:
+        """Commits the queued future inserts and updates, in order, in one transaction."""
+        if not self._future_writes:
+            return
+        with self._tx() as db:
+            writes, self._future_writes = self._future_writes, []
+            for sql, args in writes:
+                db.execute(sql, args)
+
     def add_future(
         self,
         request_id: str,
@@ -482,10 +503,13 @@ class Store:
         seq_id: int | None,
         digest: str | None = None,
     ) -> None:
-        self._exec(
-            "INSERT INTO futures (request_id, session_id, model_id, seq_id, request_type, "
-            "created_at, digest) VALUES (?,?,?,?,?,?,?)",
-            (request_id, session_id, model_id, seq_id, request_type, time.time(), digest),
+        """Queued: committed by the next ``flush_futures``."""
+        self._future_writes.append(
+            (
+                "INSERT INTO futures (request_id, session_id, model_id, seq_id, request_type, "
+                "created_at, digest) VALUES (?,?,?,?,?,?,?)",
+                (request_id, session_id, model_id, seq_id, request_type, time.time(), digest),
+            )
         )
 
     def finish_future(
@@ -496,18 +520,23 @@ class Store:
         error: str | None = None,
         category: str | None = None,
     ) -> None:
+        """Queued: committed by the next ``flush_futures``."""
         status = "failed" if error is not None else "done"
-        self._exec(
-            "UPDATE futures SET status=?, result=?, error=?, category=? WHERE request_id=?",
-            (status, result_json, error, category, request_id),
+        self._future_writes.append(
+            (
+                "UPDATE futures SET status=?, result=?, error=?, category=? WHERE request_id=?",
+                (status, result_json, error, category, request_id),
+            )
         )
 
     def get_future(self, request_id: str) -> FutureRow | None:
+        self.flush_futures()
         r = self._one("SELECT * FROM futures WHERE request_id=?", (request_id,))
         return FutureRow(*r) if r else None
 
     def future_for_seq(self, model_id: str, seq_id: int) -> FutureRow | None:
         """The latest future recorded for a model's seq id (a retry after a restart)."""
+        self.flush_futures()
         r = self._one(
             "SELECT * FROM futures WHERE model_id=? AND seq_id=? ORDER BY created_at DESC LIMIT 1",
             (model_id, seq_id),
@@ -515,4 +544,5 @@ class Store:
         return FutureRow(*r) if r else None
 
     def purge_futures(self, before: float) -> int:
+        self.flush_futures()
         return self._exec("DELETE FROM futures WHERE created_at<? AND status!='pending'", (before,))

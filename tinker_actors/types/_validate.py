@@ -52,14 +52,6 @@ def as_float(owner: str, name: str, v: Any) -> float:
     raise InvalidInputError(f"{owner}.{name} must be a number, got {type(v).__name__} {v!r}")
 
 
-def opt_int(owner: str, name: str, v: Any) -> int | None:
-    return None if v is None else as_int(owner, name, v)
-
-
-def opt_float(owner: str, name: str, v: Any) -> float | None:
-    return None if v is None else as_float(owner, name, v)
-
-
 def as_bool(owner: str, name: str, v: Any) -> bool:
     if type(v) is bool:
         return v
