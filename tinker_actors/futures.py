@@ -251,12 +251,6 @@ def _notify(observer: QueueStateObserver | None, state: QueueState, reason: str 
 PromiseExpiredError = errors.PromiseExpiredError
 
 
-class PollBudget(Protocol):
-    """Reserves bytes for a large payload announced by a metadata-only reply."""
-
-    def reserve(self, nbytes: int) -> Any: ...
-
-
 async def poll_future(
     transport: Transport,
     request_id: str,
@@ -277,9 +271,9 @@ async def poll_future(
     ``decode`` receives the 200 response holding the final result (proto or JSON) and turns
     it into the result type; by default the manifest's result type for ``request_type``.
     ``sdk_method`` attributes the polls to the public method that made the request, as the
-    official SDK does (its polls run in that method's context). ``reserve_bytes`` (optional) is awaited with the payload size of
-    a ``complete_metadata`` reply before the full fetch (its return value, if an async
-    context manager, is entered around that fetch).
+    official SDK does (its polls run in that method's context). ``reserve_bytes`` (optional)
+    is awaited with the payload size of a ``complete_metadata`` reply before the full fetch;
+    if what it returns has ``.release()``, that is called when the poll ends.
     """
     iteration = 0
     conn_errors = 0
@@ -289,6 +283,7 @@ async def poll_future(
     if decode is None:
         decode = result_decoder(request_type)
     accept = "application/x-protobuf" if request_type in PROTO_REQUEST_TYPES else "application/json"
+    body = _retrieve_body(request_id, allow_metadata_only)  # encoded once, not once per poll
     try:
         while True:
             headers = {
@@ -300,9 +295,6 @@ async def poll_future(
             if iteration == 0 and start_time is not None:
                 headers["X-Tinker-Create-Promise-Roundtrip-Time"] = str(time.time() - start_time)
             iteration += 1
-            body = types.FutureRetrieveRequest(
-                request_id=request_id, allow_metadata_only=allow_metadata_only
-            )
             try:
                 resp = await transport.call(
                     _RETRIEVE,
@@ -338,6 +330,7 @@ async def poll_future(
                         continue
                     if data.get("status") == "complete_metadata" and allow_metadata_only:
                         allow_metadata_only = False
+                        body = _retrieve_body(request_id, allow_metadata_only)
                         size = int(data.get("response_payload_size") or 0)
                         if reserve_bytes is not None and reservation is None:
                             reservation = await reserve_bytes(size)
@@ -386,6 +379,12 @@ async def poll_future(
 
 
 _RETRIEVE = manifest.ROUTES["retrieve_future"]
+
+
+def _retrieve_body(request_id: str, allow_metadata_only: bool) -> bytes:
+    return codec.json_encode(
+        types.FutureRetrieveRequest(request_id=request_id, allow_metadata_only=allow_metadata_only)
+    )
 
 
 def _status(resp: Response) -> BaseException:

@@ -40,11 +40,6 @@ class Runtime:
         self._guard: Any = None
 
     # ----------------------------------------------------------------------- identity
-    @property
-    def owns_thread(self) -> bool:
-        """True for the process-wide daemon-thread runtime."""
-        return self._thread is not None
-
     def on_loop(self) -> bool:
         """True when the caller runs on this runtime's loop right now."""
         try:

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import contextvars
 import email.utils
+import functools
 import platform
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -107,16 +108,7 @@ class RetryPolicy:
     billing_interval: float = 5.0
 
     def with_billing(self, seconds: float | None) -> RetryPolicy:
-        return RetryPolicy(
-            self.max_attempts,
-            self.max_total,
-            self.base_delay,
-            self.max_delay,
-            self.retry_statuses,
-            self.retry_5xx,
-            seconds,
-            self.billing_interval,
-        )
+        return replace(self, billing_pause=seconds)
 
 
 STANDARD = RetryPolicy()
@@ -139,14 +131,7 @@ class Response:
     def json(self) -> Any:
         if not self.body:
             return None
-        return _json_decode(self.body)
-
-
-def _json_decode(body: bytes) -> Any:
-    return codec.json_decode(body)
-
-
-_json_encode = codec.json_encode
+        return codec.json_decode(self.body)
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -274,7 +259,7 @@ class Transport:
         timeout: float,  # noqa: ASYNC109
     ) -> Response:
         http = self.runtime.http()
-        to = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=timeout)
+        to = _client_timeout(self.connect_timeout, timeout)
         try:
             async with asyncio.timeout(timeout + self.connect_timeout):
                 async with http.request(
@@ -285,10 +270,10 @@ class Transport:
                     ctype = hdrs.get("content-type", "")
                     return Response(resp.status, hdrs, body, ctype)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise errors.APITimeoutError(_request_info(method, url)) from exc
+            raise errors.APITimeoutError(errors.RequestInfo(method, url)) from exc
         except aiohttp.ClientError as exc:
             raise errors.APIConnectionError(
-                _request_info(method, url), message=str(exc) or type(exc).__name__
+                errors.RequestInfo(method, url), message=str(exc) or type(exc).__name__
             ) from exc
 
     # ------------------------------------------------------------------ public
@@ -322,7 +307,7 @@ class Transport:
         hdrs["Accept"] = "application/json"
         if method != "GET":
             if content is None:
-                content = b"" if json is None else _json_encode(json)
+                content = b"" if json is None else codec.json_encode(json)
             hdrs["Content-Type"] = content_type or "application/json"
             hdrs["X-Idempotency-Key"] = f"stainless-python-retry-{uuid.uuid4()}"
         if sdk_method:
@@ -358,10 +343,9 @@ class Transport:
                     )
             except errors.APIConnectionError as exc:  # APITimeoutError subclasses it
                 raise _Retry(exc) from exc
-            if resp.status < 400 or not raise_for_status:
-                _deprecation(resp)
-                return resp
             _deprecation(resp)
+            if resp.status < 400 or not raise_for_status:
+                return resp
             err = status_error(resp.status, resp.body, resp.headers)
             if resp.status == 402 and retry.billing_pause:
                 now = time.monotonic()
@@ -444,7 +428,7 @@ class Transport:
         ``route.response_type`` (an ``UntypedAPIFuture`` for future routes, None for
         routes without a response type), or the ``Response`` itself with ``raw=True``.
         """
-        r = _ROUTES.get(route) if isinstance(route, str) else route
+        r = manifest.ROUTES.get(route) if isinstance(route, str) else route
         if r is None:
             r = manifest.route(route)  # type: ignore[arg-type]  # raises with the known names
         path = r.format_path(**path_params) if path_params else r.path
@@ -484,9 +468,6 @@ class Transport:
         return codec.json_decode(resp.body, rtype)
 
 
-_ROUTES = manifest.ROUTES
-
-
 def _invalid_token(headers: Mapping[str, str]) -> bool:
     return "invalid_token" in headers.get("www-authenticate", "")
 
@@ -522,6 +503,12 @@ class JwtAuth:
         self._lock: asyncio.Lock | None = None
         self._task: asyncio.Task[None] | None = None
 
+    def _refresh_lock(self) -> asyncio.Lock:
+        # created lazily: the lock binds to the loop of its first use
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
     def _remaining(self) -> float:
         exp = self.claims.get("exp")
         return float("inf") if exp is None else float(exp) - self.clock()
@@ -537,9 +524,7 @@ class JwtAuth:
 
     async def refresh(self, *, stale: str | None = None) -> None:
         """Exchanges a new JWT unless another caller already did (``stale``: the rejected one)."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        async with self._refresh_lock():
             if stale is not None and self.jwt is not None and self.jwt != stale:
                 return
             if stale is None and self.jwt is not None and self._remaining() > self.REFRESH_MARGIN:
@@ -580,9 +565,7 @@ class JwtAuth:
         while delay != float("inf"):
             await self.sleep(delay)
             try:
-                if self._lock is None:
-                    self._lock = asyncio.Lock()
-                async with self._lock:
+                async with self._refresh_lock():
                     await self._exchange(spawn=False)
             except asyncio.CancelledError:
                 raise
@@ -604,11 +587,10 @@ class _Billing(_Retry):
     pass
 
 
-def _request_info(method: str, url: str) -> Any:
-    try:
-        return errors.RequestInfo(method=method, url=url)
-    except TypeError:
-        return None
+@functools.lru_cache(maxsize=32)
+def _client_timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
+    """aiohttp's per-request timeout (a frozen value, shared by every request alike)."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
 
 
 def _qv(v: Any) -> Any:

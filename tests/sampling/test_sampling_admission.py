@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
+from typing import TypeVar
 
 import pytest
 
@@ -16,6 +17,8 @@ from tinker_actors.actors.admission import (
     estimate_model_input_bytes,
 )
 
+T = TypeVar("T")
+
 
 class FakeClock:
     def __init__(self, now: float = 1000.0) -> None:
@@ -26,8 +29,14 @@ class FakeClock:
 
 
 async def _settle() -> None:
+    """A few loop turns: long enough for a waiter that could proceed to do so."""
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+async def _admitted(fut: asyncio.Future[T]) -> T:
+    """Waits for an admission that must now go through (fails instead of hanging)."""
+    return await asyncio.wait_for(fut, timeout=5)
 
 
 def test_estimate_counts_ten_bytes_per_token_and_raw_bytes():
@@ -72,8 +81,8 @@ async def test_bytes_budget_admits_while_nonnegative_and_overshoots():
     await _settle()
     assert not waiter.done() and budget.waiting == 1
     budget.release(150)
-    await _settle()
-    assert waiter.done() and budget.available == 90
+    await _admitted(waiter)
+    assert budget.available == 90
 
 
 async def test_bytes_budget_is_fifo_and_skips_cancelled_waiters():
@@ -93,7 +102,7 @@ async def test_bytes_budget_is_fifo_and_skips_cancelled_waiters():
     await _settle()
     assert budget.waiting == 2
     budget.release(11)
-    await _settle()
+    await _admitted(asyncio.gather(a, c))
     assert order == ["a", "c"]
     assert budget.available == 0
     budget.release(10)
@@ -108,8 +117,8 @@ async def test_bytes_budget_a_later_small_request_waits_behind_the_queue():
     first = asyncio.ensure_future(budget.acquire(100))
     await _settle()
     budget.release(11)
-    await _settle()
-    assert first.done() and budget.available == -90
+    await _admitted(first)
+    assert budget.available == -90
     # Negative balance: nobody gets in until the big one releases.
     assert not budget.try_acquire(1)
     budget.release(100)
@@ -123,9 +132,7 @@ async def test_count_budget_caps_concurrent_dispatches():
     await _settle()
     assert not blocked.done()
     admission.release(tickets.pop())
-    await _settle()
-    assert blocked.done()
-    tickets.append(blocked.result())
+    tickets.append(await _admitted(blocked))
     for t in tickets:
         admission.release(t)
     assert admission.bytes.available == 10**9
@@ -142,8 +149,7 @@ async def test_throttled_admission_after_backoff_multiplies_bytes_and_caps_count
     await _settle()
     assert not blocked.done()  # throttled concurrency of 2 is full
     admission.release(t1)
-    await _settle()
-    t3 = blocked.result()
+    t3 = await _admitted(blocked)
     for t in (t2, t3):
         admission.release(t)
     assert admission.bytes.available == 1000

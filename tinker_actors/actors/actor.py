@@ -155,14 +155,17 @@ class Actor:
 
         if self._loop is None:
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
+        if self._caller_on_loop():
             do()
         else:
             self._loop.call_soon_threadsafe(do)
+
+    def _caller_on_loop(self) -> bool:
+        """True when the caller runs on the actor's (started) loop right now."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
 
     # ------------------------------------------------------------------ messaging
     def tell_nowait(self, msg: Any) -> None:
@@ -179,11 +182,7 @@ class Actor:
         if self.state not in (ActorState.RUNNING, ActorState.NEW) or self._mailbox is None:
             raise ActorDeadError(f"{self.name} is {self.state.value}")
         mailbox = self._mailbox
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
+        if self._caller_on_loop():
             try:
                 mailbox.put_nowait(env)
             except asyncio.QueueFull:
@@ -260,16 +259,6 @@ class Actor:
                 listener(self, reason)
             except Exception as exc:
                 log.warning("exit listener failed", actor=self.name, error=repr(exc))
-
-    def drain_mailbox(self) -> list[Any]:
-        """Messages still queued (used by a supervisor handing them to a restarted actor)."""
-        out: list[Any] = []
-        if self._mailbox is not None:
-            while not self._mailbox.empty():
-                env = self._mailbox.get_nowait()
-                if env is not _STOP:
-                    out.append(env.msg)
-        return out
 
     async def main(self) -> None:
         """The actor's body: by default, handle mailbox messages one at a time until stopped."""

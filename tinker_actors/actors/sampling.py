@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import codec, errors, types
 from ..config import RetryConfig
-from ..futures import APIFuture, QueueStateObserver, poll_future, result_decoder
+from ..futures import APIFuture, QueueStateObserver, poll_future, reject, resolve, result_decoder
 from ..manifest import ROUTES
 from ..telemetry import get_logger
 from ..transport import RetryPolicy
@@ -382,14 +382,14 @@ class SamplingActor(Actor):
             if task in book.stuck:
                 book.stuck.discard(task)
                 task.uncancel()
-                _reject(cf, no_progress_error(self.retry_config.progress_timeout))
+                reject(cf, no_progress_error(self.retry_config.progress_timeout))
                 return
             cf.cancel()
             raise
         except BaseException as exc:
-            _reject(cf, exc)
+            reject(cf, exc)
             return
-        _resolve(cf, value)
+        resolve(cf, value)
 
     async def _with_retries(
         self, call: SampleCall, task: asyncio.Task[None]
@@ -404,7 +404,7 @@ class SamplingActor(Actor):
                 book.last_progress = self.clock()
             book.running.add(task)
             if config.enable_stuck_detection and len(book.running) == 1:
-                self.book.wake.set()
+                book.wake.set()
             attempt = 0
             while True:
                 try:
@@ -570,8 +570,8 @@ class SamplingActor(Actor):
         book = self.book
         while True:
             if not book.running:
-                self.book.wake.clear()
-                await self.book.wake.wait()
+                book.wake.clear()
+                await book.wake.wait()
                 continue
             now = self.clock()
             if progress_expired(now, book.last_progress, timeout, len(book.running)):
@@ -598,24 +598,8 @@ class SamplingActor(Actor):
     def fail_all(self, exc: BaseException) -> None:
         """Fail every outstanding future with ``exc`` (supervisor gave up, or close)."""
         for task, cf in list(self.book.requests.items()):
-            _reject(cf, exc)
+            reject(cf, exc)
             task.cancel()
-
-
-def _resolve(cf: concurrent.futures.Future[Any], value: Any) -> None:
-    if not cf.done():
-        try:
-            cf.set_result(value)
-        except concurrent.futures.InvalidStateError:
-            pass
-
-
-def _reject(cf: concurrent.futures.Future[Any], exc: BaseException) -> None:
-    if not cf.done():
-        try:
-            cf.set_exception(exc)
-        except concurrent.futures.InvalidStateError:
-            pass
 
 
 def _check_prompt_alt_tokens(response: types.SampleResponse, k: int) -> None:

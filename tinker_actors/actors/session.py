@@ -171,7 +171,6 @@ class Session:
         self.heartbeat: HeartbeatActor | None = None
         self._model_seq = itertools.count()
         self._sampling_seq = itertools.count()
-        self._custom_loss_seq = itertools.count()
         self._ids_lock = threading.Lock()
         self._start_lock: asyncio.Lock | None = None
         self._started = False
@@ -228,10 +227,6 @@ class Session:
     def next_sampling_session_seq_id(self) -> int:
         with self._ids_lock:
             return next(self._sampling_seq)
-
-    def next_custom_loss_seq_id(self) -> int:
-        with self._ids_lock:
-            return next(self._custom_loss_seq)
 
     @property
     def started(self) -> bool:

@@ -118,11 +118,7 @@ class TelemetryActor(Actor):
         ev = self._flush_now
         if ev is None or self._loop is None:
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
+        if self._caller_on_loop():
             ev.set()
         else:
             self._loop.call_soon_threadsafe(ev.set)
