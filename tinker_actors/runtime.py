@@ -236,8 +236,11 @@ def embedded_endpoint() -> tuple[str, str]:
 
             server = LocalServer(engine="torch").start_in_thread()
             _embedded = server
-            get_logger(__name__).info(
-                "no TINKER_BASE_URL set: started the embedded local Tinker server",
+            # A warning, so it shows with no logging configured: a user who forgot
+            # TINKER_BASE_URL must not think they are training on the Tinker service.
+            get_logger(__name__).warning(
+                "no TINKER_BASE_URL set: started the embedded local Tinker server "
+                "(set TINKER_BASE_URL to use a Tinker service)",
                 base_url=server.base_url,
             )
         return _embedded.base_url, _embedded.api_key
