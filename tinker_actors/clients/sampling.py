@@ -266,17 +266,17 @@ class SamplingClient:
             raise ValueError(f"prompt_alt_tokens_k must be 0 or greater, got {prompt_alt_tokens_k}")
         _check_last_n(prompt_logprobs_last_n, include_prompt_logprobs)
         call = SampleCall(
-            prompt,
-            num_samples,
-            sampling_params,
-            include_prompt_logprobs,
-            topk_prompt_logprobs,
-            topk_sample_logprobs,
-            target_prompt_logprobs,
-            prompt_alt_tokens_k,
-            prompt_logprobs_last_n,
-            "SamplingClient.sample",
-            estimate_model_input_bytes(prompt),
+            prompt=prompt,
+            num_samples=num_samples,
+            sampling_params=sampling_params,
+            include_prompt_logprobs=include_prompt_logprobs,
+            topk_prompt_logprobs=topk_prompt_logprobs,
+            topk_sample_logprobs=topk_sample_logprobs,
+            target_prompt_logprobs=target_prompt_logprobs,
+            prompt_alt_tokens_k=prompt_alt_tokens_k,
+            prompt_logprobs_last_n=prompt_logprobs_last_n,
+            sdk_method="SamplingClient.sample",
+            estimated_bytes=estimate_model_input_bytes(prompt),
         )
         return self._actor.submit(call, _identity)
 
@@ -311,18 +311,15 @@ class SamplingClient:
     ) -> APIFuture[list[float | None]]:
         """Logprob of every prompt token (None where not computed, always position 0)."""
         _check_last_n(prompt_logprobs_last_n, True)
+        # The official recipe: one sample of one token, with the prompt's logprobs.
         call = SampleCall(
-            prompt,
-            1,
-            types.SamplingParams(max_tokens=1),
-            True,
-            0,
-            0,
-            None,
-            0,
-            prompt_logprobs_last_n,
-            "SamplingClient.compute_logprobs",
-            estimate_model_input_bytes(prompt),
+            prompt=prompt,
+            num_samples=1,
+            sampling_params=types.SamplingParams(max_tokens=1),
+            include_prompt_logprobs=True,
+            prompt_logprobs_last_n=prompt_logprobs_last_n,
+            sdk_method="SamplingClient.compute_logprobs",
+            estimated_bytes=estimate_model_input_bytes(prompt),
         )
         return self._actor.submit(call, _prompt_logprobs)
 
