@@ -167,9 +167,12 @@ class TrainingClient:
         loss_fn: Callable[..., Any],
         *,
         loss_type_input: Literal["logprobs"] | None = None,
+        regularizers: list[Any] | None = None,
+        track_grad_norms: bool = False,
     ) -> APIFuture[types.ForwardBackwardOutput]:
         """Client-side custom loss (protocol.md 6.1): a forward pass, the loss and its gradient
-        here, then a cross_entropy backward with ``weights = -dLoss/dlogprobs``."""
+        here, then a cross_entropy backward with ``weights = -dLoss/dlogprobs``.
+        ``regularizers`` (``tinker_actors.regularizers.RegularizerSpec``) are added to it."""
         if loss_type_input not in (None, "logprobs"):
             raise ValueError(f"unsupported loss_type_input {loss_type_input!r}")
         from .custom_loss import LossHandle, run_loss_handle
@@ -179,6 +182,13 @@ class TrainingClient:
 
             def loss_fn(data: list[Any], logprobs: list[Any]) -> Any:
                 return run_loss_handle(handle, data, logprobs)
+
+        if regularizers or track_grad_norms:
+            from ..regularizers import regularized_loss_fn
+
+            loss_fn = regularized_loss_fn(
+                loss_fn, regularizers or [], track_grad_norms=track_grad_norms
+            )
 
         try:
             import torch  # noqa: F401
@@ -286,8 +296,16 @@ class TrainingClient:
         loss_fn: Callable[..., Any],
         *,
         loss_type_input: Literal["logprobs"] | None = None,
+        regularizers: list[Any] | None = None,
+        track_grad_norms: bool = False,
     ) -> APIFuture[types.ForwardBackwardOutput]:
-        return self.forward_backward_custom(data, loss_fn, loss_type_input=loss_type_input)
+        return self.forward_backward_custom(
+            data,
+            loss_fn,
+            loss_type_input=loss_type_input,
+            regularizers=regularizers,
+            track_grad_norms=track_grad_norms,
+        )
 
     # ------------------------------------------------------------------ optimizer
     def optim_step(
