@@ -217,9 +217,7 @@ def _shape_check(a: Any, b: Any, what: str) -> None:
         raise ValueError(f"Shape mismatch in {what}: {len(a)} tensors vs {len(b)}")
     for x, y in pairs:
         if tuple(x.shape) != tuple(y.shape):
-            raise ValueError(
-                f"Shape mismatch in {what}: {tuple(x.shape)} vs {tuple(y.shape)}"
-            )
+            raise ValueError(f"Shape mismatch in {what}: {tuple(x.shape)} vs {tuple(y.shape)}")
 
 
 def _f(t: torch.Tensor) -> float:

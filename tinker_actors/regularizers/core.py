@@ -105,9 +105,7 @@ def _call_arity(fn: Callable[..., Any]) -> int:
     )
 
 
-def execute(
-    fn: Any, data: Any, logprobs: Logprobs, opts: Mapping[str, Any] | None = None
-) -> Any:
+def execute(fn: Any, data: Any, logprobs: Logprobs, opts: Mapping[str, Any] | None = None) -> Any:
     """Calls a 2-argument function, a 3-argument function (given ``opts``) or a module-like
     object's ``compute(data, logprobs, opts)``; a class is instantiated first."""
     opts = dict(opts or {})
@@ -150,8 +148,7 @@ class RegularizerSpec:
             )
         if not math.isfinite(self.weight) or self.weight < 0:
             raise ValueError(
-                f"RegularizerSpec {self.name!r}: weight must be finite and >= 0, "
-                f"got {self.weight}"
+                f"RegularizerSpec {self.name!r}: weight must be finite and >= 0, got {self.weight}"
             )
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"RegularizerSpec: name must be a non-empty string, got {self.name!r}")
@@ -257,8 +254,7 @@ def _tensors(logprobs: Logprobs) -> list[torch.Tensor]:
     if isinstance(logprobs, Sequence) and all(isinstance(t, torch.Tensor) for t in logprobs):
         return list(logprobs)
     raise TypeError(
-        "logprobs must be a torch.Tensor or a list of torch.Tensor, "
-        f"got {type(logprobs).__name__}"
+        f"logprobs must be a torch.Tensor or a list of torch.Tensor, got {type(logprobs).__name__}"
     )
 
 
