@@ -22,7 +22,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
 
 from . import codec, errors, manifest, types
 from .config import SDK_VERSION, Settings
@@ -94,11 +96,16 @@ _OS = {"Linux": "Linux", "Darwin": "MacOS", "Windows": "Windows"}
 class RetryPolicy:
     """How one call is retried: a value, never a shared controller.
 
-    ``max_attempts`` counts HTTP attempts (1 = no retry). ``billing_pause`` bounds how long
-    402 responses are treated as a pause (retry every ``billing_interval`` s).
+    A call is retried while both budgets last: ``max_attempts`` HTTP attempts (1 = no retry;
+    None = bounded by time alone) and ``max_total`` seconds since the first attempt (no
+    retry starts after it, and the last wait is cut to end at it). Waits follow the server's
+    ``Retry-After`` (<= 60 s), else ``base_delay * 2**n`` capped at ``max_delay`` minus up to
+    ``jitter`` of it. ``billing_pause`` bounds how long 402 responses are treated as a pause
+    (retry every ``billing_interval`` s). ``progress_after``: once a call has been retrying
+    that long, a warning says so, then at most once per ``progress_interval``.
     """
 
-    max_attempts: int = 6
+    max_attempts: int | None = 6
     max_total: float = 300.0
     base_delay: float = 0.5
     max_delay: float = 30.0
@@ -106,13 +113,43 @@ class RetryPolicy:
     retry_5xx: bool = True
     billing_pause: float | None = 3600.0
     billing_interval: float = 5.0
+    jitter: float = 0.25
+    progress_after: float | None = None
+    progress_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1 or None")
+        if self.max_total < 0 or self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("max_total, base_delay and max_delay must be >= 0")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be between 0 and 1")
 
     def with_billing(self, seconds: float | None) -> RetryPolicy:
         return replace(self, billing_pause=seconds)
 
+    def with_budget(self, seconds: float) -> RetryPolicy:
+        """This policy with another time budget (tests shorten it; users may lengthen it)."""
+        return replace(self, max_total=seconds)
+
 
 STANDARD = RetryPolicy()
 NO_RETRY = RetryPolicy(max_attempts=1, billing_pause=None)
+
+# Ordered training requests (forward_backward, optim_step, save/load weights): a seq id the
+# server never receives stalls every later request, so these retry by time, not by count.
+# The official SDK 0.38 retries a training submit for 300 s (execute_with_retries), each
+# attempt itself making up to 11 HTTP attempts (about 60 s of backoff), so about 6 min in
+# all; 10 min here. A progress warning after 10 s, then once a minute (QueueStateLogger's
+# cadence), says what is being retried and until when.
+TRAINING_RETRY_BUDGET = 600.0
+TRAINING = RetryPolicy(
+    max_attempts=None,
+    max_total=TRAINING_RETRY_BUDGET,
+    base_delay=0.5,
+    max_delay=30.0,
+    progress_after=10.0,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +212,148 @@ class _Retry(Exception):
         self.delay = delay
 
 
+class _Billing(_Retry):
+    """A 402 pause: retried every ``billing_interval`` s, bounded by ``billing_pause``."""
+
+
+class wait_retry_after(wait_base):
+    """Waits what the server asked for (``Retry-After``) when it asked, else ``fallback``."""
+
+    def __init__(self, fallback: wait_base):
+        self.fallback = fallback
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, _Retry) and exc.delay is not None:
+            return exc.delay
+        return self.fallback(retry_state)
+
+
+class _jittered_backoff(wait_base):
+    """``base * 2**(n-1)`` capped at ``max_delay``, minus up to ``jitter`` of it (n: retry no.)."""
+
+    def __init__(self, policy: RetryPolicy, rand: Callable[[], float] = random.random):
+        self.policy = policy
+        self.rand = rand
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        # the controller's attempt 1 is the call's second HTTP attempt
+        return self.delay(retry_state.attempt_number + 1)
+
+    def delay(self, retry_no: int) -> float:
+        p = self.policy
+        d = min(p.base_delay * 2 ** min(retry_no - 1, 64), p.max_delay)
+        return d * (1 - p.jitter * self.rand())
+
+
+class _Budget(stop_base):
+    """Both retry budgets of a policy on an injectable clock: a tenacity stop condition that
+    also cuts each wait so the last attempt starts when the time budget ends."""
+
+    def __init__(self, policy: RetryPolicy, clock: Callable[[], float], start: float):
+        self.policy = policy
+        self.clock = clock
+        self.start = start
+
+    def exhausted(self, attempts: int) -> bool:
+        p = self.policy
+        return (p.max_attempts is not None and attempts >= p.max_attempts) or (
+            self.clock() - self.start >= p.max_total
+        )
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, _Billing):
+            return False  # billing has its own bound, checked where the 402 is seen
+        return self.exhausted(retry_state.attempt_number + 1)
+
+    def capped(self, inner: wait_base) -> _CappedWait:
+        return _CappedWait(inner, self)
+
+    def annotate(self, err: BaseException, attempts: int) -> BaseException:
+        """``err`` with how long and how often it was tried (``retry_attempts``/``retry_elapsed``)."""
+        elapsed = self.clock() - self.start
+        err.retry_attempts = attempts  # type: ignore[attr-defined]
+        err.retry_elapsed = elapsed  # type: ignore[attr-defined]
+        if attempts > 1:
+            limit = (
+                f"{self.policy.max_total:g} s"
+                if self.policy.max_attempts is None
+                else f"{self.policy.max_attempts} attempts or {self.policy.max_total:g} s"
+            )
+            err.add_note(
+                f"gave up after {attempts} attempts over {elapsed:.1f} s (retry budget: {limit})"
+            )
+        return err
+
+
+class _CappedWait(wait_base):
+    def __init__(self, inner: wait_base, budget: _Budget):
+        self.inner = inner
+        self.budget = budget
+
+    def _cap(self, delay: float, billing: bool) -> float:
+        if billing:
+            return delay
+        left = self.budget.start + self.budget.policy.max_total - self.budget.clock()
+        return max(0.0, min(delay, left))
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        return self._cap(self.inner(retry_state), isinstance(exc, _Billing))
+
+    def first(self, failed: _Retry) -> float:
+        """The wait after the first (controller-less) attempt."""
+        if failed.delay is not None:
+            delay = failed.delay
+        else:
+            backoff = self.inner.fallback if isinstance(self.inner, wait_retry_after) else None
+            delay = backoff.delay(1) if isinstance(backoff, _jittered_backoff) else 0.0
+        return self._cap(delay, isinstance(failed, _Billing))
+
+
+class _Progress:
+    """tenacity ``before_sleep``: a warning once a call has retried ``progress_after`` s,
+    then at most once per ``progress_interval`` (the QueueStateLogger cadence)."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        clock: Callable[[], float],
+        start: float,
+        method: str,
+        url: str,
+        context: Mapping[str, Any] | None,
+    ):
+        self.policy = policy
+        self.clock = clock
+        self.start = start
+        self.what = f"{method} {url}"
+        self.context = dict(context or {})
+        self.last: float | None = None
+
+    def __call__(self, retry_state: RetryCallState) -> None:
+        after = self.policy.progress_after
+        if after is None:
+            return
+        now = self.clock()
+        elapsed = now - self.start
+        if elapsed < after:
+            return
+        if self.last is not None and now - self.last < self.policy.progress_interval:
+            return
+        self.last = now
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        reason = exc.error if isinstance(exc, _Retry) else exc
+        log.warning(
+            f"{self.what} still failing after {elapsed:.0f} s "
+            f"({retry_state.attempt_number + 1} attempts); retrying for up to "
+            f"{self.policy.max_total:g} s",
+            last_error=redact(repr(reason)),
+            **self.context,
+        )
+
+
 def status_error(status: int, body: bytes, headers: Mapping[str, str]) -> errors.APIStatusError:
     """The one place HTTP error statuses become exceptions.
 
@@ -198,6 +377,7 @@ class Transport:
     timeout: float = 60.0
     connect_timeout: float = 5.0
     sleep: Callable[[float], Any] = asyncio.sleep
+    clock: Callable[[], float] = time.monotonic  # retry budgets are measured on it
     # repr=False: these hold the API key / JWT (Settings' own repr redacts its secrets)
     _static_headers: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     jwt: JwtAuth | None = field(default=None, init=False, repr=False)
@@ -292,12 +472,14 @@ class Transport:
         sdk_method: str | None = None,
         raise_for_status: bool = True,
         authenticate: bool = True,
+        log_context: Mapping[str, Any] | None = None,
     ) -> Response:
         """Sends one logical request, retrying under ``retry``; raises mapped errors.
 
         ``sdk_method`` names the public method the request is for; a method already in
         progress (``sdk_method_scope``) wins, since only the outermost call counts.
         ``authenticate=False`` sends the caller's own X-API-Key (the JWT exchange).
+        ``log_context`` is added to the retry progress warnings (e.g. the model id).
         """
         method = method.upper()
         if sdk_method != "":  # "" forces no attribution; else the outermost method wins
@@ -348,7 +530,7 @@ class Transport:
                 return resp
             err = status_error(resp.status, resp.body, resp.headers)
             if resp.status == 402 and retry.billing_pause:
-                now = time.monotonic()
+                now = self.clock()
                 billing_started = billing_started or now
                 if now - billing_started < retry.billing_pause:
                     log.warning("paused due to billing (HTTP 402); retrying", url=url)
@@ -358,52 +540,46 @@ class Transport:
                 raise _Retry(err, retry_after_seconds(resp.headers))
             raise err
 
-        return await self._retrying(retry, attempt_once, method, url)
+        return await self._retrying(retry, attempt_once, method, url, log_context)
 
-    async def _retrying(self, policy: RetryPolicy, fn: Callable[[], Any], method: str, url: str):
-        start = time.monotonic()
+    async def _retrying(
+        self,
+        policy: RetryPolicy,
+        fn: Callable[[], Any],
+        method: str,
+        url: str,
+        log_context: Mapping[str, Any] | None = None,
+    ) -> Any:
+        start = self.clock()
         # Fast path: the first attempt runs without a controller (most calls never retry);
         # only a retryable failure builds the tenacity controller for the attempts after it.
         try:
             return await fn()
         except _Retry as first:
-            if policy.max_attempts <= 1 and not isinstance(first, _Billing):
-                raise first.error from None
             failed = first
-
-        def delay_after(exc: BaseException | None, attempt: int) -> float:
-            if isinstance(exc, _Retry) and exc.delay is not None:
-                return exc.delay
-            d = min(policy.base_delay * 2 ** (attempt - 1), policy.max_delay)
-            return d * (1 - 0.25 * random.random())
-
-        def wait(rs: RetryCallState) -> float:
-            exc = rs.outcome.exception() if rs.outcome else None
-            return delay_after(exc, rs.attempt_number + 1)
-
-        def stop(rs: RetryCallState) -> bool:
-            exc = rs.outcome.exception() if rs.outcome else None
-            if isinstance(exc, _Billing):
-                return False  # billing has its own bound, checked in attempt_once
-            return (
-                rs.attempt_number + 1 >= policy.max_attempts
-                or time.monotonic() - start > policy.max_total
-            )
-
-        await self.sleep(delay_after(failed, 1))
+        budget = _Budget(policy, self.clock, start)
+        if budget.exhausted(1) and not isinstance(failed, _Billing):
+            raise budget.annotate(failed.error, 1) from None
+        wait = budget.capped(wait_retry_after(_jittered_backoff(policy)))
+        progress = _Progress(policy, self.clock, start, method, url, log_context)
+        # the controller numbers its attempts from the second HTTP attempt
+        await self.sleep(wait.first(failed))
         controller = AsyncRetrying(
-            stop=stop,
+            stop=budget,
             wait=wait,
             sleep=self.sleep,
-            retry=retry_if_exception(lambda e: isinstance(e, _Retry)),
+            retry=retry_if_exception_type(_Retry),
+            before_sleep=progress,
             reraise=True,
         )
+        attempts = 1
         try:
             async for att in controller:
+                attempts += 1
                 with att:
                     return await fn()
         except _Retry as r:
-            raise r.error from None
+            raise budget.annotate(r.error, attempts) from None
         raise AssertionError("unreachable")
 
     async def call(
@@ -420,6 +596,7 @@ class Transport:
         raise_for_status: bool = True,
         raw: bool = False,
         authenticate: bool = True,
+        log_context: Mapping[str, Any] | None = None,
     ) -> Any:
         """Calls a manifest route by name: the one way the clients reach an endpoint.
 
@@ -459,6 +636,7 @@ class Transport:
             sdk_method=sdk_method,
             raise_for_status=raise_for_status,
             authenticate=authenticate,
+            log_context=log_context,
         )
         if raw:
             return resp
@@ -581,10 +759,6 @@ class JwtAuth:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-class _Billing(_Retry):
-    pass
 
 
 @functools.lru_cache(maxsize=32)

@@ -6,10 +6,23 @@ holding token k only after every op < k was acknowledged by the server; the chun
 forward_backward go out together, first chunk last. Results are polled in owned tasks so
 many ops are queued server-side at once.
 
-Failure semantics: a caller's cancel drops only the result. A submission that fails after
-transport retries breaks the sequence: the op's future fails and the actor crashes. The
-supervisor restarts it; under a RecoveryPolicy the new actor rebuilds the model from the last
-checkpoint (a fresh model if none) and replays the ops issued after it.
+Failure semantics: a caller's cancel drops only the result. Submissions retry 408/409/429,
+5xx and connection errors for a time budget (``transport.TRAINING``, 10 min). A submission
+that still fails breaks the sequence. Without a RecoveryPolicy the op's future fails and so
+does every later call (``SequenceBrokenError``), never a hang. Under a RecoveryPolicy the
+actor crashes, the supervisor restarts it, and the new actor rebuilds the model from the last
+checkpoint (a fresh model if none), replays the ops issued after it and carries on.
+
+Recovery guarantees (each op records what its caller was told in ``Op.outcome``):
+- an op whose failure was reported is never sent again, so never applied afterwards;
+- every op whose success was reported is replayed onto the rebuilt model, and a replay that
+  fails crashes the actor again (the supervisor's restart intensity bounds this);
+- an op lost with the server (its submit failed server-side: 410, 5xx, 429 or connection
+  errors past the budget; or its result was lost: 410 or a "server" category failure) is
+  carried to the rebuilt model once, then reported;
+- ``next_to_send`` and ``pending`` agree across restarts: the op at the pointer is either in
+  ``pending`` or was failed and the pointer moved past it, so a restarted actor never waits
+  on an entry that cannot come; give-up (``fail_all``) answers every future still owed.
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ from ..config import RecoveryPolicy
 from ..futures import QueueStateLogger, poll_future, reject, resolve
 from ..manifest import FORWARD_REQUEST_TYPE_HEADER, ROUTES, Route
 from ..telemetry import get_logger
-from ..transport import STANDARD
+from ..transport import TRAINING, RetryPolicy
 from ..types import fwdbwd as _fb
 from .actor import Actor
 
@@ -56,6 +69,10 @@ class Op:
     start_time: float = field(default_factory=time.time)
     wire_ids: list[int] | None = None  # the seq ids it was (or is being) sent with
     wire_model: str | None = None
+    # what the caller was told: None (nothing yet), "ok" or "failed"; a failed op is never
+    # sent again, an ok one is replayed by recovery (set even when the caller cancelled)
+    outcome: str | None = None
+    carried: int = 0  # times it was carried to a rebuilt model after being lost with a server
 
     @property
     def first(self) -> int:
@@ -97,6 +114,8 @@ class TrainingState:
         self.wake = asyncio.Event()
         self.dead: BaseException | None = None
         self.queue_logger = QueueStateLogger(model_id, "Training")
+        # how submissions are retried; the time budget is what a server outage may last
+        self.retry: RetryPolicy = TRAINING
         self.actor: TrainingActor | None = None
         self.server_model_ids: list[str] = [model_id]
 
@@ -124,29 +143,61 @@ class TrainingState:
         """A submit failed without recovery: this client can send nothing more, loudly."""
         err = SequenceBrokenError(
             f"TrainingClient for model {self.model_id} is broken: the request holding seq ids "
-            f"{list(op.tokens)} could not be submitted ({cause!r}), so later requests cannot "
-            "run in order. Create a new TrainingClient (or restore one from a checkpoint with "
-            "ServiceClient.create_training_client_from_state_with_optimizer); pass "
-            "recovery_policy=RecoveryPolicy() to recover automatically."
+            f"{list(op.tokens)} could not be submitted ({describe_failure(cause)}), so later "
+            "requests cannot run in order. Create a new TrainingClient (or restore one from a "
+            "checkpoint with ServiceClient.create_training_client_from_state_with_optimizer); "
+            "pass recovery_policy=RecoveryPolicy() to recover automatically."
         )
         err.__cause__ = cause
         self.dead = err
         for pending in list(self.pending.values()):
-            reject(pending.cf, err)
+            tell_failed(pending, err)
         self.pending.clear()
         log.error("training sequence broken", model_id=self.model_id, error=repr(cause))
 
     def fail_all(self, exc: BaseException) -> None:
+        """Answers every future still owed (the supervisor gave up on this client)."""
         self.dead = exc
-        for op in list(self.pending.values()):
-            reject(op.cf, exc)
-        for op, _, _ in list(self.inflight.values()):
-            reject(op.cf, exc)
-        for op in self.replay_log:
-            reject(op.cf, exc)
+        owed = [*self.pending.values(), *(op for op, _, _ in self.inflight.values())]
+        owed += self.replay_log
+        for op in owed:
+            if op.outcome is None:
+                tell_failed(op, exc)
         self.pending.clear()
         self.inflight.clear()
         self.replay_log.clear()
+
+
+def tell_failed(op: Op, exc: BaseException) -> None:
+    """Reports ``op`` failed; from now on it is never sent again."""
+    op.outcome = "failed"
+    reject(op.cf, exc)
+
+
+def tell_ok(op: Op, result: Any) -> None:
+    op.outcome = "ok"
+    resolve(op.cf, result)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``exc`` with how long the transport retried it, when it did."""
+    attempts = getattr(exc, "retry_attempts", None)
+    elapsed = getattr(exc, "retry_elapsed", None)
+    if attempts and attempts > 1 and elapsed is not None:
+        return f"{exc!r}, still failing after {attempts} attempts over {elapsed:.0f} s"
+    return repr(exc)
+
+
+def lost_with_server(exc: BaseException) -> bool:
+    """The server lost or could not take the request, through no fault of its content."""
+    if isinstance(exc, (errors.APIConnectionError, errors.PromiseExpiredError)):
+        return True
+    if isinstance(exc, errors.RequestFailedError):
+        return str(exc.category) == "server"
+    if isinstance(exc, errors.APIStatusError):
+        s = exc.status_code
+        return s in (408, 409, 410, 429) or s >= 500
+    return False
 
 
 # ============================================================================ actor
@@ -170,7 +221,13 @@ class TrainingActor(Actor):
         st = self.ts
         policy = st.recovery
         if policy is not None and policy.enabled:
-            await self._recover(policy)
+            try:
+                await self._recover(policy)
+            except BaseException:
+                # a failed recovery counts as another crash; its polls must not outlive it
+                for task in list(self._children):
+                    task.cancel()
+                raise
         else:
             # No recovery: keep the model; re-poll what the server already accepted and
             # fail what never got a seq id through (the sequence is broken).
@@ -187,22 +244,41 @@ class TrainingActor(Actor):
                 continue
             try:
                 await self._send(op)
-            except BaseException as exc:
-                if isinstance(exc, asyncio.CancelledError):
-                    # killed mid-send: the op goes back so a restarted actor can redo it
-                    st.pending[op.first] = op
-                    raise
-                reject(op.cf, exc)
-                if st.recovery is not None and st.recovery.enabled:
-                    # crash: the supervisor restarts us and the RecoveryPolicy rebuilds
-                    raise SequenceBrokenError(
-                        f"request with seq ids {list(op.tokens)} could not be submitted: {exc!r}"
-                    ) from exc
-                # No recovery: the server would wait for this seq id forever, so every later
-                # request fails at once (never a hang); results already owed still arrive.
-                st.break_sequence(op, exc)
+            except asyncio.CancelledError:
+                # killed mid-send: the op goes back so a restarted actor can redo it
+                st.pending[op.first] = op
+                raise
+            except Exception as exc:
+                self._send_failed(op, exc)
                 continue
             st.next_to_send = op.tokens.stop
+
+    def _send_failed(self, op: Op, exc: Exception) -> None:
+        """A submit failed past its retries: carry it, or report it and move the pointer on.
+
+        Raises (crashing the actor into recovery) when a RecoveryPolicy is set.
+        """
+        st = self.ts
+        recovery = st.recovery is not None and st.recovery.enabled
+        why = describe_failure(exc)
+        if recovery and op.kind != "broken" and op.carried < 1 and lost_with_server(exc):
+            # not the request's fault: the rebuilt model gets it (the pointer stays on it)
+            op.carried += 1
+            st.pending[op.first] = op
+            raise SequenceBrokenError(
+                f"request with seq ids {list(op.tokens)} could not be submitted ({why}); "
+                "recovering and sending it again"
+            ) from exc
+        tell_failed(op, exc)
+        st.next_to_send = op.tokens.stop  # never sent again: nothing may wait on it
+        if recovery:
+            # the server holds a gap at this op's wire seq id: rebuild the model
+            raise SequenceBrokenError(
+                f"request with seq ids {list(op.tokens)} failed ({why}); recovering"
+            ) from exc
+        # No recovery: the server would wait for this seq id forever, so every later
+        # request fails at once (never a hang); results already owed still arrive.
+        st.break_sequence(op, exc)
 
     # -------------------------------------------------------------- sending
     def _wire_ids(self, count: int) -> list[int]:
@@ -228,7 +304,13 @@ class TrainingActor(Actor):
             rids, rtype = await self._send_fwdbwd(t, op, model_id, seq)
         else:
             route, body = self._build(op, model_id, seq[0], replay=replay)
-            fut = await t.call(route, body, retry=STANDARD, sdk_method=op.sdk_method)
+            fut = await t.call(
+                route,
+                body,
+                retry=st.retry,
+                sdk_method=op.sdk_method,
+                log_context={"model_id": model_id},
+            )
             rids, rtype = [fut.request_id], route.request_type_header
         st.inflight[op.first] = (op, rids, rtype)
         if st.recovery is not None and st.recovery.enabled and not replay:
@@ -268,7 +350,12 @@ class TrainingActor(Actor):
 
             async def post(body: bytes) -> str:
                 fut = await t.call(
-                    _FWDBWD, body, headers=headers, retry=STANDARD, sdk_method=op.sdk_method
+                    _FWDBWD,
+                    body,
+                    headers=headers,
+                    retry=self.ts.retry,
+                    sdk_method=op.sdk_method,
+                    log_context={"model_id": model_id},
                 )
                 return fut.request_id
 
@@ -366,15 +453,28 @@ class TrainingActor(Actor):
                 result = self._shape(op, parts[0])
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:
+        except Exception as exc:
             st.inflight.pop(token, None)
-            reject(op.cf, exc)
+            recovery = st.recovery is not None and st.recovery.enabled
+            if op.outcome == "ok":
+                # a replay of an op reported done failed: the rebuilt model lacks it, so
+                # recover again rather than leave the model behind what the caller was told
+                raise SequenceBrokenError(
+                    f"replay of seq ids {list(op.tokens)} failed ({exc!r})"
+                ) from exc
+            if recovery and op.carried < 1 and lost_with_server(exc):
+                # its result was lost with the server: recovery replays it (never reported)
+                op.carried += 1
+                raise SequenceBrokenError(
+                    f"the result of seq ids {list(op.tokens)} was lost ({exc!r}); recovering"
+                ) from exc
+            tell_failed(op, exc)
             return
         st.inflight.pop(token, None)
         if op.kind == "save_state" and isinstance(result, types.SaveWeightsResponse):
             st.last_checkpoint = (result.path, True)
             st.replay_log = [o for o in st.replay_log if o.first > op.first]
-        resolve(op.cf, result)
+        tell_ok(op, result)
 
     def _shape(self, op: Op, result: Any) -> Any:
         if op.kind == "save_sampler":
@@ -397,8 +497,16 @@ class TrainingActor(Actor):
         ckpt = st.last_checkpoint
         if policy.checkpoint != "latest":
             ckpt = (policy.checkpoint, True)
-        # in-flight polls died with the old actor; their ops are in the replay log
+        # In-flight polls died with the old actor. Ops in the replay log are sent again
+        # below; older ones (before the checkpoint, so already in it) are polled again.
+        in_log = {id(op) for op in st.replay_log}
+        repoll = [
+            (token, entry)
+            for token, entry in st.inflight.items()
+            if id(entry[0]) not in in_log and entry[0].outcome is None
+        ]
         st.inflight.clear()
+        retry = st.retry
         if ckpt is not None:
             model_id = await create_via_load(
                 self.session,
@@ -406,9 +514,10 @@ class TrainingActor(Actor):
                 optimizer=policy.restore_optimizer and ckpt[1],
                 base_model=None,
                 user_metadata=None,
+                retry=retry,
             )
         else:
-            model_id = await create_model(self.session, **st.create)
+            model_id = await create_model(self.session, **st.create, retry=retry)
         log.warning(
             "training actor recovered",
             old_model_id=st.model_id,
@@ -419,14 +528,30 @@ class TrainingActor(Actor):
         st.model_id = model_id
         st.server_model_ids.append(model_id)
         st.wire_next = 1
-        st.info = await get_info(self.session, model_id)
-        # replay what ran after the checkpoint, in order, with new seq ids
+        st.info = await get_info(self.session, model_id, retry=retry)
+        for token, (op, rids, rtype) in repoll:
+            st.inflight[token] = (op, rids, rtype)
+            self._spawn_poll(op, rids, rtype, token)
+        # replay what ran after the checkpoint, in order, with new seq ids; never an op
+        # whose failure was reported
         for op in sorted(st.replay_log, key=lambda o: o.first):
-            if op.first >= st.next_to_send:
-                continue  # never sent; it is still (or again) in pending
-            if op.cf.done() and not op.mutates:
+            if op.first >= st.next_to_send or op.outcome == "failed":
+                continue  # not sent yet (still in pending), or reported failed
+            if op.outcome == "ok" and not op.mutates:
+                continue  # a delivered forward: nothing to rebuild
+            if not policy.replay:
+                if op.outcome is None:
+                    tell_failed(
+                        op,
+                        SequenceBrokenError(
+                            f"request with seq ids {list(op.tokens)} was lost with model "
+                            f"{st.server_model_ids[-2]} and RecoveryPolicy(replay=False) "
+                            "does not replay it"
+                        ),
+                    )
                 continue
             await self._send(op, replay=True)
+        st.replay_log = [o for o in st.replay_log if o.outcome != "failed"]
 
 
 # ============================================================================ helpers
@@ -442,6 +567,7 @@ async def create_model(
     user_metadata: dict[str, str] | None = None,
     optimizer_config: Any = None,
     sdk_method: str | None = None,
+    retry: RetryPolicy | None = None,
 ) -> str:
     """``create_model`` + poll; returns the new model id."""
     t = session.transport
@@ -456,7 +582,7 @@ async def create_model(
     )
     start = time.time()
     route = ROUTES["create_model"]
-    fut = await t.call(route, req, sdk_method=sdk_method)
+    fut = await t.call(route, req, sdk_method=sdk_method, **_retry_kw(retry))
     res = await poll_future(
         t,
         fut.request_id,
@@ -478,6 +604,7 @@ async def create_via_load(
     optimizer_config: Any = None,
     weights_access_token: str | None = None,
     sdk_method: str | None = None,
+    retry: RetryPolicy | None = None,
 ) -> str:
     """Create-via-load (the model's implicit seq 0); the id is ``{session}:train:{n}``."""
     t = session.transport
@@ -496,17 +623,24 @@ async def create_via_load(
     )
     start = time.time()
     route = ROUTES["load_weights"]
-    fut = await t.call(route, req, sdk_method=sdk_method)
+    fut = await t.call(route, req, sdk_method=sdk_method, **_retry_kw(retry))
     await poll_future(
         t, fut.request_id, route.request_type_header, start_time=start, sdk_method=sdk_method
     )
     return f"{sid}:train:{n}"
 
 
-async def get_info(session: Session, model_id: str) -> types.GetInfoResponse:
+async def get_info(
+    session: Session, model_id: str, *, retry: RetryPolicy | None = None
+) -> types.GetInfoResponse:
     t = session.transport
     assert t is not None
-    return await t.call("get_info", types.GetInfoRequest(model_id=model_id))
+    return await t.call("get_info", types.GetInfoRequest(model_id=model_id), **_retry_kw(retry))
+
+
+def _retry_kw(retry: RetryPolicy | None) -> dict[str, Any]:
+    """The transport's default policy unless one is given (recovery passes the training one)."""
+    return {} if retry is None else {"retry": retry}
 
 
 def make_custom_backward(
