@@ -370,7 +370,7 @@ async def asample(request: web.Request) -> web.Response:
         if req.base_model is None and req.model_path is None:
             raise HttpError(422, "sample needs sampling_session_id, base_model or model_path")
         sampler_id = await sampling.implicit_sampler(req.base_model, req.model_path)
-    job, finish = wire.sample_job(req)
+    job, finish = wire.sample_job(req, deterministic=svc(request).config.deterministic_sampling)
     return json_response(sampling.asample(sampler_id, req.seq_id, digest(raw), job, finish))
 
 
@@ -528,7 +528,9 @@ async def audit_log(request: web.Request) -> web.Response:
 
 
 async def local_stats(request: web.Request) -> web.Response:
-    return json_response(request.app[STATS_KEY].snapshot())
+    snapshot = request.app[STATS_KEY].snapshot()
+    snapshot["models"] = svc(request).training.counters()
+    return json_response(snapshot)
 
 
 async def not_implemented(request: web.Request) -> web.Response:

@@ -65,3 +65,7 @@ class ServerConfig:
     stats_route: bool = False
     # Ask 0.38 clients to zstd-compress forward_backward bodies (costs CPU on loopback).
     proto_compress_fwdbwd: bool = False
+    # A sample request with no seed gets one derived from its seq_id and prompt instead of a
+    # random one, so a rerun of the same client code samples the same tokens (the cookbook's
+    # RL loop never passes a seed; comparing two SDKs needs the same rollouts).
+    deterministic_sampling: bool = False

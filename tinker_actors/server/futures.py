@@ -63,6 +63,9 @@ class FutureRegistry:
         self._records: dict[str, FutureRecord] = {}
         self._listeners: list[Callable[[FutureRecord], None]] = []
         self._flush_scheduled = False
+        # request_type -> how a stored JSON result becomes an Outcome again (results that
+        # are not plain JSON, kept across a clean stop); other types are served as JSON.
+        self.rebuilders: dict[str, Callable[[str], Outcome]] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -141,11 +144,12 @@ class FutureRegistry:
                 category=row.category or "unknown",
             )
         elif row.status == "done" and row.result is not None:
+            rebuild = self.rebuilders.get(row.request_type)
             rec = FutureRecord(
                 row.request_id,
                 row.request_type,
                 state="done",
-                outcome=Outcome("json", row.result.encode()),
+                outcome=rebuild(row.result) if rebuild else Outcome("json", row.result.encode()),
             )
         else:
             return None  # a tensor result from before a restart is gone: 410, resubmit

@@ -143,6 +143,13 @@ class LocalServer:
             raise RuntimeError("LocalServer is not started")
         return self._app[STATS_KEY].snapshot()
 
+    def model_counters(self) -> dict[str, dict[str, int]]:
+        """Per loaded model, the engine's ``optimizer_steps`` (applied with gradients) and
+        ``pending_gradients``: the server's ground truth of what training did."""
+        if self.service is None:
+            raise RuntimeError("LocalServer is not started")
+        return self.service.training.counters()
+
     # async lifecycle ---------------------------------------------------------------------
     async def start(self) -> Self:
         if self._runner is not None:

@@ -23,7 +23,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from tinker_actors.server.engine.base import EngineUserError, SampleJob
+from tinker_actors.server.engine.base import EngineUserError, RequestRefused, SampleJob
 from tinker_actors.server.futures import FutureRecord, FutureRegistry, Outcome
 from tinker_actors.telemetry import get_logger
 
@@ -144,6 +144,10 @@ class ModelLane:
         self._tail.append(_Job(rec, work, finish))
         self._wake.set()
 
+    def queued(self) -> list[FutureRecord]:
+        """The records received but not started (what a close fails)."""
+        return [job.rec for job in (*self._held.values(), *self._tail)]
+
     def waiting_for_gap(self) -> bool:
         return bool(self._held) and self.next_seq not in self._held and self.running is None
 
@@ -161,6 +165,9 @@ class ModelLane:
             raise
         except EngineUserError as exc:
             self._registry.fail(job.rec, str(exc), "user")
+            return False
+        except RequestRefused as exc:
+            self._registry.fail(job.rec, str(exc), "server")
             return False
         except Exception as exc:
             log.exception("engine_error", model_id=self.model_id, request_id=job.rec.request_id)

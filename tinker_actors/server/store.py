@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS models (
     state TEXT NOT NULL DEFAULT 'live',
     last_seq INTEGER NOT NULL DEFAULT 0,
     live_state_dir TEXT,
-    corrupted INTEGER NOT NULL DEFAULT 0
+    corrupted INTEGER NOT NULL DEFAULT 0,
+    lost_seqs TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS models_session ON models(session_id);
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -89,6 +90,11 @@ CREATE TABLE IF NOT EXISTS futures (
 CREATE INDEX IF NOT EXISTS futures_model_seq ON futures(model_id, seq_id);
 """
 
+MIGRATIONS = (
+    ("futures", "digest", "TEXT"),
+    ("models", "lost_seqs", "TEXT NOT NULL DEFAULT '[]'"),
+)
+
 
 @dataclass(slots=True)
 class SessionRow:
@@ -119,6 +125,8 @@ class ModelRow:
     last_seq: int
     live_state_dir: str | None
     corrupted: bool
+    # forward_backward seq ids a clean stop failed before they ran (see Training.lost)
+    lost_seqs: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -176,9 +184,11 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(futures)")}
-        if columns and "digest" not in columns:  # data dirs written before the column
-            self._db.execute("ALTER TABLE futures ADD COLUMN digest TEXT")
+        # data dirs written before a column existed
+        for table, column, decl in MIGRATIONS:
+            columns = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if columns and column not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
@@ -308,7 +318,7 @@ class Store:
     # models ------------------------------------------------------------------------------
     def add_model(self, row: ModelRow) -> None:
         self._exec(
-            "INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 row.model_id,
                 row.session_id,
@@ -322,6 +332,7 @@ class Store:
                 row.last_seq,
                 row.live_state_dir,
                 int(row.corrupted),
+                _j(row.lost_seqs),
             ),
         )
 
@@ -340,6 +351,7 @@ class Store:
             r[9],
             r[10],
             bool(r[11]),
+            json.loads(r[12]),
         )
 
     def get_model(self, model_id: str) -> ModelRow | None:

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from tinker_actors import types
+from tinker_actors.server import wire
 from tinker_actors.server.checkpoints import Checkpoints
 from tinker_actors.server.context import (
     Context,
@@ -27,7 +28,12 @@ from tinker_actors.server.context import (
     session_of,
     write_atomically,
 )
-from tinker_actors.server.engine.base import AdamSpec, EngineUserError, LoraSpec
+from tinker_actors.server.engine.base import (
+    AdamSpec,
+    EngineUserError,
+    LoraSpec,
+    RequestRefused,
+)
 from tinker_actors.server.errors import bad_request, conflict, gone, not_found
 from tinker_actors.server.futures import FutureRecord, Outcome
 from tinker_actors.server.sampling import Sampling
@@ -86,6 +92,13 @@ class Training:
         self.checkpoints = checkpoints
         self.sampling = sampling
         self.lanes: dict[str, ModelLane] = {}
+        # Per live model: the forward_backward futures whose gradients wait for optim_step
+        # (their results are kept across a clean stop), and the seq ids of forward_backward
+        # calls a server stop failed before they ran (the next optim_step refuses to apply
+        # a partial accumulation).
+        self.accumulated: dict[str, list[FutureRecord]] = {}
+        self.lost: dict[str, set[int]] = {}
+        self.registry.rebuilders["ForwardBackward"] = wire.fwdbwd_outcome_from_json
 
     # lanes --------------------------------------------------------------------------------
     def _new_lane(self, model_id: str, next_seq: int, prelude: Any = None) -> ModelLane:
@@ -131,9 +144,14 @@ class Training:
         state_dir = Path(row.live_state_dir)
 
         def reload() -> Any:
-            return self.ctx.engine.load_state(
+            details = self.ctx.engine.load_state(
                 model_id, state_dir, with_optimizer=True, base_model=row.base_model
             )
+            self.ctx.engine.load_gradients(model_id, state_dir)
+            return details
+
+        if row.lost_seqs:
+            self.lost[model_id] = set(row.lost_seqs)
 
         lane = self._new_lane(
             model_id,
@@ -242,14 +260,20 @@ class Training:
         """At a clean stop, saves each live model so it resumes exactly after a restart."""
         directory = self.ctx.data_dir / "live" / safe(model_id)
         final = None
+        engine = self.ctx.engine
+        lost = self.lost.pop(model_id, set())
+        lost.update(
+            rec.seq_id
+            for rec in lane.queued()
+            if rec.request_type == "ForwardBackward" and rec.seq_id is not None
+        )
         if self.ctx.config.save_live_state_on_stop and not lane.broken:
 
             def final() -> int:
-                return write_atomically(
-                    directory,
-                    lambda tmp: self.ctx.engine.save_state(model_id, tmp),
-                    overwrite=True,
-                )
+                def write(tmp: Path) -> int:
+                    return engine.save_state(model_id, tmp) + engine.save_gradients(model_id, tmp)
+
+                return write_atomically(directory, write, overwrite=True)
 
         try:
             await lane.close("the local server stopped before this request ran", final)
@@ -257,8 +281,18 @@ class Training:
             log.warning("live_save_failed", model_id=model_id, error=str(exc))
             return
         if final is not None:
+            # The results of the accumulated forward_backward calls stay retrievable: their
+            # gradients are in the saved state, so the client must not see them as lost.
+            for rec in self.accumulated.pop(model_id, []):
+                if rec.state == "done" and rec.outcome is not None:
+                    self.store.finish_future(
+                        rec.request_id, result_json=wire.fwdbwd_outcome_json(rec.outcome)
+                    )
             self.store.update_model(
-                model_id, live_state_dir=str(directory), last_seq=lane.next_seq - 1
+                model_id,
+                live_state_dir=str(directory),
+                last_seq=lane.next_seq - 1,
+                lost_seqs=sorted(lost),
             )
 
     # models -------------------------------------------------------------------------------
@@ -355,18 +389,31 @@ class Training:
     def forward_backward(self, req: FwdBwd, digest: str) -> dict[str, Any]:
         """``req.data`` is a thunk so datum conversion errors fail this seq's future in order."""
 
+        model_id = req.model_id
+
         def work() -> Any:
-            return self.ctx.engine.forward_backward(
-                req.model_id, req.data(), req.loss_fn, req.loss_fn_config, req.forward_only
+            result = self.ctx.engine.forward_backward(
+                model_id, req.data(), req.loss_fn, req.loss_fn_config, req.forward_only
             )
+            if not req.forward_only and (lost := self.lost.get(model_id)):
+                lost.discard(req.seq_id)  # the resubmitted seq id fills the hole
+            return result
+
+        mine: list[FutureRecord] = []  # this request's record, known once submitted
 
         def finish(result: Any) -> Outcome:
             if "loss:sum" not in result.metrics:
                 result.metrics["loss:sum"] = 0.0
+            if not req.forward_only:
+                self.accumulated.setdefault(model_id, []).extend(mine)
             return Outcome("fwdbwd", result)
 
         kind = "Forward" if req.forward_only else "ForwardBackward"
-        return self._sequenced(req.model_id, req.seq_id, digest, kind, work, finish)
+        out = self._sequenced(model_id, req.seq_id, digest, kind, work, finish)
+        rec = self.registry.get(out["request_id"])
+        if rec is not None:
+            mine.append(rec)
+        return out
 
     def optim_step(self, req: types.OptimStepRequest, digest: str) -> dict[str, Any]:
         seq_id = required(req.seq_id, "seq_id")
@@ -381,9 +428,21 @@ class Training:
             spec = AdamSpec(**msgspec.structs.asdict(adam))
             if spec.learning_rate < 0:
                 raise EngineUserError("learning_rate must be >= 0")
+            lost = self.lost.pop(req.model_id, None)
+            if lost:
+                self.ctx.engine.discard_gradients(req.model_id)
+                self.accumulated.pop(req.model_id, None)
+                raise RequestRefused(
+                    f"optim_step not applied: forward_backward seq_id(s) {sorted(lost)} of "
+                    f"model {req.model_id} were lost when the local server stopped before "
+                    "they ran, so this step's gradients are incomplete; the partial "
+                    "gradients were discarded: redo the step's forward_backward calls, "
+                    "then optim_step"
+                )
             return self.ctx.engine.optim_step(req.model_id, spec)
 
         def finish(metrics: dict[str, float]) -> Outcome:
+            self.accumulated.pop(req.model_id, None)
             return json_outcome({"metrics": {k: float(v) for k, v in metrics.items()}})
 
         return self._sequenced(req.model_id, seq_id, digest, "OptimStep", work, finish)
@@ -528,6 +587,17 @@ class Training:
             ),
             lambda mid: {"path": path, "model_id": mid, "type": "load_weights"},
         )
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Each loaded model's engine counters (optimizer steps applied, pending gradients):
+        the server's own ground truth for tests and benchmarks."""
+        out = {}
+        for model_id in list(self.lanes):
+            try:
+                out[model_id] = dict(self.ctx.engine.counters(model_id))
+            except Exception:  # not created yet, or unloaded meanwhile
+                continue
+        return out
 
     def queue_reason(self, rec: FutureRecord) -> str | None:
         if rec.model_id is None or (lane := self.lanes.get(rec.model_id)) is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,9 +143,36 @@ def fwdbwd_output(result: ForwardBackwardResult) -> types.ForwardBackwardOutput:
     )
 
 
+def fwdbwd_outcome_json(outcome: Outcome) -> str:
+    """A forward_backward result as stored JSON (kept across a clean stop)."""
+    return codec.json_encode(fwdbwd_output(outcome.value)).decode()
+
+
+def fwdbwd_outcome_from_json(text: str) -> Outcome:
+    """The stored JSON back as a result that renders as protobuf or JSON per Accept."""
+    out = codec.json_decode(text.encode(), types.ForwardBackwardOutput)
+    outputs = [{k: np.asarray(v.to_numpy()) for k, v in o.items()} for o in out.loss_fn_outputs]
+    result = ForwardBackwardResult(outputs, dict(out.metrics), out.loss_fn_output_type)
+    return Outcome("fwdbwd", result)
+
+
 # -- sampling ---------------------------------------------------------------------------------
-def sample_job(req: types.SampleRequest) -> tuple[SampleJob, Callable[[Any], Outcome]]:
-    """Validates a SampleRequest into a SampleJob and the result shaper for its outcome."""
+def request_seed(req: types.SampleRequest, prompt: np.ndarray) -> int:
+    """A sampling seed that depends only on the request (seq_id, prompt, num_samples)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{req.seq_id}|{req.num_samples}|".encode())
+    h.update(prompt.astype("<i8").tobytes())
+    return int.from_bytes(h.digest(), "little") >> 2
+
+
+def sample_job(
+    req: types.SampleRequest, *, deterministic: bool = False
+) -> tuple[SampleJob, Callable[[Any], Outcome]]:
+    """Validates a SampleRequest into a SampleJob and the result shaper for its outcome.
+
+    ``deterministic``: a request with no seed gets :func:`request_seed` (see
+    ``ServerConfig.deterministic_sampling``) instead of a random one.
+    """
     try:
         prompt = req.prompt.to_numpy(np.int64)
     except ValueError as exc:
@@ -195,7 +223,7 @@ def sample_job(req: types.SampleRequest) -> tuple[SampleJob, Callable[[Any], Out
         temperature=float(sp.temperature),
         top_k=int(sp.top_k),
         top_p=float(sp.top_p),
-        seed=sp.seed,
+        seed=request_seed(req, prompt) if sp.seed is None and deterministic else sp.seed,
         stop_strings=strings,
         stop_tokens=tokens,
         # stop=None keeps EOS; an explicit token list (even []) is the whole stop set;

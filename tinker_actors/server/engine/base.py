@@ -26,6 +26,11 @@ class EngineUserError(ValueError):
     """
 
 
+class RequestRefused(Exception):
+    """A request the server will not run for a reason of its own (not the user's input, not
+    a crash): its future fails with category ``server`` and this message, no traceback."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     """A base model the engine can train and sample (listed by get_server_capabilities)."""
@@ -189,10 +194,27 @@ class Engine(Protocol):
         """PEFT adapter layout: adapter_config.json + adapter_model.safetensors."""
         ...
 
+    # accumulated gradients (the live state a clean stop keeps) ---------------------------
+    def save_gradients(self, model_id: str, directory: Path) -> int:
+        """Writes the gradients accumulated since the last optim_step (none: writes nothing,
+        returns 0), so a restart resumes between forward_backward and optim_step."""
+        ...
+
+    def load_gradients(self, model_id: str, directory: Path) -> None:
+        """Restores what ``save_gradients`` wrote (a directory without gradients: no-op)."""
+        ...
+
+    def discard_gradients(self, model_id: str) -> None:
+        """Drops the accumulated gradients (their step cannot be applied whole)."""
+        ...
+
+    def counters(self, model_id: str) -> dict[str, int]:
+        """``optimizer_steps`` applied (with gradients) and ``pending_gradients`` (the
+        forward_backward calls accumulated since the last step; 0 or more for torch)."""
+        ...
+
     # sampling ----------------------------------------------------------------------------
-    def create_sampler(
-        self, sampler_id: str, base_model: str, weights_dir: Path | None
-    ) -> None:
+    def create_sampler(self, sampler_id: str, base_model: str, weights_dir: Path | None) -> None:
         """An immutable snapshot: base model plus, optionally, sampler weights from disk."""
         ...
 

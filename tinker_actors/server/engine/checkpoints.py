@@ -27,6 +27,7 @@ ADAPTER_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "training_state.json"
+GRADIENTS_FILE = "gradients.safetensors"  # live state only: never in a user checkpoint
 
 
 def _tensors(adapter: Adapter) -> dict[str, torch.Tensor]:
@@ -115,6 +116,40 @@ def load_optimizer_into(optimizer: torch.optim.Optimizer, adapter: Adapter, dire
                 "exp_avg": saved[f"{name}.exp_avg"].to(p.device),
                 "exp_avg_sq": saved[f"{name}.exp_avg_sq"].to(p.device),
             }
+
+
+def save_gradients(directory: Path, adapter: Adapter, pending: int) -> int:
+    """The adapter's accumulated ``.grad`` tensors (PEFT key names) and how many
+    forward_backward calls they sum; nothing is written when there are none."""
+    grads = {
+        k: t.grad.detach().cpu().contiguous()
+        for k, t in adapter.named_tensors().items()
+        if t.grad is not None
+    }
+    if not grads:
+        return 0
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(grads, str(directory / GRADIENTS_FILE), metadata={"pending": str(pending)})
+    return _size(directory, [GRADIENTS_FILE])
+
+
+def load_gradients_into(adapter: Adapter, directory: Path) -> int:
+    """Sets the adapter's ``.grad`` from ``save_gradients``; returns the pending count."""
+    path = directory / GRADIENTS_FILE
+    if not path.is_file():
+        return 0
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        pending = int((f.metadata() or {}).get("pending", "1"))
+    saved = load_file(str(path))
+    mine = adapter.named_tensors()
+    for k, g in saved.items():
+        t = mine.get(k)
+        if t is None or t.shape != g.shape:
+            raise EngineUserError(f"saved gradient {k} does not match this model's LoRA")
+        t.grad = g.to(t.device)
+    return pending
 
 
 def save_peft_adapter(directory: Path, adapter: Adapter, base_model: str) -> int:

@@ -53,6 +53,8 @@ class NullEngine:
         self._lock = threading.Lock()
         self._models: dict[str, ModelDetails] = {}
         self._samplers: dict[str, str] = {}
+        # per model: [optimizer steps applied, forward_backward calls pending]
+        self._counts: dict[str, list[int]] = {}
         self._cache_dir = cache_dir
         self._tokenizer: str | None = None
 
@@ -81,6 +83,7 @@ class NullEngine:
         details = ModelDetails(model_id, base_model, lora, self.tokenizer_dir(base_model))
         with self._lock:
             self._models[model_id] = details
+            self._counts[model_id] = [0, 0]
         return details
 
     def _details(self, model_id: str) -> ModelDetails:
@@ -93,6 +96,12 @@ class NullEngine:
     def unload_model(self, model_id: str) -> None:
         with self._lock:
             self._models.pop(model_id, None)
+            self._counts.pop(model_id, None)
+
+    def _count(self, model_id: str) -> list[int]:
+        self._details(model_id)
+        with self._lock:
+            return self._counts.setdefault(model_id, [0, 0])
 
     def forward_backward(
         self,
@@ -114,10 +123,16 @@ class NullEngine:
                     raise EngineUserError(f"datum {i}: loss {loss_fn!r} needs input {key!r}")
             target = datum.inputs["target_tokens"]
             outputs.append({"logprobs": np.zeros(target.shape, dtype=np.float32)})
+        if not forward_only:
+            self._count(model_id)[1] += 1
         return ForwardBackwardResult(outputs=outputs, metrics={"loss:sum": 0.0})
 
     def optim_step(self, model_id: str, adam: AdamSpec) -> dict[str, float]:
-        self._details(model_id)
+        # Like the torch engine: a step without accumulated gradients changes nothing.
+        count = self._count(model_id)
+        if count[1]:
+            count[0] += 1
+        count[1] = 0
         return {"grad_norm:mean": 0.0, "learning_rate:mean": float(adam.learning_rate)}
 
     def _write(self, directory: Path, payload: dict[str, object]) -> int:
@@ -137,6 +152,7 @@ class NullEngine:
                 "train_attn": d.lora.train_attn,
                 "train_mlp": d.lora.train_mlp,
                 "train_unembed": d.lora.train_unembed,
+                "optimizer_steps": self._count(model_id)[0],
             },
         )
 
@@ -155,7 +171,10 @@ class NullEngine:
             train_mlp=bool(meta.get("train_mlp", True)),
             train_unembed=bool(meta.get("train_unembed", True)),
         )
-        return self.create_model(model_id, base_model or str(meta.get("base_model")), lora)
+        details = self.create_model(model_id, base_model or str(meta.get("base_model")), lora)
+        if with_optimizer:
+            self._count(model_id)[0] = int(meta.get("optimizer_steps", 0))
+        return details
 
     def save_sampler_weights(self, model_id: str, directory: Path) -> int:
         d = self._details(model_id)
@@ -175,6 +194,27 @@ class NullEngine:
         blob = len(header).to_bytes(8, "little") + header
         (directory / "adapter_model.safetensors").write_bytes(blob)
         return len(config) + len(blob)
+
+    def save_gradients(self, model_id: str, directory: Path) -> int:
+        pending = self._count(model_id)[1]
+        if not pending:
+            return 0
+        directory.mkdir(parents=True, exist_ok=True)
+        data = json.dumps({"pending": pending}).encode()
+        (directory / "null_engine_gradients.json").write_bytes(data)
+        return len(data)
+
+    def load_gradients(self, model_id: str, directory: Path) -> None:
+        path = directory / "null_engine_gradients.json"
+        pending = int(json.loads(path.read_text())["pending"]) if path.is_file() else 0
+        self._count(model_id)[1] = pending
+
+    def discard_gradients(self, model_id: str) -> None:
+        self._count(model_id)[1] = 0
+
+    def counters(self, model_id: str) -> dict[str, int]:
+        steps, pending = self._count(model_id)
+        return {"optimizer_steps": steps, "pending_gradients": pending}
 
     def create_sampler(self, sampler_id: str, base_model: str, weights_dir: Path | None) -> None:
         with self._lock:

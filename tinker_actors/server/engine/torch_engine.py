@@ -47,10 +47,12 @@ from .base import (
 )
 from .checkpoints import (
     load_adapter_into,
+    load_gradients_into,
     load_optimizer_into,
     load_peft_adapter,
     lora_spec_from_meta,
     read_state_meta,
+    save_gradients,
     save_peft_adapter,
     save_training_state,
 )
@@ -69,6 +71,7 @@ class _TrainModel:
     adapter: Adapter
     optimizer: torch.optim.AdamW
     steps: int = 0
+    pending: int = 0  # forward_backward calls accumulated since the last optim_step
 
 
 # Default bound on the merged sampler weights kept at once.
@@ -214,6 +217,7 @@ class TorchEngine:
             loss = compute_loss(loss_fn, cfg, lp, batch)
             if not forward_only:
                 loss.backward()
+                m.pending += 1
         lp_np = lp.detach().cpu().numpy().astype(np.float32, copy=False)
         outputs = [{"logprobs": lp_np[i, :n].copy()} for i, n in enumerate(batch.lengths)]
         return ForwardBackwardResult(outputs=outputs, metrics={"loss:sum": float(loss.detach())})
@@ -236,6 +240,7 @@ class TorchEngine:
             m.optimizer.step()
             m.optimizer.zero_grad(set_to_none=True)
             m.steps += 1
+        m.pending = 0
         return {"grad_norm:mean": grad_norm, "learning_rate:mean": float(adam.learning_rate)}
 
     # checkpoints ---------------------------------------------------------------------------
@@ -265,6 +270,24 @@ class TorchEngine:
     def save_sampler_weights(self, model_id: str, directory: Path) -> int:
         m = self._model(model_id)
         return save_peft_adapter(Path(directory), m.adapter, m.base.name)
+
+    # accumulated gradients -----------------------------------------------------------------
+    def save_gradients(self, model_id: str, directory: Path) -> int:
+        m = self._model(model_id)
+        return save_gradients(Path(directory), m.adapter, m.pending)
+
+    def load_gradients(self, model_id: str, directory: Path) -> None:
+        m = self._model(model_id)
+        m.pending = load_gradients_into(m.adapter, Path(directory))
+
+    def discard_gradients(self, model_id: str) -> None:
+        m = self._model(model_id)
+        m.optimizer.zero_grad(set_to_none=True)
+        m.pending = 0
+
+    def counters(self, model_id: str) -> dict[str, int]:
+        m = self._model(model_id)
+        return {"optimizer_steps": m.steps, "pending_gradients": m.pending}
 
     # sampling ------------------------------------------------------------------------------
     def create_sampler(self, sampler_id: str, base_model: str, weights_dir: Path | None) -> None:
