@@ -100,18 +100,12 @@ def _to_python(value: Any, mode: str, exclude_none: bool) -> Any:
     return value
 
 
-class _KwOnlyMeta(type(msgspec.Struct)):  # type: ignore[misc]
-    """Makes ``kw_only=True`` the default for every subclass (msgspec does not inherit it)."""
+class WireStruct(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
+    """Base of every wire type: None fields omitted.
 
-    def __new__(mcls, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kw: Any) -> Any:
-        kw.setdefault("kw_only", True)
-        return super().__new__(mcls, name, bases, ns, **kw)
-
-
-class WireStruct(
-    msgspec.Struct, metaclass=_KwOnlyMeta, kw_only=True, omit_defaults=True, frozen=True
-):
-    """Base of every wire type: keyword construction, None fields omitted."""
+    ``kw_only`` is per class in msgspec (not inherited): subclasses whose field order
+    needs it say so. No metaclass, so type checkers see msgspec's dataclass_transform.
+    """
 
     # -- pydantic compatibility shims -------------------------------------------------
     def model_dump(

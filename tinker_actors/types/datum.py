@@ -27,7 +27,7 @@ KEY_TO_DTYPE: dict[str, str] = {
 _SPARSE_ELIGIBLE_KEYS = frozenset({"target_tokens", "weights"})
 
 
-class _SpanBase(WireStruct):
+class _SpanBase(WireStruct, kw_only=True):
     sequence_id: str
     offset: int = 0
     length: int

@@ -46,7 +46,7 @@ class TryAgainResponse(WireStruct, tag_field="type", tag="try_again"):
     queue_state_reason: str | None = None
 
 
-class FutureMetadataOnlyResponse(WireStruct):
+class FutureMetadataOnlyResponse(WireStruct, kw_only=True):
     """The result is ready; re-poll with allow_metadata_only=false to get it."""
 
     status: Literal["complete_metadata"] = always("complete_metadata")

@@ -60,7 +60,7 @@ class ExternalWeightsUrlsResponse(WireStruct):
     expires: datetime
 
 
-class TrainingRun(WireStruct):
+class TrainingRun(WireStruct, kw_only=True):
     training_run_id: str
     base_model: str
     model_owner: str
@@ -206,7 +206,7 @@ class SessionActive(WireStruct, tag_field="type", tag="active"):
 SessionStatus = SessionFailed | SessionCancelled | ClientSessionFinished | SessionActive
 
 
-class SessionSummary(WireStruct):
+class SessionSummary(WireStruct, kw_only=True):
     session_id: str
     created_at: datetime
     owner: str
@@ -246,7 +246,7 @@ class CheckpointBillingEvent(WireStruct, tag_field="type", tag="checkpoint"):
     count: int
 
 
-class StorageBillingEvent(WireStruct, tag_field="type", tag="storage"):
+class StorageBillingEvent(WireStruct, tag_field="type", tag="storage", kw_only=True):
     free: bool = always(False)
     gigabyte_hours: float
 
@@ -260,7 +260,7 @@ BillingEventInfo = (
 )
 
 
-class BillingUsageEvent(WireStruct):
+class BillingUsageEvent(WireStruct, kw_only=True):
     bucket_start: datetime
     bucket_end: datetime
     base_model: str | None = None
@@ -288,7 +288,7 @@ class GetCurrentCheckpointStorageUsageRequest(WireStruct):
     project_id: str | None = None
 
 
-class CurrentCheckpointStorageUsageItem(WireStruct):
+class CurrentCheckpointStorageUsageItem(WireStruct, kw_only=True):
     project_id: str | None = None
     org_user_urn: str | None = None
     user_email: str | None = None
@@ -299,7 +299,7 @@ class CurrentCheckpointStorageUsageItem(WireStruct):
     estimated_monthly_cost_usd: float | None = None
 
 
-class CurrentCheckpointStorageUsageResponse(WireStruct):
+class CurrentCheckpointStorageUsageResponse(WireStruct, kw_only=True):
     effective_rate_usd_per_gigabyte_month: float | None = None
     data: list[CurrentCheckpointStorageUsageItem]
 

@@ -60,7 +60,7 @@ class SamplingParams(WireStruct):
                 )
 
 
-class SampleRequest(WireStruct, tag_field="type", tag="sample"):
+class SampleRequest(WireStruct, tag_field="type", tag="sample", kw_only=True):
     num_samples: int = always(1)
     prompt: ModelInput
     sampling_params: SamplingParams

@@ -293,7 +293,7 @@ class SaveWeightsExternalResponse(WireStruct):
     type: Literal["save_weights_external"] | None = None
 
 
-class LoadWeightsRequest(WireStruct, tag_field="type", tag="load_weights"):
+class LoadWeightsRequest(WireStruct, tag_field="type", tag="load_weights", kw_only=True):
     """Create-via-load (session_id + model_seq_id) or legacy (model_id + seq_id)."""
 
     model_id: ModelID | None = None
@@ -318,7 +318,7 @@ class WeightsInfoRequest(WireStruct):
     tinker_path: str
 
 
-class WeightsInfoResponse(WireStruct):
+class WeightsInfoResponse(WireStruct, kw_only=True):
     base_model: str
     optimizer_config: OptimizerConfig = msgspec.field(default_factory=AdamOptimizerConfig)
     is_lora: bool
@@ -328,7 +328,7 @@ class WeightsInfoResponse(WireStruct):
     train_attn: bool | None = None
 
 
-class CopyWeightsRequest(WireStruct):
+class CopyWeightsRequest(WireStruct, kw_only=True):
     session_id: str | None = None
     model_seq_id: int | None = None
     destination_project_id: str | None = None
@@ -361,7 +361,7 @@ class CustomLossNode(WireStruct):
     kwargs: dict[str, Any] = always({})
 
 
-class CustomLossGraph(WireStruct):
+class CustomLossGraph(WireStruct, kw_only=True):
     format: Literal[1] = always(1)
     nodes: list[CustomLossNode]
 
