@@ -1,16 +1,16 @@
-"""``tinker-actors version``."""
+"""``tinker-actors version``: the package version (no other import)."""
 
 from __future__ import annotations
 
-import argparse
-from importlib.metadata import version
+import click
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+@click.command()
+def cli() -> None:
+    """Show version information."""
+    from importlib.metadata import PackageNotFoundError, version
 
-
-def run(args: argparse.Namespace) -> int:
-    del args
-    print(f"tinker-actors {version('tinker-actors')}")
-    return 0
+    try:
+        click.echo(f"tinker-actors {version('tinker-actors')}")
+    except PackageNotFoundError:
+        click.echo("tinker-actors (version unavailable)")
