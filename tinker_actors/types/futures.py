@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Literal
 
 from ._base import WireStruct, always, force_set
+from ._bounds import Count64
 
 RequestID = str
 
@@ -69,12 +70,12 @@ class CancelFutureRequest(WireStruct):
 
 class SamplingSessionFuturesTarget(WireStruct, tag_field="type", tag="sampling_session"):
     sampling_session_id: str
-    cloned_sampler_id: int = always(0)
+    cloned_sampler_id: Count64 = always(0)
 
 
 class FuturesRetrieveRequest(WireStruct):
     target: SamplingSessionFuturesTarget
-    prev_cursor: int = always(0)
+    prev_cursor: Count64 = always(0)
     timeout: float | None = None
     retrieved_request_ids: list[str] = always([])
 

@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from . import _validate
 from ._base import WireStruct, force_set
+from ._bounds import Count32, TokenId
 
 ImageFormat = Literal["png", "jpeg"]
 
@@ -54,7 +55,7 @@ def tensor_container_shape(data: bytes) -> tuple[int, ...]:
 class EncodedTextChunk(WireStruct, tag_field="type", tag="encoded_text"):
     """A run of token ids."""
 
-    tokens: list[int]
+    tokens: list[TokenId]
 
     def __post_init__(self) -> None:
         # Checked here, in the caller's thread: a bad token found by the encoder inside the
@@ -108,7 +109,7 @@ class ImageChunk(WireStruct, tag_field="type", tag="image"):
 
     data: bytes
     format: ImageFormat
-    expected_tokens: int | None = None
+    expected_tokens: Count32 | None = None
 
     @property
     def type(self) -> str:
@@ -126,7 +127,7 @@ class ImageAssetPointerChunk(WireStruct, tag_field="type", tag="image_asset_poin
 
     format: ImageFormat
     location: str
-    expected_tokens: int | None = None
+    expected_tokens: Count32 | None = None
 
     @property
     def type(self) -> str:

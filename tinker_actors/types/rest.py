@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ._base import NullableStruct, WireStruct, always
+from ._bounds import SearchLimit, TtlSeconds
 from .session import ClientSessionFinishReason
 
 CheckpointType = Literal["training", "sampler", "external"]
@@ -81,7 +82,7 @@ class TrainingRunsResponse(WireStruct):
 class SetCheckpointTtlRequest(NullableStruct):
     """``PUT .../ttl``: ``null`` removes the expiry."""
 
-    ttl_seconds: int | None = None
+    ttl_seconds: TtlSeconds | None = None
 
 
 class GetSessionResponse(WireStruct):
@@ -158,7 +159,7 @@ class SessionSearchRequest(WireStruct):
     display_name: str | None = None
     owner: SearchOwner = always(OwnSearchOwner())
     statuses: list[SessionStatusQuery] | None = None
-    limit: int = always(50)
+    limit: SearchLimit = always(50)
     cursor: SessionSearchCursor | None = None
 
     def __post_init__(self) -> None:

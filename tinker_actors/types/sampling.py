@@ -9,6 +9,16 @@ import numpy as np
 from ..errors import InvalidInputError
 from . import _validate as _v
 from ._base import WireStruct, always, force_set
+from ._bounds import (
+    MaxTokens,
+    NumSamples,
+    PositiveCount32,
+    Seed,
+    SeqId,
+    TokenId,
+    TopK,
+    TopKLogprobs,
+)
 from .model_input import ModelInput
 from .tensor import TensorData
 
@@ -23,11 +33,11 @@ class SamplingParams(WireStruct):
     ``stop=None`` keeps implicit EOS stopping; ``[]`` disables every stop token.
     """
 
-    max_tokens: int | None = None
-    seed: int | None = None
-    stop: str | list[str | int] | None = None
+    max_tokens: MaxTokens | None = None
+    seed: Seed | None = None
+    stop: str | list[str | TokenId] | None = None
     temperature: float = always(1.0)
-    top_k: int = always(-1)
+    top_k: TopK = always(-1)
     top_p: float = always(1.0)
 
     def __post_init__(self) -> None:
@@ -61,19 +71,19 @@ class SamplingParams(WireStruct):
 
 
 class SampleRequest(WireStruct, tag_field="type", tag="sample", kw_only=True):
-    num_samples: int = always(1)
+    num_samples: NumSamples = always(1)
     prompt: ModelInput
     sampling_params: SamplingParams
     base_model: str | None = None
     model_path: str | None = None
     sampling_session_id: str | None = None
-    seq_id: int | None = None
+    seq_id: SeqId | None = None
     prompt_logprobs: bool | None = None
-    topk_prompt_logprobs: int = always(0)
-    topk_sample_logprobs: int = always(0)
+    topk_prompt_logprobs: TopKLogprobs = always(0)
+    topk_sample_logprobs: TopKLogprobs = always(0)
     target_prompt_logprobs: TensorData | None = None
-    prompt_alt_tokens_k: int = always(0)
-    prompt_logprobs_last_n: int | None = None
+    prompt_alt_tokens_k: TopKLogprobs = always(0)
+    prompt_logprobs_last_n: PositiveCount32 | None = None
     record_stability_info: bool | None = None
 
 
@@ -124,7 +134,7 @@ class SampleResponse(WireStruct, tag_field="type", tag="sample"):
 
 class CreateSamplingSessionRequest(WireStruct, tag_field="type", tag="create_sampling_session"):
     session_id: str
-    sampling_session_seq_id: int
+    sampling_session_seq_id: SeqId
     base_model: str | None = None
     model_path: str | None = None
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import msgspec
 
 from ._base import NullableStruct, WireStruct, always
+from ._bounds import Count64
 
 
 class ClientConfigRequest(WireStruct):
@@ -125,7 +126,7 @@ EventType = Literal["SESSION_START", "SESSION_END", "UNHANDLED_EXCEPTION", "GENE
 
 class SessionStartEvent(WireStruct, tag_field="event", tag="SESSION_START"):
     event_id: str
-    event_session_index: int
+    event_session_index: Count64
     severity: Severity
     timestamp: datetime
 
@@ -133,7 +134,7 @@ class SessionStartEvent(WireStruct, tag_field="event", tag="SESSION_START"):
 class SessionEndEvent(WireStruct, tag_field="event", tag="SESSION_END"):
     duration: str
     event_id: str
-    event_session_index: int
+    event_session_index: Count64
     severity: Severity
     timestamp: datetime
 
@@ -142,7 +143,7 @@ class UnhandledExceptionEvent(WireStruct, tag_field="event", tag="UNHANDLED_EXCE
     error_message: str
     error_type: str
     event_id: str
-    event_session_index: int
+    event_session_index: Count64
     severity: Severity
     timestamp: datetime
     traceback: str | None = None
@@ -151,7 +152,7 @@ class UnhandledExceptionEvent(WireStruct, tag_field="event", tag="UNHANDLED_EXCE
 class GenericEvent(WireStruct, tag_field="event", tag="GENERIC_EVENT"):
     event_id: str
     event_name: str
-    event_session_index: int
+    event_session_index: Count64
     severity: Severity
     timestamp: datetime
     event_data: dict[str, Any] = always({})

@@ -8,6 +8,7 @@ import msgspec
 
 from . import _validate as _v
 from ._base import WireStruct, always, force_set
+from ._bounds import LoraRank, Seed, SeqId, TtlSeconds
 from .datum import Datum, LossFnOutput
 
 ModelID = str
@@ -86,8 +87,8 @@ OptimParams = AdamParams | DimuonParams
 class LoraConfig(WireStruct):
     """LoRA adapter settings (the SDK uses rank=32 and every train_* true)."""
 
-    rank: int
-    seed: int | None = None
+    rank: LoraRank
+    seed: Seed | None = None
     train_unembed: bool = always(True)
     train_mlp: bool = always(True)
     train_attn: bool = always(True)
@@ -106,7 +107,7 @@ class LoraConfig(WireStruct):
 # -- models -------------------------------------------------------------------------------
 class CreateModelRequest(WireStruct, tag_field="type", tag="create_model"):
     session_id: str
-    model_seq_id: int
+    model_seq_id: SeqId
     base_model: str
     user_metadata: dict[str, Any] | None = None
     lora_config: LoraConfig | None = None
@@ -158,7 +159,7 @@ class ForwardBackwardRequest(WireStruct):
 
     forward_backward_input: ForwardBackwardInput
     model_id: ModelID
-    seq_id: int | None = None
+    seq_id: SeqId | None = None
 
 
 class ForwardRequest(WireStruct):
@@ -166,14 +167,14 @@ class ForwardRequest(WireStruct):
 
     forward_input: ForwardBackwardInput
     model_id: ModelID
-    seq_id: int | None = None
+    seq_id: SeqId | None = None
 
 
 class ForwardBackwardProtoRequest(WireStruct):
     """A decoded protobuf fwd/bwd body, flattened; ``loss_fn_config`` has v2 merged in."""
 
     model_id: ModelID
-    seq_id: int
+    seq_id: SeqId
     data: list[Datum]
     loss_fn: str
     loss_fn_config: dict[str, float | str] | None = None
@@ -196,7 +197,7 @@ class OptimStepRequest(WireStruct, tag_field="type", tag="optim_step"):
     """
 
     model_id: ModelID
-    seq_id: int | None = None
+    seq_id: SeqId | None = None
     adam_params: AdamParams | None = None
     optimizer_params: DimuonParams | None = None
     # Input alias: an AdamParams or DimuonParams, or (decoded from JSON) either as an object,
@@ -232,8 +233,8 @@ class OptimStepResponse(WireStruct):
 class SaveWeightsRequest(WireStruct, tag_field="type", tag="save_weights"):
     model_id: ModelID
     path: str | None = None
-    seq_id: int | None = None
-    ttl_seconds: int | None = None
+    seq_id: SeqId | None = None
+    ttl_seconds: TtlSeconds | None = None
     overwrite: bool = always(False)
     user_metadata: dict[str, str] | None = None
 
@@ -251,10 +252,10 @@ class SaveWeightsResponse(WireStruct):
 class SaveWeightsForSamplerRequest(WireStruct, tag_field="type", tag="save_weights_for_sampler"):
     model_id: ModelID
     path: str | None = None
-    sampling_session_seq_id: int | None = None
+    sampling_session_seq_id: SeqId | None = None
     kind: SamplingClientKind = always("snapshot")
-    seq_id: int | None = None
-    ttl_seconds: int | None = None
+    seq_id: SeqId | None = None
+    ttl_seconds: TtlSeconds | None = None
     user_metadata: dict[str, str] | None = None
 
 
@@ -277,8 +278,8 @@ class SaveWeightsForSamplerResponse(WireStruct):
 class SaveWeightsExternalRequest(WireStruct, tag_field="type", tag="save_weights_external"):
     model_id: ModelID
     path: str
-    seq_id: int | None = None
-    ttl_seconds: int | None = None
+    seq_id: SeqId | None = None
+    ttl_seconds: TtlSeconds | None = None
     age_encryption_recipients: list[str] | None = None
 
 
@@ -297,9 +298,9 @@ class LoadWeightsRequest(WireStruct, tag_field="type", tag="load_weights", kw_on
     """Create-via-load (session_id + model_seq_id) or legacy (model_id + seq_id)."""
 
     model_id: ModelID | None = None
-    seq_id: int | None = None
+    seq_id: SeqId | None = None
     session_id: str | None = None
-    model_seq_id: int | None = None
+    model_seq_id: SeqId | None = None
     base_model: str | None = None
     user_metadata: dict[str, Any] | None = None
     path: str
@@ -330,10 +331,10 @@ class WeightsInfoResponse(WireStruct, kw_only=True):
 
 class CopyWeightsRequest(WireStruct, kw_only=True):
     session_id: str | None = None
-    model_seq_id: int | None = None
+    model_seq_id: SeqId | None = None
     destination_project_id: str | None = None
     source_path: str
-    ttl_seconds: int | None = None
+    ttl_seconds: TtlSeconds | None = None
     weights_access_token: str | None = None
 
 
@@ -368,7 +369,7 @@ class CustomLossGraph(WireStruct, kw_only=True):
 
 class CreateCustomLossRequest(WireStruct, tag_field="type", tag="create_custom_loss"):
     session_id: str
-    custom_loss_seq_id: int
+    custom_loss_seq_id: SeqId
     name: str
     inputs: list[CustomLossInput]
     graph: CustomLossGraph
