@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass as _dataclass
 from typing import Any as _Any
 from typing import TypedDict as _TypedDict
 
@@ -17,7 +16,9 @@ from .clients.rest import RestClient
 from .clients.service import ServiceClient
 from .clients.training import ClientFuture as _ClientFuture
 from .clients.training import TrainingClient
+from .compat import ExperimentalWarning, Timeout
 from .config import RecoveryPolicy, RestartPolicy, RetryConfig
+from .dropin import install, installed, uninstall
 from .errors import (
     APIConnectionError,
     APIError,
@@ -75,29 +76,6 @@ __version__ = "0.38.0"
 # 0.38 returns futures of clients that can also (deprecated) be used as the client.
 BackcompatTrainingClientFuture = _ClientFuture
 BackcompatSamplingClientFuture = _ClientFuture
-
-
-class ExperimentalWarning(UserWarning):
-    """An experimental API was used."""
-
-
-@_dataclass(frozen=True)
-class Timeout:
-    """Request timeouts in seconds, shaped like ``httpx.Timeout`` (the official ``Timeout``).
-
-    ``Timeout(60)`` sets every phase; a phase left None takes ``timeout``'s value.
-    """
-
-    timeout: float | None = 60.0
-    connect: float | None = None
-    read: float | None = None
-    write: float | None = None
-    pool: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("connect", "read", "write", "pool"):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, self.timeout)
 
 
 class RequestOptions(_TypedDict, total=False):
@@ -188,4 +166,13 @@ __all__ = [  # noqa: RUF022
     "RetryConfig",
     "SequenceBrokenError",
     "InvalidInputError",
+    "install",
+    "installed",
+    "uninstall",
 ]
+
+# The official module paths (tinker_actors.types.tensor_data, tinker_actors.lib.public_interfaces,
+# ...): one alias table, see _layout.
+from . import _layout  # noqa: E402
+
+_layout.register()

@@ -134,7 +134,7 @@ async def test_telemetry_flushes_at_once_on_an_exception_and_sends_session_end()
         try:
             raise ValueError("boom")
         except ValueError as exc:
-            actor.log_exception(exc)
+            actor.log_exception_sync(exc)
         seen = await m.wait_for(TEL, 1)  # the 10 s tick never came
         events = seen[0].json()["events"]
         assert [e["event"] for e in events] == ["SESSION_START", "UNHANDLED_EXCEPTION"]

@@ -38,6 +38,11 @@ LAYERS: dict[str, int] = {
     "demo": 6,
     "data": 6,
     "server": 6,
+    "compat": 5,  # official-SDK names with no other home (RetryHandler, Timeout, ...)
+    "dropin": 5,  # tinker_actors.install(): `import tinker` served from tinker_actors
+    "_layout": 5,  # the official module paths, one alias table
+    "launcher": 6,  # tinker-actors exec
+    "_bootstrap": 6,  # the sitecustomize the launcher puts on PYTHONPATH
 }
 
 # Deliberate upward edges, each a lazy import inside one function: with no TINKER_BASE_URL the

@@ -360,7 +360,7 @@ class Session:
 
     def log_exception(self, exc: BaseException) -> None:
         if self.telemetry is not None:
-            self.telemetry.log_exception(exc)
+            self.telemetry.log_exception_sync(exc)
 
     # ------------------------------------------------------------------ shutdown
     async def close(

@@ -3,18 +3,25 @@
 At most 100 events per POST, a flush every 10 s and at once after an exception, a queue of
 at most 10 000 events (more are dropped), and a failed send drops its batch. Off when
 ``TINKER_TELEMETRY`` is not one of 1/true/yes/on.
+
+:class:`Telemetry` is the official ``tinker.lib.telemetry.Telemetry`` surface (``log``,
+``log_exception``, ``capture_exceptions``, ``acapture_exceptions``...) that user code reaches
+through ``client.get_telemetry()``; the actor implements it. As in 0.38, an exception that is
+the user's fault (a 4xx other than 408, or a failed request of category ``user``, anywhere in
+its cause chain) is sent as a ``user_error`` generic event at WARNING, not as an unhandled one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import os
 import platform
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import types
@@ -26,7 +33,7 @@ from .actor import Actor
 if TYPE_CHECKING:
     from ..transport import Transport
 
-__all__ = ["TelemetryActor", "process_uuid"]
+__all__ = ["Telemetry", "TelemetryActor", "is_user_error", "process_uuid"]
 
 log = get_logger(__name__)
 
@@ -49,7 +56,129 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class TelemetryActor(Actor):
+def _user_error(exc: BaseException, seen: set[int] | None = None) -> BaseException | None:
+    """The exception in ``exc``'s cause/context chain that is the user's fault, if any."""
+    seen = set() if seen is None else seen
+    if id(exc) in seen:
+        return None
+    seen.add(id(exc))
+    if getattr(exc, "category", None) == types.RequestErrorCategory.User and hasattr(
+        exc, "request_id"
+    ):
+        return exc
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 500 and status != 408:
+        return exc
+    for nxt in (exc.__cause__, exc.__context__):
+        if nxt is not None and (found := _user_error(nxt, seen)) is not None:
+            return found
+    return None
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """True when ``exc`` (or its cause chain) is a 4xx other than 408 or a user-category failure."""
+    return _user_error(exc) is not None
+
+
+class Telemetry:
+    """The official telemetry object: generic events, exceptions, capture helpers.
+
+    Implemented by :class:`TelemetryActor`; every method is thread-safe and never blocks
+    on the network (a fatal exception triggers a flush but does not wait for it).
+    """
+
+    def _push(self, event: Any) -> bool:
+        raise NotImplementedError
+
+    def _common(self, severity: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def trigger_flush(self) -> None:
+        raise NotImplementedError
+
+    def _session_end_event(self) -> Any:
+        return None
+
+    def log(
+        self, event_name: str, event_data: dict[str, Any] | None = None, severity: str = "INFO"
+    ) -> bool:
+        """Queue a generic event; False when the queue is full."""
+        return self._push(
+            types.GenericEvent(
+                event_name=event_name, event_data=event_data or {}, **self._common(severity)
+            )
+        )
+
+    def _exception_event(self, exc: BaseException, severity: str) -> Any:
+        user = _user_error(exc)
+        if user is not None:
+            data: dict[str, Any] = {"error_type": type(exc).__name__}
+            if message := redact(str(exc)):
+                data["message"] = message
+            if isinstance(status := getattr(user, "status_code", None), int):
+                data["status_code"] = status
+            if body := getattr(user, "body", None):
+                data["body"] = body if isinstance(body, dict | list) else redact(str(body))
+            return types.GenericEvent(
+                event_name="user_error", event_data=data, **self._common("WARNING")
+            )
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return types.UnhandledExceptionEvent(
+            error_type=type(exc).__name__,
+            error_message=redact(str(exc)),
+            traceback=redact(tb) if exc.__traceback__ is not None else None,
+            **self._common(severity),
+        )
+
+    def log_exception_sync(self, exception: BaseException, severity: str = "ERROR") -> bool:
+        """Queue an exception (or ``user_error``) event and flush soon."""
+        logged = self._push(self._exception_event(exception, severity))
+        self.trigger_flush()
+        return logged
+
+    async def log_exception(self, exception: BaseException, severity: str = "ERROR") -> bool:
+        return self.log_exception_sync(exception, severity)
+
+    def log_fatal_exception_sync(self, exception: BaseException, severity: str = "ERROR") -> bool:
+        """Like :meth:`log_exception_sync`, and the session's SESSION_END goes with it."""
+        logged = self._push(self._exception_event(exception, severity))
+        end = self._session_end_event()
+        if end is not None:
+            logged = self._push(end) and logged
+        self.trigger_flush()
+        return logged
+
+    async def log_fatal_exception(self, exception: BaseException, severity: str = "ERROR") -> bool:
+        return self.log_fatal_exception_sync(exception, severity)
+
+    @contextlib.contextmanager
+    def capture_exceptions(self, fatal: bool = False, severity: str = "ERROR") -> Iterator[None]:
+        """Report an ``Exception`` raised in the block, then re-raise it."""
+        try:
+            yield
+        except Exception as exc:
+            if fatal:
+                self.log_fatal_exception_sync(exc, severity)
+            else:
+                self.log_exception_sync(exc, severity)
+            raise
+
+    @contextlib.asynccontextmanager
+    async def acapture_exceptions(
+        self, fatal: bool = False, severity: str = "ERROR"
+    ) -> AsyncIterator[None]:
+        """The ``async with`` form of :meth:`capture_exceptions`."""
+        try:
+            yield
+        except Exception as exc:
+            if fatal:
+                await self.log_fatal_exception(exc, severity)
+            else:
+                await self.log_exception(exc, severity)
+            raise
+
+
+class TelemetryActor(Actor, Telemetry):
     """Owns the event queue; ``log_*`` methods are thread-safe and never block."""
 
     uses_mailbox = False
@@ -73,6 +202,7 @@ class TelemetryActor(Actor):
         self._flush_now: asyncio.Event | None = None
         self._started_at = _now()
         self._session_events = emit_session_events
+        self._session_ended = False
         self.sent_batches = 0
         self.dropped = 0
 
@@ -81,11 +211,19 @@ class TelemetryActor(Actor):
         self._index += 1
         return self._index - 1
 
-    def _push(self, event: Any) -> None:
+    def _push(self, event: Any) -> bool:
         if len(self._queue) >= MAX_QUEUE:
             self.dropped += 1
-            return
+            return False
         self._queue.append(event)
+        return True
+
+    def _session_end_event(self) -> Any:
+        if not self._session_events or self._session_ended:
+            return None
+        self._session_ended = True
+        end = _now()
+        return types.SessionEndEvent(duration=str(end - self._started_at), **self._common("INFO"))
 
     def _common(self, severity: str) -> dict[str, Any]:
         return {
@@ -98,21 +236,7 @@ class TelemetryActor(Actor):
     def log_generic(
         self, name: str, data: dict[str, Any] | None = None, severity: str = "INFO"
     ) -> None:
-        self._push(
-            types.GenericEvent(event_name=name, event_data=data or {}, **self._common(severity))
-        )
-
-    def log_exception(self, exc: BaseException, severity: str = "ERROR") -> None:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        self._push(
-            types.UnhandledExceptionEvent(
-                error_type=type(exc).__name__,
-                error_message=redact(str(exc)),
-                traceback=redact(tb),
-                **self._common(severity),
-            )
-        )
-        self.trigger_flush()
+        self.log(name, data, severity)
 
     def trigger_flush(self) -> None:
         ev = self._flush_now
@@ -162,11 +286,8 @@ class TelemetryActor(Actor):
 
     async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Emits SESSION_END, flushes what is queued (bounded), then stops."""
-        if self._session_events and self.state.value == "running":
-            end = _now()
-            self._push(
-                types.SessionEndEvent(duration=str(end - self._started_at), **self._common("INFO"))
-            )
+        if self.state.value == "running" and (end := self._session_end_event()) is not None:
+            self._push(end)
         await super().stop(timeout)
         try:
             async with asyncio.timeout(timeout):

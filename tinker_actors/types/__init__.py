@@ -8,6 +8,7 @@ from __future__ import annotations
 from ._base import NullableStruct as NullableStruct
 from ._base import WireStruct as WireStruct
 from ._base import always as always
+from ._base import as_dataclass as _as_dataclass
 from ._base import dec_hook as dec_hook
 from ._base import enc_hook as enc_hook
 from ._base import schema_hook as schema_hook
@@ -36,6 +37,7 @@ from .datum import (
     SampledProvenanceSpan as SampledProvenanceSpan,
 )
 from .datum import to_tensor_data as to_tensor_data
+from .future_retrieve_response import FutureRetrieveResponse as FutureRetrieveResponse
 from .futures import (
     CancelFutureRequest as CancelFutureRequest,
 )
@@ -116,6 +118,8 @@ from .model_input import (
     ModelInputChunk as ModelInputChunk,
 )
 from .model_input import tensor_container_shape as tensor_container_shape
+from .optimizer import OptimizerConfigBase as OptimizerConfigBase
+from .optimizer import OptimParamsBase as OptimParamsBase
 from .rest import (
     AccessibleSearchOwner as AccessibleSearchOwner,
 )
@@ -415,6 +419,8 @@ from .tensor import (
 )
 from .tensor import numpy_dtype as numpy_dtype
 from .tensor import tensor_dtype_of as tensor_dtype_of
+from .topk_logprobs import TopkLogprobs as TopkLogprobs
+from .topk_logprobs import topk_to_lists as topk_to_lists
 from .training import (
     AdamOptimizerConfig as AdamOptimizerConfig,
 )
@@ -627,6 +633,7 @@ __all__ = [
     "FutureFinished",
     "FutureMetadataOnlyResponse",
     "FutureRetrieveRequest",
+    "FutureRetrieveResponse",
     "FuturesRetrieveRequest",
     "FuturesRetrieveResponse",
     "GenericEvent",
@@ -656,9 +663,11 @@ __all__ = [
     "ModelInputChunk",
     "NullableStruct",
     "OptimParams",
+    "OptimParamsBase",
     "OptimStepRequest",
     "OptimStepResponse",
     "OptimizerConfig",
+    "OptimizerConfigBase",
     "OwnSearchOwner",
     "ParsedCheckpointTinkerPath",
     "PromptAltTokens",
@@ -716,6 +725,7 @@ __all__ = [
     "TensorData",
     "TensorDtype",
     "TopkEntries",
+    "TopkLogprobs",
     "TraceExportResponse",
     "TrainingBillingEvent",
     "TrainingRun",
@@ -745,4 +755,23 @@ __all__ = [
     "tensor_container_shape",
     "tensor_dtype_of",
     "to_tensor_data",
+    "topk_to_lists",
 ]
+
+# The official SDK declares these as frozen dataclasses; user code calls
+# dataclasses.replace / fields / asdict on them (see _base.as_dataclass). TensorData is left
+# out: msgspec would then encode it as a dataclass instead of through its hooks.
+for _cls in (
+    Datum,
+    ForwardBackwardInput,
+    ForwardBackwardOutput,
+    ForwardBackwardRequest,
+    ForwardRequest,
+    PromptAltTokens,
+    PromptProvenanceSpan,
+    SampledProvenanceSpan,
+    SampledSequence,
+    SampleResponse,
+):
+    _as_dataclass(_cls)
+del _cls

@@ -163,6 +163,34 @@ class NullableStruct(WireStruct, omit_defaults=False):
     """For the few bodies the SDK sends with explicit ``null`` values."""
 
 
+def as_dataclass(cls: type[T]) -> type[T]:
+    """Make ``dataclasses.replace/fields/asdict/is_dataclass`` accept the Struct ``cls``.
+
+    The official SDK declares some types as frozen dataclasses and user code calls the
+    ``dataclasses`` functions on them. Those only read ``__dataclass_fields__`` (and call the
+    constructor), so the Struct gets the field table of an equivalent frozen dataclass;
+    msgspec still treats it as a Struct, so nothing on the encode or decode path changes.
+    """
+    import dataclasses
+
+    spec: list[Any] = []
+    seen_default = kw_only = False
+    for f in msgspec.structs.fields(cls):  # type: ignore[arg-type]
+        if f.default_factory is not msgspec.NODEFAULT:
+            spec.append((f.name, f.type, dataclasses.field(default_factory=f.default_factory)))
+            seen_default = True
+        elif f.default is not msgspec.NODEFAULT:
+            spec.append((f.name, f.type, dataclasses.field(default=f.default)))
+            seen_default = True
+        else:
+            kw_only |= seen_default  # a required field after a defaulted one: keyword-only
+            spec.append((f.name, f.type))
+    shadow = dataclasses.make_dataclass(cls.__name__, spec, frozen=True, kw_only=kw_only)
+    cls.__dataclass_fields__ = shadow.__dataclass_fields__  # type: ignore[attr-defined]
+    cls.__dataclass_params__ = shadow.__dataclass_params__  # type: ignore[attr-defined]
+    return cls
+
+
 def force_set(obj: Any, name: str, value: Any) -> None:
     """Assign to a frozen Struct during ``__post_init__`` normalisation."""
     msgspec.structs.force_setattr(obj, name, value)

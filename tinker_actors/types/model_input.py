@@ -60,11 +60,12 @@ class EncodedTextChunk(WireStruct, tag_field="type", tag="encoded_text"):
     def __post_init__(self) -> None:
         # Checked here, in the caller's thread: a bad token found by the encoder inside the
         # training actor would break the whole TrainingClient's sequence instead.
+        # The caller's list or writable array is copied (as pydantic copies in the official
+        # SDK): code that reuses its buffer (``lst.clear()``) must not change the chunk.
         t = self.tokens
         if type(t) is list:
             fixed = _validate.token_list("EncodedTextChunk", t)
-            if fixed is not None:
-                force_set(self, "tokens", fixed)
+            force_set(self, "tokens", t.copy() if fixed is None else fixed)
             return
         if isinstance(t, str | bytes | dict) or not hasattr(t, "__len__"):
             raise InvalidInputError(
@@ -75,6 +76,8 @@ class EncodedTextChunk(WireStruct, tag_field="type", tag="encoded_text"):
             if type(t).__module__.startswith("torch"):
                 t = t.detach().cpu().numpy()
             arr = _validate.token_array("EncodedTextChunk", np.asarray(t))
+            if arr is t and t.flags.writeable:
+                arr = t.copy()  # read-only arrays (the decoder's frombuffer) stay zero-copy
             if arr is not t:
                 force_set(self, "tokens", arr)
             return
@@ -181,19 +184,15 @@ class ModelInput(WireStruct):
 
     def __post_init__(self) -> None:
         chunks = self.chunks
-        if type(chunks) is not list:
-            if not isinstance(chunks, list | tuple):
-                raise InvalidInputError(
-                    f"ModelInput.chunks must be a list of chunks, got {type(chunks).__name__}"
-                )
-            chunks = list(chunks)
-            force_set(self, "chunks", chunks)
+        if type(chunks) is not list and not isinstance(chunks, list | tuple):
+            raise InvalidInputError(
+                f"ModelInput.chunks must be a list of chunks, got {type(chunks).__name__}"
+            )
+        chunks = list(chunks)  # never the caller's list (pydantic copies it too)
+        force_set(self, "chunks", chunks)
         for i, c in enumerate(chunks):
             if not isinstance(c, _CHUNK_TYPES):
                 if isinstance(c, dict):
-                    if chunks is self.chunks:
-                        chunks = list(chunks)
-                        force_set(self, "chunks", chunks)
                     chunks[i] = _chunk_from_dict(c)
                     continue
                 raise InvalidInputError(

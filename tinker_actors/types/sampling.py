@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from ._bounds import (
 )
 from .model_input import ModelInput
 from .tensor import TensorData
+
+if TYPE_CHECKING:
+    from .topk_logprobs import TopkLogprobs
 
 StopReason = Literal["length", "stop"]
 TopkEntries = list[list[tuple[int, float]] | None]
@@ -68,6 +71,8 @@ class SamplingParams(WireStruct):
                     "SamplingParams.stop must be all strings or all token ids (ints), "
                     f"got {stop!r:.200}"
                 )
+            if type(stop) is list:
+                force_set(self, "stop", stop.copy())  # not the caller's list (pydantic copies)
 
 
 class SampleRequest(WireStruct, tag_field="type", tag="sample", kw_only=True):
@@ -111,6 +116,13 @@ class SampledSequence(WireStruct):
     def logprobs_np(self) -> np.ndarray | None:
         return None if self.logprobs is None else np.asarray(self.logprobs, dtype=np.float32)
 
+    @property
+    def topk_logprobs_np(self) -> TopkLogprobs | None:
+        """``topk_logprobs`` as the official dense matrices (None when not requested)."""
+        from .topk_logprobs import topk_from_lists
+
+        return None if self.topk_logprobs is None else topk_from_lists(self.topk_logprobs)
+
 
 class SampleResponse(WireStruct, tag_field="type", tag="sample"):
     """All sequences of one sample call, plus the optional prompt logprobs."""
@@ -130,6 +142,15 @@ class SampleResponse(WireStruct, tag_field="type", tag="sample"):
         return np.array(
             [np.nan if v is None else v for v in self.prompt_logprobs], dtype=np.float32
         )
+
+    @property
+    def topk_prompt_logprobs_np(self) -> TopkLogprobs | None:
+        """``topk_prompt_logprobs`` as the official dense matrices (None when not requested)."""
+        from .topk_logprobs import topk_from_lists
+
+        if self.topk_prompt_logprobs is None:
+            return None
+        return topk_from_lists(self.topk_prompt_logprobs)
 
 
 class CreateSamplingSessionRequest(WireStruct, tag_field="type", tag="create_sampling_session"):

@@ -1,0 +1,1 @@
+"""Holds the ``sitecustomize`` that ``tinker-actors exec`` puts first on ``PYTHONPATH``."""
