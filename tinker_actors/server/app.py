@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
-import hmac
 import io
 import time
 import zlib
@@ -27,9 +26,11 @@ from tinker_actors.errors import DecodeError, DecompressedTooLarge
 from tinker_actors.server import wire
 from tinker_actors.server.context import dumps
 from tinker_actors.server.errors import HttpError, bad_request, gone
+from tinker_actors.server.futures import CREATED
 from tinker_actors.server.scheduler import QueueFull, SeqConflict
 from tinker_actors.server.service import Service
 from tinker_actors.server.stats import RequestStats
+from tinker_actors.server.users import CALLER, caller
 from tinker_actors.telemetry import get_logger
 
 log = get_logger("tinker_actors.server")
@@ -105,6 +106,7 @@ async def typed_body(request: web.Request, *, allow_empty: bool = False) -> tupl
         if not allow_empty:
             raise HttpError(422, "a JSON object body is required")
         raw = b"{}"
+    wire.check_json_depth(raw)
     try:
         return codec.json_decode(raw, type_), raw
     except DecodeError as exc:
@@ -125,7 +127,8 @@ def accepts_proto(request: web.Request) -> bool:
 
 
 def base_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+    """Where clients reach this server: configured, never the caller's Host header."""
+    return svc(request).public_base_url
 
 
 def query_int(
@@ -144,18 +147,18 @@ def query_int(
 
 
 # -- middlewares ----------------------------------------------------------------------------
-def _jwt_ok(token: str, key: bytes) -> bool:
-    parts = token.split(".")
-    if len(parts) != 3:
-        return False
-    mac = hmac.new(key, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
-    if not hmac.compare_digest(wire.b64url(mac), parts[2]):
-        return False
+def _user_of(service: Service, key: str) -> str | None:
+    """The user of an API key or of a JWT this server issued; None when neither."""
+    if not key:
+        return None
     try:
-        claims = msgspec.json.decode(wire.b64url_decode(parts[1]))
-    except (msgspec.DecodeError, ValueError):
-        return False
-    return isinstance(claims, dict) and float(claims.get("exp", 0)) > time.time()
+        raw = key.encode("utf-8")  # bytes that are not UTF-8 arrive as lone surrogates
+    except UnicodeEncodeError:
+        return None
+    user = service.keys.user_of(raw)
+    if user is None and key.startswith("eyJ"):
+        user = service.keys.jwt_user(key)
+    return user
 
 
 @web.middleware
@@ -167,17 +170,22 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         route_missing = request.match_info.http_exception is not None
         if not route_missing and not request.path.startswith(PUBLIC_PATHS):
             key = request.headers.get("X-API-Key", "")
-            ok = hmac.compare_digest(key.encode(), service.api_key_bytes)
-            if not ok and key.startswith("eyJ"):
-                ok = _jwt_ok(key, service.jwt_key)
-            if not ok:
+            user = _user_of(service, key)
+            if user is None:
                 status = 401
                 detail = "missing X-API-Key header" if not key else "invalid API key"
                 return error_response(401, detail)
+            CALLER.set(user)  # this request's task: every part checks ownership against it
+        created: list[str] = []
+        CREATED.set(created)
         response = await handler(request)
         # A request id in this response must survive a crash (then it reads as failed, not
         # 410): wait for the batched commit of the futures this turn created.
         await service.registry.persist()
+        if created and (lost := service.registry.unrecorded(created)):
+            log.error("future_not_recorded", request_id=lost[0][0].request_id, error=lost[0][1])
+            status = 500
+            return error_response(500, f"the server could not record this request: {lost[0][1]}")
         status = response.status
         return response
     except HttpError as exc:
@@ -235,35 +243,21 @@ async def dynamic_config(request: web.Request) -> web.Response:
 
 async def auth_token(request: web.Request) -> web.Response:
     await typed_body(request, allow_empty=True)
-    now = int(time.time())
-    header = wire.b64url(dumps({"alg": "HS256", "typ": "JWT"}))
-    claims = wire.b64url(
-        dumps(
-            {
-                "sub": "local-user",
-                "org_id": "local",
-                "email": "local@localhost",
-                "iss": "tinker-actors-local",
-                "iat": now,
-                "exp": now + 3600,
-            }
-        )
-    )
-    mac = hmac.new(svc(request).jwt_key, f"{header}.{claims}".encode(), hashlib.sha256).digest()
-    return json_response({"jwt": f"{header}.{claims}.{wire.b64url(mac)}"})
+    return json_response({"jwt": svc(request).keys.issue_jwt(caller())})
 
 
 async def apikey_me(request: web.Request) -> web.Response:
     if request.method == "DELETE":
         return json_response({})
+    user = caller()
     return json_response(
         {
             "key_id": 1,
-            "name": "local",
+            "name": user,
             "note": "tinker-actors local server key",
             "details": {
                 "org_details": {"name": "local"},
-                "user_details": {"email": "local@localhost"},
+                "user_details": {"email": f"{user}@localhost"},
             },
         }
     )
@@ -378,7 +372,7 @@ async def retrieve_future(request: web.Request) -> web.Response:
     req, _ = await typed_body(request)
     s = svc(request)
     rec = s.registry.get(req.request_id)
-    if rec is None:
+    if rec is None or rec.owner != caller():  # someone else's future is an unknown one
         raise gone(f"future {req.request_id} is unknown or expired")
     if not rec.finished:
         done = await s.registry.wait(rec, s.config.long_poll_s)

@@ -18,17 +18,18 @@ from typing import Any
 from tinker_actors import types
 from tinker_actors.errors import InvalidTinkerPathError
 from tinker_actors.server.context import (
-    OWNER,
     Context,
     check_name,
     check_ttl,
     dir_size,
     dumps,
+    implicit_session,
     iso,
     safe,
 )
 from tinker_actors.server.errors import HttpError, bad_request, conflict, not_found
 from tinker_actors.server.store import CheckpointRow, ModelRow
+from tinker_actors.server.users import caller
 from tinker_actors.tinker_path import SEGMENT_TO_TYPE, parse_tinker_path
 
 FILES_PREFIX = "/api/v1/_files/"
@@ -46,9 +47,7 @@ class Checkpoints:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.store = ctx.store
-        self._signing_key = hashlib.sha256(
-            b"tinker-actors-url:" + ctx.config.api_key.encode()
-        ).digest()
+        self._signing_key = hashlib.sha256(b"tinker-actors-url:" + ctx.secret).digest()
         self._copy_keys: dict[str, dict[str, Any]] = {}
 
     # registration and lookup --------------------------------------------------------------
@@ -77,11 +76,23 @@ class Checkpoints:
         self.store.add_checkpoint(row)
         return row
 
-    def resolve(self, path: str, kinds: tuple[str, ...]) -> CheckpointRow:
-        """The live checkpoint behind a ``tinker://`` path, of one of ``kinds``."""
+    def _visible(self, row: CheckpointRow | None, public_ok: bool) -> bool:
+        """The caller's own checkpoint, or (to read) a published one."""
+        if row is None:
+            return False
+        if public_ok and row.public:
+            return True
+        return self.ctx.model_owner(row.model_id) == caller()
+
+    def resolve(
+        self, path: str, kinds: tuple[str, ...], *, public_ok: bool = False
+    ) -> CheckpointRow:
+        """The live checkpoint behind a ``tinker://`` path, of one of ``kinds``: the caller's
+        own, or with ``public_ok`` (reading it) a published one."""
         parsed = parse_path(path)
         row = self.store.get_checkpoint(parsed.training_run_id, parsed.checkpoint_id)
-        if row is None or (row.expires_at is not None and row.expires_at <= time.time()):
+        expired = row is not None and row.expires_at is not None and row.expires_at <= time.time()
+        if row is None or expired or not self._visible(row, public_ok):
             raise not_found(f"checkpoint {path} not found")
         if row.checkpoint_type not in kinds:
             raise bad_request(
@@ -90,10 +101,10 @@ class Checkpoints:
             )
         return row
 
-    def get(self, run_id: str, checkpoint_id: str) -> CheckpointRow:
+    def get(self, run_id: str, checkpoint_id: str, *, public_ok: bool = False) -> CheckpointRow:
         parse_path(f"tinker://{run_id}/{checkpoint_id}")
         row = self.store.get_checkpoint(run_id, checkpoint_id)
-        if row is None:
+        if row is None or not self._visible(row, public_ok):
             raise not_found(f"checkpoint tinker://{run_id}/{checkpoint_id} not found")
         return row
 
@@ -119,7 +130,7 @@ class Checkpoints:
         return {
             "training_run_id": row.model_id,
             "base_model": row.base_model,
-            "model_owner": OWNER,
+            "model_owner": row.owner,
             "is_lora": True,
             "corrupted": row.corrupted,
             "lora_rank": row.lora.get("rank"),
@@ -133,7 +144,7 @@ class Checkpoints:
         return self.training_run_json(self.ctx.model(run_id))
 
     def list_training_runs(self, limit: int, offset: int) -> dict[str, Any]:
-        rows, total = self.store.list_models(limit, offset)
+        rows, total = self.store.list_models(limit, offset, caller())
         return {
             "training_runs": [self.training_run_json(r) for r in rows],
             "cursor": {"offset": offset, "limit": limit, "total_count": total},
@@ -150,7 +161,7 @@ class Checkpoints:
         return {"checkpoints": [self.checkpoint_json(r) for r in rows]}
 
     def user_checkpoints(self, limit: int, offset: int) -> dict[str, Any]:
-        rows, total = self.store.user_checkpoints(limit, offset)
+        rows, total = self.store.user_checkpoints(limit, offset, caller())
         return {
             "checkpoints": [self.checkpoint_json(r) for r in self._live(rows)],
             "cursor": {"offset": offset, "limit": limit, "total_count": total},
@@ -181,7 +192,7 @@ class Checkpoints:
         self.store.update_checkpoint(run_id, row.checkpoint_id, expires_at=expires)
 
     def weights_info(self, req: types.WeightsInfoRequest) -> dict[str, Any]:
-        ck = self.resolve(req.tinker_path, ("training", "sampler", "external"))
+        ck = self.resolve(req.tinker_path, ("training", "sampler", "external"), public_ok=True)
         run = self.store.get_model(ck.model_id)
         if run is None:
             raise not_found(f"training run of {req.tinker_path} not found")
@@ -198,15 +209,17 @@ class Checkpoints:
     def copy_weights(self, req: types.CopyWeightsRequest, idem_key: str | None) -> dict[str, Any]:
         if idem_key and idem_key in self._copy_keys:
             return self._copy_keys[idem_key]
-        ck = self.resolve(req.source_path, ("training", "sampler", "external"))
-        source = self.ctx.model(ck.model_id)
+        ck = self.resolve(req.source_path, ("training", "sampler", "external"), public_ok=True)
+        source = self.ctx.model(ck.model_id, check=False)
         ttl = check_ttl(req.ttl_seconds)
+        user = caller()
         if req.session_id and req.model_seq_id is not None:
+            self.ctx.own_session(req.session_id)
             dest_run = f"{req.session_id}:train:{req.model_seq_id}"
             session_id = req.session_id
         elif req.destination_project_id is not None:
             dest_run = "copy-" + uuid.uuid4().hex[:12]
-            session_id = source.session_id
+            session_id = source.session_id if source.owner == user else implicit_session(user)
         else:
             raise bad_request(
                 "copy_weights needs destination_project_id or session_id+model_seq_id"
@@ -227,8 +240,11 @@ class Checkpoints:
                     0,
                     None,
                     False,
+                    owner=user,
                 )
             )
+        elif self.ctx.model_owner(dest_run) != user:
+            raise not_found(f"model {dest_run!r} not found")
         segment, _, name = ck.checkpoint_id.partition("/")
         directory = self.ctx.checkpoint_dir(dest_run, segment, name)
         if directory.exists():
@@ -249,13 +265,14 @@ class Checkpoints:
         return out
 
     def storage_usage(self) -> dict[str, Any]:
-        count, size = self.store.storage_bytes()
+        user = caller()
+        count, size = self.store.storage_bytes(user)
         return {
             "effective_rate_usd_per_gigabyte_month": 0.0,
             "data": [
                 {
                     "project_id": None,
-                    "user_name": OWNER,
+                    "user_name": user,
                     "checkpoint_count": count,
                     "size_bytes": size,
                     "size_gigabytes": size / 1e9,
@@ -293,7 +310,7 @@ class Checkpoints:
         return f"{base_url}{FILES_PREFIX}{self.sign(rel, expires)}"
 
     def external_urls(self, run_id: str, name: str, base_url: str) -> dict[str, Any]:
-        row = self.get(run_id, f"external_weights/{check_name(name)}")
+        row = self.get(run_id, f"external_weights/{check_name(name)}", public_ok=True)
         root = Path(row.path)
         expires = time.time() + self.ctx.config.signed_url_ttl_s
         urls = {
@@ -303,7 +320,7 @@ class Checkpoints:
         return {"urls": urls, "expires": iso(expires)}
 
     async def archive_url(self, run_id: str, checkpoint_id: str, base_url: str) -> tuple[str, str]:
-        row = self.get(run_id, checkpoint_id)
+        row = self.get(run_id, checkpoint_id, public_ok=True)
         src = Path(row.path)
         target = self.ctx.data_dir / "archives" / safe(run_id) / (safe(checkpoint_id) + ".tar.gz")
 

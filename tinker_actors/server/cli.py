@@ -28,6 +28,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the key clients must send (default: $TINKER_API_KEY or a new one)",
     )
     parser.add_argument(
+        "--api-keys",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="several users: a file of '<key> <user>' lines (or a JSON object key -> user); "
+        "each user sees only their own runs, checkpoints, sessions and samplers",
+    )
+    parser.add_argument(
+        "--public-url",
+        default=None,
+        help="base URL clients reach this server at, for the URLs it hands out "
+        "(default: the address it listens on)",
+    )
+    parser.add_argument(
         "--engine",
         choices=("torch", "null"),
         default="torch",
@@ -65,15 +79,24 @@ def _configure_logging(verbose: bool) -> None:
 
 async def _serve(args: argparse.Namespace) -> int:
     from tinker_actors.server.local import LocalServer
+    from tinker_actors.server.users import load_keys_file
 
-    key = args.api_key or os.environ.get("TINKER_API_KEY", "").strip() or generate_api_key()
-    if not key.startswith(("tml-", "eyJ")):
-        print("warning: the official SDK only accepts API keys starting with 'tml-'")
+    keys_file = getattr(args, "api_keys", None)
+    api_keys = load_keys_file(keys_file) if keys_file else None
+    key = args.api_key or ("" if api_keys else None)
+    if key is None:
+        key = os.environ.get("TINKER_API_KEY", "").strip() or generate_api_key()
+    for k in [key, *(api_keys or {})]:
+        if k and not k.startswith(("tml-", "eyJ")):
+            print("warning: the official SDK only accepts API keys starting with 'tml-'")
+            break
     server = LocalServer(
         host=args.host,
         port=args.port,
         data_dir=args.data_dir,
         api_key=key,
+        api_keys=api_keys,
+        public_base_url=getattr(args, "public_url", None),
         engine=args.engine,
         device=args.device,
         access_log=not args.quiet,
@@ -85,7 +108,11 @@ async def _serve(args: argparse.Namespace) -> int:
     engine_note = " (null BENCHMARK engine: results are not real)" if args.engine == "null" else ""
     print(f"tinker-actors local server{engine_note}", flush=True)
     print(f"  TINKER_BASE_URL={server.base_url}", flush=True)
-    print(f"  TINKER_API_KEY={server.api_key}", flush=True)
+    if api_keys:
+        users = sorted(set(api_keys.values()) | ({"local-user"} if key else set()))
+        print(f"  users: {', '.join(users)} (keys from {keys_file})", flush=True)
+    if key:
+        print(f"  TINKER_API_KEY={server.api_key}", flush=True)
     print(f"  data dir: {server.data_dir}", flush=True)
     if args.stats:
         print(f"  request stats: GET {server.base_url}/api/v1/_local/stats", flush=True)
@@ -102,6 +129,6 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(_serve(args))
-    except (OSError, DataDirInUse) as exc:
+    except (OSError, ValueError, DataDirInUse) as exc:
         print(f"error: {exc}")
         return 1

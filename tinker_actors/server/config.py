@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,14 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = field(default_factory=default_data_dir)
+    # The single key (its user is "local-user"); "" for none (then api_keys must name some).
     api_key: str = field(default_factory=api_key_from_env)
+    # More keys, key -> user name (``serve --api-keys FILE``): each user sees only their own
+    # sessions, runs, checkpoints, samplers and futures (server/users.py).
+    api_keys: Mapping[str, str] | None = None
+    # The base URL clients reach this server at, for the URLs it hands out (archive
+    # redirects, signed downloads); None: the address it listens on.
+    public_base_url: str | None = None
     engine: str = "torch"  # "torch" or "null" (benchmark engine)
     device: str = "cpu"
     # retrieve_future holds this long before answering try_again (SDK read timeout is 45 s).

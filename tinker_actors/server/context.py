@@ -7,6 +7,7 @@ and TTLs, atomic directory writes), so each exists once.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import uuid
@@ -21,10 +22,11 @@ from tinker_actors.server.engine.base import Engine, EngineUserError
 from tinker_actors.server.errors import HttpError, bad_request, not_found
 from tinker_actors.server.futures import FutureRegistry, Outcome
 from tinker_actors.server.store import ModelRow, Store
+from tinker_actors.server.users import DEFAULT_USER, caller, require
+from tinker_actors.types._bounds import TTL_MAX_S, TTL_MIN_S
 
-TTL_MIN_S = 3600
-TTL_MAX_S = 10 * 365 * 24 * 3600
-OWNER = "local-user"
+OWNER = DEFAULT_USER  # the single --api-key's user; rows from before several users
+IMPLICIT_SESSION = "implicit"  # DEFAULT_USER's session for samplers made without one
 T = TypeVar("T")
 
 
@@ -93,6 +95,13 @@ def write_atomically(directory: Path, write: Callable[[Path], int], *, overwrite
     return size or dir_size(directory)
 
 
+def implicit_session(user: str) -> str:
+    """The session that holds a user's samplers made without a sampling session."""
+    if user == DEFAULT_USER:
+        return IMPLICIT_SESSION
+    return f"{IMPLICIT_SESSION}-" + hashlib.blake2b(user.encode(), digest_size=8).hexdigest()
+
+
 def session_of(resource_id: str) -> str:
     """``{session}:train:{n}`` / ``{session}:sample:{n}`` -> the session id."""
     for marker in (":train:", ":sample:"):
@@ -104,13 +113,19 @@ def session_of(resource_id: str) -> str:
 class Context:
     """The state shared by sessions, training, sampling and checkpoints."""
 
-    def __init__(self, config: ServerConfig, engine: Engine, store: Store) -> None:
+    def __init__(
+        self, config: ServerConfig, engine: Engine, store: Store, secret: bytes = b""
+    ) -> None:
         self.config = config
+        self.secret = secret  # server secret (derived from the API keys): signs download URLs
         self.engine = engine
         self.store = store
         self.data_dir = Path(config.data_dir)
         self.registry = FutureRegistry(store, config.future_ttl_s)
         self._bg: set[asyncio.Task[Any]] = set()
+        # owners never change: cached so the per-request check is a dict lookup
+        self._session_owner: dict[str, str] = {}
+        self._model_owner: dict[str, str] = {}
 
     @property
     def benchmark(self) -> bool:
@@ -127,11 +142,46 @@ class Context:
         for task in list(self._bg):
             task.cancel()
 
-    def model(self, model_id: str) -> ModelRow:
+    def model(self, model_id: str, *, check: bool = True) -> ModelRow:
+        """The model's row; 404 when missing or (``check``) not the caller's."""
         row = self.store.get_model(model_id)
-        if row is None:
+        if row is None or (check and row.owner != caller()):
             raise not_found(f"model {model_id!r} not found")
+        self._model_owner[model_id] = row.owner
         return row
+
+    # ownership (server/users.py) ------------------------------------------------------------
+    def session_owner(self, session_id: str) -> str | None:
+        owner = self._session_owner.get(session_id)
+        if owner is None:
+            row = self.store.get_session(session_id)
+            if row is None:
+                return None
+            owner = self._session_owner[session_id] = row.owner
+        return owner
+
+    def model_owner(self, model_id: str) -> str | None:
+        owner = self._model_owner.get(model_id)
+        if owner is None:
+            row = self.store.get_model(model_id)
+            if row is None:
+                return None
+            owner = self._model_owner[model_id] = row.owner
+        return owner
+
+    def own_session(self, session_id: str) -> None:
+        require(self.session_owner(session_id), f"session {session_id!r}")
+
+    def own_model(self, model_id: str) -> None:
+        require(self.model_owner(model_id), f"model {model_id!r}")
+
+    def own_sampler(self, sampler_id: str) -> None:
+        """A sampler belongs to the owner of its session."""
+        owner = self._session_owner.get(session_of(sampler_id))
+        if owner is None:
+            row = self.store.get_sampler(sampler_id)
+            owner = self.session_owner(row.session_id) if row is not None else None
+        require(owner, f"sampler {sampler_id!r}")
 
     def checkpoint_dir(self, model_id: str, segment: str, name: str) -> Path:
         return self.data_dir / "checkpoints" / safe(model_id) / segment / safe(name)

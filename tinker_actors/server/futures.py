@@ -14,10 +14,17 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tinker_actors.server.store import Store
+from tinker_actors.server.users import DEFAULT_USER as DEFAULT_OWNER
+from tinker_actors.server.users import caller
+
+# The request ids created while handling the current request (set per request by the
+# middleware), so it can check that their store rows were written before it answers.
+CREATED: ContextVar[list[str] | None] = ContextVar("tinker_actors_server_created", default=None)
 
 OutcomeKind = Literal["json", "sample", "fwdbwd"]
 
@@ -45,6 +52,7 @@ class FutureRecord:
     error: str | None = None
     category: str | None = None
     cancelled: bool = False
+    owner: str | None = None  # the user whose request created it (server/users.py)
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -89,6 +97,7 @@ class FutureRegistry:
             model_id=model_id,
             seq_id=seq_id,
             sampler_id=sampler_id,
+            owner=caller(),
         )
         self._records[rec.request_id] = rec
         self._store.add_future(
@@ -98,7 +107,11 @@ class FutureRegistry:
             model_id=model_id,
             seq_id=seq_id,
             digest=digest,
+            owner=rec.owner,
         )
+        created = CREATED.get()
+        if created is not None:
+            created.append(rec.request_id)
         self._schedule_flush()
         return rec
 
@@ -127,6 +140,18 @@ class FutureRegistry:
             await asyncio.sleep(0)
             self._store.flush_futures()
 
+    def unrecorded(self, request_ids: list[str]) -> list[tuple[FutureRecord, str]]:
+        """Of ``request_ids``, those whose store row could not be written (and why); each
+        is failed here, since a request id the client was never given cannot be kept."""
+        out = []
+        for rid in request_ids:
+            error = self._store.insert_failures.pop(rid, None)
+            rec = self._records.get(rid)
+            if error is not None and rec is not None:
+                self.fail(rec, f"the server could not record this request: {error}")
+                out.append((rec, error))
+        return out
+
     def get(self, request_id: str) -> FutureRecord | None:
         """The record, from memory or (after a restart) rebuilt from the store; None = 410."""
         rec = self._records.get(request_id)
@@ -153,6 +178,7 @@ class FutureRegistry:
             )
         else:
             return None  # a tensor result from before a restart is gone: 410, resubmit
+        rec.owner = row.owner or DEFAULT_OWNER
         rec.event.set()
         self._records[request_id] = rec
         return rec

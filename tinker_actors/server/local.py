@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import signal
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -21,6 +22,7 @@ from tinker_actors.server.app import STATS_KEY, build_app
 from tinker_actors.server.config import ServerConfig, api_key_from_env, default_data_dir
 from tinker_actors.server.engine.base import Engine
 from tinker_actors.server.service import Service
+from tinker_actors.server.users import load_keys_file
 from tinker_actors.telemetry import get_logger
 
 log = get_logger("tinker_actors.server")
@@ -78,12 +80,22 @@ class LocalServer:
         port: int = 0,
         data_dir: str | Path | None = None,
         api_key: str | None = None,
+        api_keys: Mapping[str, str] | str | Path | None = None,
         engine: str | Engine = "torch",
         device: str = "cpu",
         access_log: bool = False,
         **settings: Any,
     ) -> None:
-        """``settings`` are further :class:`ServerConfig` fields (e.g. ``long_poll_s``)."""
+        """``settings`` are further :class:`ServerConfig` fields (e.g. ``long_poll_s``).
+
+        ``api_keys`` (key -> user, or the path of a keys file, see ``users.load_keys_file``)
+        serves several users, each seeing only their own resources; with it and no
+        ``api_key``, only the listed keys are accepted.
+        """
+        if isinstance(api_keys, str | Path):
+            api_keys = load_keys_file(api_keys)
+        if api_key is None:
+            api_key = "" if api_keys else api_key_from_env()
         self._engine_arg = engine
         self._explicit_dir = data_dir is not None
         self._lock: Any = None
@@ -91,7 +103,8 @@ class LocalServer:
             host=host,
             port=port,
             data_dir=Path(data_dir) if data_dir is not None else default_data_dir(),
-            api_key=api_key or api_key_from_env(),
+            api_key=api_key,
+            api_keys=dict(api_keys) if api_keys else None,
             engine=engine if isinstance(engine, str) else getattr(engine, "name", "custom"),
             device=device,
             **settings,
@@ -122,7 +135,8 @@ class LocalServer:
 
     @property
     def api_key(self) -> str:
-        return self.config.api_key
+        """The single key, or (keys file only) the first listed key."""
+        return self.config.api_key or next(iter(self.config.api_keys or {}), "")
 
     @property
     def data_dir(self) -> Path:
@@ -183,6 +197,8 @@ class LocalServer:
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
+        if not self.service.public_base_url:
+            self.service.public_base_url = self.base_url
         log.info(
             "local_server_started",
             base_url=self.base_url,

@@ -17,15 +17,14 @@ from typing import Any
 
 from tinker_actors import types
 from tinker_actors.server.checkpoints import Checkpoints
-from tinker_actors.server.context import Context, session_of
+from tinker_actors.server.context import Context, implicit_session, session_of
 from tinker_actors.server.engine.base import EngineUserError, SampleJob
-from tinker_actors.server.errors import bad_request, conflict, gone, not_found
+from tinker_actors.server.errors import HttpError, bad_request, conflict, gone, not_found
 from tinker_actors.server.futures import FutureRecord, Outcome
 from tinker_actors.server.scheduler import SamplerLane
 from tinker_actors.server.sessions import Sessions
 from tinker_actors.server.store import SamplerRow, SessionRow
-
-IMPLICIT_SESSION = "implicit"
+from tinker_actors.server.users import caller
 
 
 @dataclass(slots=True)
@@ -65,6 +64,7 @@ class Sampling:
         self._completions: dict[tuple[str, int], _CompletionLog] = {}
         self._sample_ids: dict[str, list[str]] = {}
         self._join_counters: dict[str, int] = {}
+        self._context: dict[str, int | None] = {}  # sampler id -> its model's context length
         ctx.registry.add_listener(self._on_future_finished)
 
     # lanes --------------------------------------------------------------------------------
@@ -152,6 +152,7 @@ class Sampling:
         session_id = req.session_id
         seq = req.sampling_session_seq_id
         sampler_id = sampler_id or f"{session_id}:sample:{seq}"
+        self.ctx.own_session(session_id)
         base_model, model_path = req.base_model, req.model_path
         existing = self.store.get_sampler(sampler_id)
         if existing is not None:
@@ -164,7 +165,7 @@ class Sampling:
         self.sessions.touch(session_id)
         weights_dir = None
         if model_path is not None:
-            ck = self.checkpoints.resolve(model_path, ("sampler", "external"))
+            ck = self.checkpoints.resolve(model_path, ("sampler", "external"), public_ok=True)
             weights_dir = Path(ck.path)
             source = self.store.get_model(ck.model_id)
             base_model = base_model or (source.base_model if source else None)
@@ -182,6 +183,7 @@ class Sampling:
         return {"type": "create_sampling_session", "sampling_session_id": sampler_id}
 
     def get(self, sampler_id: str) -> dict[str, Any]:
+        self.ctx.own_sampler(sampler_id)
         row = self.store.get_sampler(sampler_id)
         if row is None:
             raise not_found(f"sampler {sampler_id!r} not found")
@@ -201,12 +203,14 @@ class Sampling:
     async def implicit_sampler(self, base_model: str | None, model_path: str | None) -> str:
         """Older clients may sample by base_model / model_path without a sampling session."""
         key = hashlib.blake2b(f"{base_model}|{model_path}".encode(), digest_size=8).hexdigest()
-        sampler_id = f"{IMPLICIT_SESSION}:sample:{key}"
+        user = caller()
+        session_id = implicit_session(user)
+        sampler_id = f"{session_id}:sample:{key}"
         if self.store.get_sampler(sampler_id) is None:
-            if self.store.get_session(IMPLICIT_SESSION) is None:
+            if self.store.get_session(session_id) is None:
                 self.store.add_session(
                     SessionRow(
-                        IMPLICIT_SESSION,
+                        session_id,
                         time.time(),
                         [],
                         {},
@@ -217,10 +221,11 @@ class Sampling:
                         None,
                         None,
                         None,
+                        owner=user,
                     )
                 )
             req = types.CreateSamplingSessionRequest(
-                session_id=IMPLICIT_SESSION,
+                session_id=session_id,
                 sampling_session_seq_id=0,
                 base_model=base_model,
                 model_path=model_path,
@@ -238,7 +243,9 @@ class Sampling:
         finish: Callable[[Any], Outcome],
     ) -> dict[str, Any]:
         """Queues one sample; a retry of a seq id already received gets the same future."""
+        self.ctx.own_sampler(sampler_id)
         lane = self.lanes.get(sampler_id) or self.lane(sampler_id, loaded=False)
+        self._check_length(sampler_id, job)
         self.sessions.touch(session_of(sampler_id))
         rid = lane.lookup(seq_id, digest) if seq_id is not None else None
         if rid is None:
@@ -249,6 +256,32 @@ class Sampling:
             lane.submit(seq_id, digest, rec, job, finish)
         ids = self._sample_ids.get(rid) or [f"{rid}:{i}" for i in range(job.num_samples)]
         return {"request_id": rid, "sample_sequence_ids": ids}
+
+    def _check_length(self, sampler_id: str, job: SampleJob) -> None:
+        """``max_tokens`` and the prompt must fit the model's context (a 400 at submit)."""
+        if sampler_id not in self._context:
+            row = self.store.get_sampler(sampler_id)
+            base = row.base_model if row is not None else None
+            specs = {m.model_name: m.max_context_length for m in self._engine_models()}
+            self._context[sampler_id] = specs.get(base) if base else None
+        limit = self._context[sampler_id]
+        if limit is None:
+            return  # a model the engine does not list (a local HF directory): it checks
+        if job.max_tokens is not None and job.max_tokens > limit:
+            raise bad_request(
+                f"max_tokens {job.max_tokens} is larger than the model's context length {limit}"
+            )
+        if len(job.prompt) > limit:
+            raise bad_request(
+                f"the prompt has {len(job.prompt)} tokens, more than the model's context "
+                f"length {limit}"
+            )
+
+    def _engine_models(self) -> list[Any]:
+        try:
+            return list(self.ctx.engine.models())
+        except Exception:
+            return []
 
     def queue_reason(self, rec: FutureRecord) -> str | None:
         if rec.sampler_id is not None and (lane := self.lanes.get(rec.sampler_id)):
@@ -274,7 +307,12 @@ class Sampling:
         self, req: types.FuturesRetrieveRequest, max_poll_s: float
     ) -> dict[str, Any]:
         poll_s = max_poll_s if req.timeout is None else min(float(req.timeout), max_poll_s)
-        log = self._log((req.target.sampling_session_id, req.target.cloned_sampler_id))
+        key = (req.target.sampling_session_id, req.target.cloned_sampler_id)
+        try:
+            self.ctx.own_sampler(key[0])
+            log = self._log(key)
+        except HttpError:  # someone else's (or no) sampler: an empty log, as for a new one
+            log = _CompletionLog()
         if req.prev_cursor >= log.end and poll_s > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(poll_s):

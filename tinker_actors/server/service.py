@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 import weakref
 from typing import Any
@@ -26,6 +25,7 @@ from tinker_actors.server.sampling import Sampling
 from tinker_actors.server.sessions import Sessions
 from tinker_actors.server.store import Store
 from tinker_actors.server.training import Training
+from tinker_actors.server.users import DEFAULT_USER, KeyTable, caller
 from tinker_actors.telemetry import get_logger
 
 log = get_logger("tinker_actors.server")
@@ -38,7 +38,15 @@ class Service:
         failed, dormant = store.recover_after_restart()
         if failed or dormant:
             log.info("recovered", failed_futures=failed, dormant_models=dormant)
-        self.ctx = Context(config, engine, store)
+        keys = {config.api_key: DEFAULT_USER} if config.api_key else {}
+        keys.update(config.api_keys or {})
+        if not keys:
+            raise ValueError("the local server needs an API key (api_key or api_keys)")
+        self.keys = KeyTable(keys)
+        # URLs handed out (archive redirects, signed downloads) start with this; LocalServer
+        # sets the listening address once it is bound, unless public_base_url is configured.
+        self.public_base_url = (config.public_base_url or "").rstrip("/")
+        self.ctx = Context(config, engine, store, self.keys.secret)
         self.config = config
         self.engine = engine
         self.store = store
@@ -49,8 +57,6 @@ class Service:
         self.training = Training(self.ctx, self.sessions, self.checkpoints, self.sampling)
         self.telemetry_events = 0
         self.access_log = False
-        self.api_key_bytes = config.api_key.encode()  # compared on every request
-        self.jwt_key = hashlib.sha256(b"tinker-actors-jwt:" + self.api_key_bytes).digest()
         # /client/config flags; every field has a client-side default
         self.client_config: dict[str, Any] = {
             "pjwt_auth_enabled": False,
@@ -131,7 +137,7 @@ class Service:
 
     def cancel_future(self, request_id: str) -> None:
         rec = self.registry.get(request_id)
-        if rec is not None and not rec.finished:
+        if rec is not None and not rec.finished and rec.owner == caller():
             rec.cancelled = True
 
     # server info --------------------------------------------------------------------------

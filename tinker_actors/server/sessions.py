@@ -7,9 +7,10 @@ import uuid
 from typing import Any
 
 from tinker_actors import types
-from tinker_actors.server.context import OWNER, Context, iso
-from tinker_actors.server.errors import gone, not_found
+from tinker_actors.server.context import IMPLICIT_SESSION, Context, iso
+from tinker_actors.server.errors import gone
 from tinker_actors.server.store import SessionRow
+from tinker_actors.server.users import caller, require
 
 BENCHMARK_NOTE = "this local server runs the null BENCHMARK engine: results are not real"
 
@@ -39,6 +40,7 @@ class Sessions:
                 None,
                 None,
                 None,
+                owner=caller(),
             )
         )
         out: dict[str, Any] = {"session_id": session_id, "type": "create_session"}
@@ -47,9 +49,10 @@ class Sessions:
         return out
 
     def get(self, session_id: str) -> SessionRow:
+        """The caller's session (another user's is as missing as an unknown one)."""
         row = self.store.get_session(session_id)
-        if row is None:
-            raise not_found(f"session {session_id!r} not found")
+        require(row.owner if row is not None else None, f"session {session_id!r}")
+        assert row is not None
         return row
 
     def check_active(self, session_id: str) -> SessionRow:
@@ -83,7 +86,7 @@ class Sessions:
             return []
         expired = []
         for row in self.store.all_sessions():
-            if row.status != "active" or row.session_id == "implicit":
+            if row.status != "active" or row.session_id.startswith(IMPLICIT_SESSION):
                 continue
             last = max(
                 row.created_at,
@@ -108,7 +111,8 @@ class Sessions:
 
     # REST ---------------------------------------------------------------------------------
     def list_ids(self, limit: int, offset: int) -> dict[str, Any]:
-        return {"sessions": [r.session_id for r in self.store.list_sessions(limit, offset)]}
+        rows = self.store.list_sessions(limit, offset, caller())
+        return {"sessions": [r.session_id for r in rows]}
 
     def session_json(self, session_id: str) -> dict[str, Any]:
         row = self.get(session_id)
@@ -141,7 +145,7 @@ class Sessions:
         return {
             "session_id": row.session_id,
             "created_at": iso(row.created_at),
-            "owner": OWNER,
+            "owner": row.owner,
             "project_id": row.project_id or "local",
             "status": self.status_json(row),
             "checkpoints_count": checkpoints,
@@ -154,7 +158,10 @@ class Sessions:
         out = []
         past_cursor = req.cursor is None
         wanted = {type(s).__struct_config__.tag for s in req.statuses or ()}
+        user = caller()
         for row in self.store.all_sessions():
+            if row.owner != user:
+                continue
             if not past_cursor:
                 if req.cursor is not None and row.session_id == req.cursor.last_session_id:
                     past_cursor = True

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     status TEXT NOT NULL DEFAULT 'active',
     finish_reason TEXT,
     finish_detail TEXT,
-    last_heartbeat REAL
+    last_heartbeat REAL,
+    owner TEXT NOT NULL DEFAULT 'local-user'
 );
 CREATE TABLE IF NOT EXISTS models (
     model_id TEXT PRIMARY KEY,
@@ -50,7 +51,8 @@ CREATE TABLE IF NOT EXISTS models (
     last_seq INTEGER NOT NULL DEFAULT 0,
     live_state_dir TEXT,
     corrupted INTEGER NOT NULL DEFAULT 0,
-    lost_seqs TEXT NOT NULL DEFAULT '[]'
+    lost_seqs TEXT NOT NULL DEFAULT '[]',
+    owner TEXT NOT NULL DEFAULT 'local-user'
 );
 CREATE INDEX IF NOT EXISTS models_session ON models(session_id);
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -85,7 +87,8 @@ CREATE TABLE IF NOT EXISTS futures (
     result TEXT,
     error TEXT,
     category TEXT,
-    digest TEXT
+    digest TEXT,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS futures_model_seq ON futures(model_id, seq_id);
 """
@@ -93,7 +96,11 @@ CREATE INDEX IF NOT EXISTS futures_model_seq ON futures(model_id, seq_id);
 MIGRATIONS = (
     ("futures", "digest", "TEXT"),
     ("models", "lost_seqs", "TEXT NOT NULL DEFAULT '[]'"),
+    ("sessions", "owner", "TEXT NOT NULL DEFAULT 'local-user'"),
+    ("models", "owner", "TEXT NOT NULL DEFAULT 'local-user'"),
+    ("futures", "owner", "TEXT"),
 )
+DEFAULT_OWNER = "local-user"  # rows written before there were several users
 
 
 @dataclass(slots=True)
@@ -109,6 +116,7 @@ class SessionRow:
     finish_reason: str | None
     finish_detail: str | None
     last_heartbeat: float | None
+    owner: str = DEFAULT_OWNER
 
 
 @dataclass(slots=True)
@@ -127,6 +135,7 @@ class ModelRow:
     corrupted: bool
     # forward_backward seq ids a clean stop failed before they ran (see Training.lost)
     lost_seqs: list[int] = field(default_factory=list)
+    owner: str = DEFAULT_OWNER
 
 
 @dataclass(slots=True)
@@ -169,6 +178,11 @@ class FutureRow:
     error: str | None
     category: str | None
     digest: str | None = None
+    owner: str | None = None
+
+
+# A checkpoint belongs to the owner of its training run.
+_OWNED = "JOIN models m ON m.model_id = c.model_id WHERE m.owner=?"
 
 
 def _j(value: Any) -> str:
@@ -179,7 +193,9 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._future_writes: list[tuple[str, tuple[Any, ...]]] = []  # see flush_futures
+        # (sql, args, request id of an insert): see flush_futures
+        self._future_writes: list[tuple[str, tuple[Any, ...], str | None]] = []
+        self.insert_failures: dict[str, str] = {}
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -238,7 +254,7 @@ class Store:
     # sessions ----------------------------------------------------------------------------
     def add_session(self, row: SessionRow) -> None:
         self._exec(
-            "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 row.session_id,
                 row.created_at,
@@ -251,6 +267,7 @@ class Store:
                 row.finish_reason,
                 row.finish_detail,
                 row.last_heartbeat,
+                row.owner,
             ),
         )
 
@@ -268,16 +285,18 @@ class Store:
             r[8],
             r[9],
             r[10],
+            r[11],
         )
 
     def get_session(self, session_id: str) -> SessionRow | None:
         r = self._one("SELECT * FROM sessions WHERE session_id=?", (session_id,))
         return self._session(r) if r else None
 
-    def list_sessions(self, limit: int, offset: int) -> list[SessionRow]:
+    def list_sessions(self, limit: int, offset: int, owner: str) -> list[SessionRow]:
         rows = self._all(
-            "SELECT * FROM sessions ORDER BY created_at DESC, session_id LIMIT ? OFFSET ?",
-            (limit, offset),
+            "SELECT * FROM sessions WHERE owner=? ORDER BY created_at DESC, session_id "
+            "LIMIT ? OFFSET ?",
+            (owner, limit, offset),
         )
         return [self._session(r) for r in rows]
 
@@ -318,7 +337,7 @@ class Store:
     # models ------------------------------------------------------------------------------
     def add_model(self, row: ModelRow) -> None:
         self._exec(
-            "INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 row.model_id,
                 row.session_id,
@@ -333,6 +352,7 @@ class Store:
                 row.live_state_dir,
                 int(row.corrupted),
                 _j(row.lost_seqs),
+                row.owner,
             ),
         )
 
@@ -352,18 +372,20 @@ class Store:
             r[10],
             bool(r[11]),
             json.loads(r[12]),
+            r[13],
         )
 
     def get_model(self, model_id: str) -> ModelRow | None:
         r = self._one("SELECT * FROM models WHERE model_id=?", (model_id,))
         return self._model(r) if r else None
 
-    def list_models(self, limit: int, offset: int) -> tuple[list[ModelRow], int]:
+    def list_models(self, limit: int, offset: int, owner: str) -> tuple[list[ModelRow], int]:
         rows = self._all(
-            "SELECT * FROM models ORDER BY created_at DESC, model_id LIMIT ? OFFSET ?",
-            (limit, offset),
+            "SELECT * FROM models WHERE owner=? ORDER BY created_at DESC, model_id "
+            "LIMIT ? OFFSET ?",
+            (owner, limit, offset),
         )
-        total = self._one("SELECT COUNT(*) FROM models")
+        total = self._one("SELECT COUNT(*) FROM models WHERE owner=?", (owner,))
         return [self._model(r) for r in rows], int(total[0] if total else 0)
 
     def session_models(self, session_id: str) -> list[str]:
@@ -424,13 +446,15 @@ class Store:
         )
         return [self._ckpt(r) for r in rows]
 
-    def user_checkpoints(self, limit: int, offset: int) -> tuple[list[CheckpointRow], int]:
+    def user_checkpoints(
+        self, limit: int, offset: int, owner: str
+    ) -> tuple[list[CheckpointRow], int]:
         rows = self._all(
-            "SELECT * FROM checkpoints ORDER BY created_at DESC, model_id, checkpoint_id "
-            "LIMIT ? OFFSET ?",
-            (limit, offset),
+            f"SELECT c.* FROM checkpoints c {_OWNED} "
+            "ORDER BY c.created_at DESC, c.model_id, c.checkpoint_id LIMIT ? OFFSET ?",
+            (owner, limit, offset),
         )
-        total = self._one("SELECT COUNT(*) FROM checkpoints")
+        total = self._one(f"SELECT COUNT(*) FROM checkpoints c {_OWNED}", (owner,))
         return [self._ckpt(r) for r in rows], int(total[0] if total else 0)
 
     def last_checkpoint(self, model_id: str, checkpoint_type: str) -> CheckpointRow | None:
@@ -462,8 +486,11 @@ class Store:
         )
         return [self._ckpt(r) for r in rows]
 
-    def storage_bytes(self) -> tuple[int, int]:
-        r = self._one("SELECT COUNT(*), COALESCE(SUM(size_bytes),0) FROM checkpoints")
+    def storage_bytes(self, owner: str) -> tuple[int, int]:
+        r = self._one(
+            f"SELECT COUNT(*), COALESCE(SUM(c.size_bytes),0) FROM checkpoints c {_OWNED}",
+            (owner,),
+        )
         return (int(r[0]), int(r[1])) if r else (0, 0)
 
     # samplers ----------------------------------------------------------------------------
@@ -497,13 +524,31 @@ class Store:
         return bool(self._future_writes)
 
     def flush_futures(self) -> None:
-        """Commits the queued future inserts and updates, in order, in one transaction."""
+        """Commits the queued future inserts and updates, in order, in one transaction.
+
+        A write the database refuses must fail only its own request: then each write is
+        committed on its own, and a refused insert is kept in ``insert_failures`` (request
+        id -> error) for the handler that named that id.
+        """
         if not self._future_writes:
             return
-        with self._tx() as db:
-            writes, self._future_writes = self._future_writes, []
-            for sql, args in writes:
-                db.execute(sql, args)
+        writes, self._future_writes = self._future_writes, []
+        try:
+            with self._tx() as db:
+                for sql, args, _ in writes:
+                    db.execute(sql, args)
+            return
+        except (sqlite3.Error, OverflowError, ValueError, TypeError):
+            pass
+        for sql, args, request_id in writes:
+            try:
+                with self._tx() as db:
+                    db.execute(sql, args)
+            except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
+                if request_id is not None:
+                    if len(self.insert_failures) >= 10_000:  # nobody collected them
+                        self.insert_failures.clear()
+                    self.insert_failures[request_id] = f"{type(exc).__name__}: {exc}"
 
     def add_future(
         self,
@@ -514,13 +559,24 @@ class Store:
         model_id: str | None,
         seq_id: int | None,
         digest: str | None = None,
+        owner: str | None = None,
     ) -> None:
         """Queued: committed by the next ``flush_futures``."""
         self._future_writes.append(
             (
                 "INSERT INTO futures (request_id, session_id, model_id, seq_id, request_type, "
-                "created_at, digest) VALUES (?,?,?,?,?,?,?)",
-                (request_id, session_id, model_id, seq_id, request_type, time.time(), digest),
+                "created_at, digest, owner) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    request_id,
+                    session_id,
+                    model_id,
+                    seq_id,
+                    request_type,
+                    time.time(),
+                    digest,
+                    owner,
+                ),
+                request_id,
             )
         )
 
@@ -538,6 +594,7 @@ class Store:
             (
                 "UPDATE futures SET status=?, result=?, error=?, category=? WHERE request_id=?",
                 (status, result_json, error, category, request_id),
+                None,
             )
         )
 

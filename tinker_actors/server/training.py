@@ -40,6 +40,7 @@ from tinker_actors.server.sampling import Sampling
 from tinker_actors.server.scheduler import ModelLane
 from tinker_actors.server.sessions import Sessions
 from tinker_actors.server.store import ModelRow
+from tinker_actors.server.users import caller
 from tinker_actors.server.wire import FwdBwd
 from tinker_actors.telemetry import get_logger
 
@@ -119,7 +120,9 @@ class Training:
         return lane
 
     def lane(self, model_id: str) -> ModelLane:
-        """The model's lane; a model that was live before a restart is revived lazily."""
+        """The caller's model's lane; a model that was live before a restart is revived
+        lazily."""
+        self.ctx.own_model(model_id)
         lane = self.lanes.get(model_id)
         if lane is not None:
             return lane
@@ -196,6 +199,7 @@ class Training:
     ) -> dict[str, Any]:
         """A new model whose first request (create, or create-via-load) is its seq 0."""
         model_id = f"{session_id}:train:{model_seq_id}"
+        self.ctx.own_session(session_id)
         lane = self.lanes.get(model_id)
         if lane is not None and (rid := lane.lookup(0, digest)) is not None:
             return accepted(rid, model_id)
@@ -218,6 +222,7 @@ class Training:
                 0,
                 None,
                 False,
+                owner=caller(),
             )
         )
         lane = self._new_lane(model_id, 0)
@@ -545,10 +550,11 @@ class Training:
         if req.model_id is not None and req.session_id is None:  # the older in-place load
             model_id = req.model_id
             seq_id = required(req.seq_id, "seq_id")
+            self.ctx.own_model(model_id)
             lane = self.lanes.get(model_id)
             if lane is not None and (rid := lane.lookup(seq_id, digest)) is not None:
                 return accepted(rid, model_id)
-            ck = self.checkpoints.resolve(path, ("training",))
+            ck = self.checkpoints.resolve(path, ("training",), public_ok=True)
 
             def work() -> Any:
                 return engine.load_state(
@@ -563,10 +569,11 @@ class Training:
         session_id = required(req.session_id, "session_id")
         model_seq_id = required(req.model_seq_id, "model_seq_id")
         model_id = f"{session_id}:train:{model_seq_id}"
+        self.ctx.own_session(session_id)
         lane = self.lanes.get(model_id)
         if lane is not None and (rid := lane.lookup(0, digest)) is not None:
             return accepted(rid, model_id)
-        ck = self.checkpoints.resolve(path, ("training",))
+        ck = self.checkpoints.resolve(path, ("training",), public_ok=True)
         source = self.store.get_model(ck.model_id)
         base_model = req.base_model or (source.base_model if source else None)
         if not base_model:

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import hashlib
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from tinker_actors.server.engine.base import (
 )
 from tinker_actors.server.errors import HttpError, bad_request
 from tinker_actors.server.futures import Outcome
+from tinker_actors.types._bounds import INT64_MAX, MAX_NUM_SAMPLES
 
 JSON = "application/json"
 PROTO = "application/x-protobuf"
@@ -40,6 +42,30 @@ def b64url(data: bytes) -> str:
 
 def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+# Deepest JSON nesting a request body may have; the API's own shapes need under 10 levels.
+MAX_JSON_DEPTH = 64
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def check_json_depth(raw: bytes, limit: int = MAX_JSON_DEPTH) -> None:
+    """A 400 for JSON nested deeper than ``limit`` (a decoder would recurse that deep).
+
+    Bodies with fewer brackets than the limit cannot be too deep and skip the scan; the
+    scan steps over whole strings with one regex, so brackets inside strings do not count.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return
+    depth = 0
+    for m in _JSON_TOKENS.finditer(raw):
+        c = m.group()[0]
+        if c == 0x5B or c == 0x7B:  # [ {
+            depth += 1
+            if depth > limit:
+                raise bad_request(f"JSON body is nested deeper than {limit} levels")
+        elif c == 0x5D or c == 0x7D:  # ] }
+            depth -= 1
 
 
 # -- forward_backward -------------------------------------------------------------------------
@@ -87,8 +113,10 @@ def parse_fwdbwd_proto(raw: bytes) -> FwdBwd:
         raise bad_request(f"malformed protobuf ForwardBackwardRequest: {exc}") from exc
     if not req.model_id:
         raise HttpError(422, "ForwardBackwardRequest.model_id is required")
-    if req.seq_id < 1:
-        raise HttpError(422, f"ForwardBackwardRequest.seq_id must be >= 1, got {req.seq_id}")
+    if not 1 <= req.seq_id <= INT64_MAX:
+        raise HttpError(
+            422, f"ForwardBackwardRequest.seq_id must be in [1, 2**63 - 1], got {req.seq_id}"
+        )
     return FwdBwd(
         req.model_id,
         req.seq_id,
@@ -101,6 +129,7 @@ def parse_fwdbwd_proto(raw: bytes) -> FwdBwd:
 
 def parse_fwdbwd_json(raw: bytes, envelope: str) -> FwdBwd:
     """The older JSON bodies: ``{forward_backward_input|forward_input, model_id, seq_id}``."""
+    check_json_depth(raw)
     type_ = (
         types.ForwardBackwardRequest
         if envelope == "forward_backward_input"
@@ -181,8 +210,8 @@ def sample_job(
         ) from exc
     if not len(prompt):
         raise bad_request("prompt is empty")
-    if not 1 <= req.num_samples <= 1024:
-        raise bad_request("num_samples must be between 1 and 1024")
+    if not 1 <= req.num_samples <= MAX_NUM_SAMPLES:
+        raise bad_request(f"num_samples must be between 1 and {MAX_NUM_SAMPLES}")
     sp = req.sampling_params
     if sp.max_tokens is not None and sp.max_tokens < 1:
         raise bad_request("max_tokens must be >= 1")

@@ -216,18 +216,32 @@ class NullEngine:
         steps, pending = self._count(model_id)
         return {"optimizer_steps": steps, "pending_gradients": pending}
 
+    def context_length(self, base_model: str) -> int:
+        """A listed model's context; any other name gets the largest listed one."""
+        specs = self.models()
+        for spec in specs:
+            if spec.model_name == base_model:
+                return spec.max_context_length
+        return max(spec.max_context_length for spec in specs)
+
     def create_sampler(self, sampler_id: str, base_model: str, weights_dir: Path | None) -> None:
         with self._lock:
             self._samplers[sampler_id] = base_model
 
     def sample(self, sampler_id: str, jobs: list[SampleJob]) -> list[SampleOutcome]:
         with self._lock:
-            known = sampler_id in self._samplers
-        if not known:
+            base_model = self._samplers.get(sampler_id)
+        if base_model is None:
             raise EngineUserError(f"unknown sampler {sampler_id!r}")
+        limit = self.context_length(base_model)
         outcomes = []
         for job in jobs:
             n = job.max_tokens if job.max_tokens is not None else 16
+            if not 1 <= n <= limit or len(job.prompt) > limit:
+                raise EngineUserError(
+                    f"max_tokens {n} with a {len(job.prompt)}-token prompt does not fit the "
+                    f"context length {limit} of {base_model!r}"
+                )
             seqs = [
                 SampledSeq(
                     tokens=np.full(n, 32, dtype=np.int32),  # spaces, in byte-level terms
