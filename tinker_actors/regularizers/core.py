@@ -171,6 +171,7 @@ class RegularizerOutput:
     grad_norm_weighted: float | None = None
     custom: dict[str, Any] = field(default_factory=dict)
     loss: Any = field(default=None, repr=False, compare=False)
+    grads: list[Any] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -307,24 +308,20 @@ def _run_awaitable(aw: Any, timeout: float | None) -> Any:
     if isinstance(aw, concurrent.futures.Future):
         return aw.result(timeout)
     if inspect.isawaitable(aw):
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
-        async def wrap() -> Any:
-            return await asyncio.wait_for(_as_coro(aw), timeout)
-
-        box: dict[str, Any] = {}
-
-        def runner() -> None:
+        async def wrap() -> None:
             try:
-                box["value"] = asyncio.run(wrap())
+                done.set_result(await asyncio.wait_for(_as_coro(aw), timeout))
             except BaseException as exc:  # re-raised in the caller's thread
-                box["error"] = exc
+                done.set_exception(exc)
 
-        t = threading.Thread(target=runner, name="regularizer-async", daemon=True)
-        t.start()
-        t.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
+        # A loop of its own on a helper thread: the caller may itself be on a running loop.
+        # The result is taken as soon as it is set, not after the loop's cleanup.
+        threading.Thread(
+            target=asyncio.run, args=(wrap(),), name="regularizer-async", daemon=True
+        ).start()
+        return done.result()
     raise TypeError(f"async_ regularizer returned {type(aw).__name__}, not an awaitable")
 
 
@@ -391,6 +388,25 @@ class GradientTracker:
         return cls.norm(cls.grads(total, _tensors(leaves)))
 
 
+def _combine(
+    inputs: Sequence[torch.Tensor],
+    base: Sequence[torch.Tensor | None],
+    terms: Sequence[tuple[float, Sequence[torch.Tensor | None] | None]],
+) -> list[torch.Tensor]:
+    """base + Σ weight·grad, in order, with missing gradients as zeros."""
+    import torch
+
+    out = [
+        g.detach() if g is not None else torch.zeros_like(x)
+        for x, g in zip(inputs, base, strict=True)
+    ]
+    for w, grads in terms:
+        for j, g in enumerate(grads or ()):
+            if g is not None:
+                out[j] = out[j] + w * g.detach()
+    return out
+
+
 def _call_spec(spec: RegularizerSpec, data: Any, logprobs: Logprobs, timeout: float | None) -> Any:
     try:
         result = execute(spec.fn, data, logprobs, spec.opts)
@@ -431,16 +447,19 @@ class Executor:
         *,
         track_grad_norms: bool = False,
         timeout: float | None = None,
+        keep_grads: bool = False,
     ) -> RegularizerOutput:
+        """Runs one term on its own leaf copies of ``logprobs`` (so terms never share a
+        graph and any run order gives the same bits); ``grads`` holds its gradient."""
         started = time.perf_counter()
+        need_grads = track_grad_norms or keep_grads
+        inputs = _leaves(logprobs) if need_grads else logprobs
         try:
-            loss, custom = _unpack(spec.name, _call_spec(spec, data, logprobs, timeout))
+            loss, custom = _unpack(spec.name, _call_spec(spec, data, inputs, timeout))
             if not math.isfinite(value := float(loss.detach().item())):
                 _log.warning("regularizer value is not finite", regularizer=spec.name, value=value)
-            grad_norm = None
-            if track_grad_norms:
-                inputs = _tensors(logprobs)
-                grad_norm = GradientTracker.norm(GradientTracker.grads(loss, inputs))
+            grads = GradientTracker.grads(loss, _tensors(inputs)) if need_grads else None
+            grad_norm = GradientTracker.norm(grads) if track_grad_norms and grads else None
         except RegularizerError as exc:
             _log.debug("regularizer failed", regularizer=spec.name, reason=exc.reason)
             raise
@@ -460,7 +479,8 @@ class Executor:
             grad_norm=grad_norm,
             grad_norm_weighted=None if grad_norm is None else float(spec.weight) * grad_norm,
             custom=custom,
-            loss=loss,
+            loss=loss.detach(),
+            grads=grads if keep_grads else None,
         )
 
     @classmethod
@@ -474,12 +494,18 @@ class Executor:
         track_grad_norms: bool = False,
         timeout: float | None = 30.0,
         max_concurrency: int | None = None,
+        keep_grads: bool = False,
     ) -> list[RegularizerOutput]:
         specs = list(regularizers)
         if not parallel or len(specs) <= 1:
             return [
                 cls.execute_one(
-                    s, data, logprobs, track_grad_norms=track_grad_norms, timeout=timeout
+                    s,
+                    data,
+                    logprobs,
+                    track_grad_norms=track_grad_norms,
+                    timeout=timeout,
+                    keep_grads=keep_grads,
                 )
                 for s in specs
             ]
@@ -494,6 +520,7 @@ class Executor:
                     logprobs,
                     track_grad_norms=track_grad_norms,
                     timeout=timeout,
+                    keep_grads=keep_grads,
                 )
                 for s in specs
             ]
@@ -547,42 +574,56 @@ class Pipeline:
         _log.debug(
             "custom loss starting", regularizers=len(specs), track_grad_norms=track_grad_norms
         )
-        # Gradient norms need a graph: a caller's plain tensors are replaced by leaf copies.
-        inputs = logprobs
-        if track_grad_norms and not _differentiable(logprobs):
-            inputs = _leaves(logprobs)
-        base_tensor, base_metrics = _unpack("base_loss", base_loss_fn(data, inputs))
+        # Every term (the base loss too) runs on its own leaf copies; the total's gradient
+        # is then summed in spec order, so parallel and sequential runs agree to the bit.
+        wants_grad = _differentiable(logprobs)
+        need_grads = track_grad_norms or wants_grad
+        base_inputs = _leaves(logprobs) if need_grads else logprobs
+        base_tensor, base_metrics = _unpack("base_loss", base_loss_fn(data, base_inputs))
         base_value = float(base_tensor.detach().item())
-        base_grads = None
-        if track_grad_norms:
-            base_grads = GradientTracker.grads(base_tensor, _tensors(inputs))
+        base_grads = (
+            GradientTracker.grads(base_tensor, _tensors(base_inputs)) if need_grads else None
+        )
         outs = Executor.execute_all(
             specs,
             data,
-            inputs,
+            logprobs,
             parallel=parallel,
             track_grad_norms=track_grad_norms,
             timeout=timeout,
             max_concurrency=max_concurrency,
+            keep_grads=need_grads,
         )
-        total = base_tensor
+        total = base_tensor.detach()
         for spec, out in zip(specs, outs, strict=True):
             total = total + float(spec.weight) * out.loss
-        total_grad_norm = None
+        total_grads = None
         if base_grads is not None:
-            if specs:
-                total_grad_norm = GradientTracker.norm(
-                    GradientTracker.grads(total, _tensors(inputs))
-                )
-            else:
-                total_grad_norm = GradientTracker.norm(base_grads)
+            total_grads = _combine(
+                _tensors(logprobs),
+                base_grads,
+                [(float(s.weight), o.grads) for s, o in zip(specs, outs, strict=True)],
+            )
+            for o in outs:
+                o.grads = None
+        if wants_grad and total_grads is not None:
+            # value unchanged (x*g - x*g is exactly 0); gradient exactly total_grads
+            for x, g in zip(_tensors(logprobs), total_grads, strict=True):
+                total = total + ((x * g).sum() - (x.detach() * g).sum())
+        total_grad_norm = (
+            None
+            if not track_grad_norms or total_grads is None
+            else GradientTracker.norm(total_grads)
+        )
         regularizer_total = sum(o.contribution for o in outs)
         result = CustomLossOutput(
             loss_total=base_value + regularizer_total,
             regularizer_total=regularizer_total,
             base_loss={
                 "value": base_value,
-                "grad_norm": None if base_grads is None else GradientTracker.norm(base_grads),
+                "grad_norm": None
+                if not track_grad_norms or base_grads is None
+                else GradientTracker.norm(base_grads),
                 "custom": base_metrics,
             },
             regularizers={o.name: o for o in outs},
