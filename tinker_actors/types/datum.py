@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ._base import WireStruct, always, force_set
+from ._bounds import Count32
 from .model_input import ModelInput
 from .tensor import TensorData
 
@@ -29,8 +30,8 @@ _SPARSE_ELIGIBLE_KEYS = frozenset({"target_tokens", "weights"})
 
 class _SpanBase(WireStruct, kw_only=True):
     sequence_id: str
-    offset: int = 0
-    length: int
+    offset: Count32 = 0
+    length: Count32
 
     def __post_init__(self) -> None:
         name = type(self).__name__
