@@ -193,13 +193,17 @@ _OTHER_MODULES: dict[str, dict[str, str]] = {
     "lib.public_interfaces.rest_client": _pick(_CLIENTS, "RestClient"),
     "lib.public_interfaces.sampling_client": _pick(_CLIENTS, "SamplingClient"),
     "lib.public_interfaces.service_client": _pick(_CLIENTS, "ServiceClient"),
-    "lib.public_interfaces.training_client": _pick(_CLIENTS, "TrainingClient"),
+    "lib.public_interfaces.training_client": {
+        **_pick(_CLIENTS, "TrainingClient"),
+        "CustomLossFnV1": "tinker_actors.compat:CustomLossFnV1",
+    },
     "lib.api_future_impl": {
         "QueueState": "tinker_actors.futures:QueueState",
         "QueueStateObserver": "tinker_actors.futures:QueueStateObserver",
     },
     "lib.queue_state_logger": {
         "QueueStateLogger": "tinker_actors.futures:QueueStateLogger",
+        "PAUSE_GRACE_PERIOD": "tinker_actors.futures:PAUSE_GRACE_PERIOD",
         "QueueState": "tinker_actors.futures:QueueState",
         "QueueStateObserver": "tinker_actors.futures:QueueStateObserver",
     },
@@ -216,11 +220,18 @@ _OTHER_MODULES: dict[str, dict[str, str]] = {
         "capture_exceptions": "tinker_actors.compat:capture_exceptions",
         "is_user_error": "tinker_actors.actors.telemetry:is_user_error",
         "get_process_uuid": "tinker_actors.actors.telemetry:process_uuid",
+        "MAX_BATCH_SIZE": "tinker_actors.actors.telemetry:MAX_BATCH",
+        "MAX_QUEUE_SIZE": "tinker_actors.actors.telemetry:MAX_QUEUE",
+        "FLUSH_INTERVAL": "tinker_actors.actors.telemetry:FLUSH_INTERVAL",
     },
     "lib.telemetry_provider": {"TelemetryProvider": "tinker_actors.compat:TelemetryProvider"},
-    "lib.experimental": {"ExperimentalWarning": "tinker_actors:ExperimentalWarning"},
+    "lib.experimental": {
+        "ExperimentalWarning": "tinker_actors:ExperimentalWarning",
+        "experimental": "tinker_actors.compat:experimental",
+    },
     "lib.chunked_fwdbwd_helpers": {
         "combine_fwd_bwd_output_results": f"{_TYPES}:combine_fwd_bwd_output_results",
+        "Metrics": "tinker_actors.compat:Metrics",
     },
 }
 

@@ -14,21 +14,26 @@ import functools
 import inspect
 import random
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload, runtime_checkable
 
+from . import types
 from .actors.telemetry import is_user_error
 from .config import RetryConfig
 from .errors import APIConnectionError, APIStatusError
 from .telemetry import get_logger
 
 __all__ = [
+    "CustomLossFnV1",
     "ExperimentalWarning",
+    "Metrics",
     "RetryHandler",
     "RetryableException",
     "TelemetryProvider",
     "Timeout",
     "capture_exceptions",
+    "experimental",
     "is_retryable_status_code",
 ]
 
@@ -41,6 +46,44 @@ R = TypeVar("R")
 
 class ExperimentalWarning(FutureWarning):
     """An API that may change or go away in any release was called (shown by default)."""
+
+
+def experimental(
+    message: str, /, *, category: type[Warning] | None = ExperimentalWarning, stacklevel: int = 1
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorator: calling the function (or instantiating the class) warns ``message``.
+
+    The official ``tinker.lib.experimental.experimental`` (``typing_extensions.deprecated``
+    with ``category=ExperimentalWarning``); ``category=None`` only marks it.
+    """
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        if category is None:
+            return fn
+        if isinstance(fn, type):
+            original_init = fn.__init__
+
+            @functools.wraps(original_init)
+            def init(self: Any, *args: Any, **kwargs: Any) -> None:
+                warnings.warn(message, category, stacklevel=stacklevel + 1)
+                original_init(self, *args, **kwargs)
+
+            fn.__init__ = init  # type: ignore[misc]
+            return fn
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            warnings.warn(message, category, stacklevel=stacklevel + 1)
+            return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+# Official type aliases that user code annotates with.
+Metrics = dict[str, float]
+CustomLossFnV1 = Callable[[list[types.Datum], list[Any]], tuple[Any, dict[str, float]]]
 
 
 class _Unset:

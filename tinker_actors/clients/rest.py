@@ -499,5 +499,62 @@ class RestClient(RestBase):
     def search_sessions(self, request: Any) -> APIFuture[Any]:
         return self._run(self._call("search_sessions", "search_sessions", request))
 
+    # ------------------------------------------------------------------ deprecated admin reads
+    # 0.38 moved these to AdminClient and keeps them here with a FutureWarning each; they
+    # run on an AdminClient sharing this client's session.
+    def _admin(self, method: str) -> Any:
+        import warnings
+
+        from .admin import AdminClient
+
+        warnings.warn(
+            f"RestClient.{method}() is deprecated and will go away in a later tinker SDK "
+            f"release; call AdminClient.{method.removesuffix('_async')}() instead (AdminClient "
+            "takes the same arguments as RestClient).",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return AdminClient(_session=self._session)
+
+    def get_audit_log(
+        self, event_type: str = "all", day: Any = None
+    ) -> APIFuture[types.AuditLogResponse]:
+        """Deprecated: ``AdminClient.get_audit_log``."""
+        return self._admin("get_audit_log").get_audit_log(event_type, day)  # type: ignore[no-any-return]
+
+    async def get_audit_log_async(
+        self, event_type: str = "all", day: Any = None
+    ) -> types.AuditLogResponse:
+        """Deprecated: ``await AdminClient.get_audit_log(...)``."""
+        return await self._admin("get_audit_log_async").get_audit_log(event_type, day)  # type: ignore[no-any-return]
+
+    def get_billing_usage(
+        self, starting_on: Any, ending_before: Any
+    ) -> APIFuture[types.BillingUsageResponse]:
+        """Deprecated: ``AdminClient.get_billing_usage``."""
+        admin = self._admin("get_billing_usage")
+        return admin.get_billing_usage(starting_on, ending_before)  # type: ignore[no-any-return]
+
+    async def get_billing_usage_async(
+        self, starting_on: Any, ending_before: Any
+    ) -> types.BillingUsageResponse:
+        """Deprecated: ``await AdminClient.get_billing_usage(...)``."""
+        admin = self._admin("get_billing_usage_async")
+        return await admin.get_billing_usage(starting_on, ending_before)  # type: ignore[no-any-return]
+
+    def get_current_checkpoint_storage_usage(
+        self, project_id: str | None = None
+    ) -> APIFuture[types.CurrentCheckpointStorageUsageResponse]:
+        """Deprecated: ``AdminClient.get_current_checkpoint_storage_usage``."""
+        admin = self._admin("get_current_checkpoint_storage_usage")
+        return admin.get_current_checkpoint_storage_usage(project_id)  # type: ignore[no-any-return]
+
+    async def get_current_checkpoint_storage_usage_async(
+        self, project_id: str | None = None
+    ) -> types.CurrentCheckpointStorageUsageResponse:
+        """Deprecated: ``await AdminClient.get_current_checkpoint_storage_usage(...)``."""
+        admin = self._admin("get_current_checkpoint_storage_usage_async")
+        return await admin.get_current_checkpoint_storage_usage(project_id)  # type: ignore[no-any-return]
+
     def __repr__(self) -> str:
         return f"<RestClient {self._session.settings.base_url or 'embedded'}>"

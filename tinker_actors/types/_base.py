@@ -100,6 +100,51 @@ def _to_python(value: Any, mode: str, exclude_none: bool) -> Any:
     return value
 
 
+class FieldInfo:
+    """What ``Model.model_fields[name]`` gives in pydantic: annotation, default, requiredness."""
+
+    __slots__ = ("annotation", "default", "default_factory")
+
+    def __init__(self, annotation: Any, default: Any, default_factory: Any) -> None:
+        self.annotation = annotation
+        self.default = default
+        self.default_factory = default_factory
+
+    def is_required(self) -> bool:
+        return self.default is msgspec.NODEFAULT and self.default_factory is msgspec.NODEFAULT
+
+    def get_default(self, *, call_default_factory: bool = False) -> Any:
+        if self.default_factory is not msgspec.NODEFAULT:
+            return self.default_factory() if call_default_factory else None
+        return None if self.default is msgspec.NODEFAULT else self.default
+
+    def __repr__(self) -> str:
+        req = "required=True" if self.is_required() else f"default={self.get_default()!r}"
+        return f"FieldInfo(annotation={self.annotation!r}, {req})"
+
+
+class _ModelFields:
+    """``Model.model_fields``: the fields by name (the tag included), built once per class."""
+
+    def __get__(self, obj: Any, cls: type) -> dict[str, FieldInfo]:
+        cached = cls.__dict__.get("_model_fields_cache")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        out = {}
+        for f in msgspec.structs.fields(cls):
+            default, factory = f.default, f.default_factory
+            if factory is not msgspec.NODEFAULT:
+                value = factory()  # always(x) wraps a plain default in a factory
+                if not isinstance(value, list | dict | set):
+                    default, factory = value, msgspec.NODEFAULT
+            out[f.name] = FieldInfo(f.type, default, factory)
+        cfg = cls.__struct_config__  # type: ignore[attr-defined]
+        if cfg.tag_field is not None:
+            out[cfg.tag_field] = FieldInfo(str, cfg.tag, msgspec.NODEFAULT)
+        type.__setattr__(cls, "_model_fields_cache", out)
+        return out
+
+
 class WireStruct(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     """Base of every wire type: None fields omitted.
 
@@ -108,6 +153,8 @@ class WireStruct(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     """
 
     # -- pydantic compatibility shims -------------------------------------------------
+    model_fields = _ModelFields()
+
     def model_dump(
         self, *, mode: str = "python", exclude_none: bool = False, **_: Any
     ) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Drop-in tests: official module layout, install(), the launcher, type parity."""
