@@ -28,6 +28,11 @@ LAYERS: dict[str, int] = {
     "transport": 2,
     "futures": 3,
     "actors": 4,
+    "regularizers": 4,  # domain: torch losses and penalties (issue 12)
+    "tokenizers": 4,  # domain: tokenizer resolution and cache (issue 12)
+    "files": 2,  # request bodies: file inputs (issue 12)
+    "multipart": 2,  # request bodies: multipart/form-data (issue 12)
+    "streaming": 4,  # sample_stream: SSE chunks (issue 12)
     "auth": 1,
     "clients": 5,
     "__init__": 5,

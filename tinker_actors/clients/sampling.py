@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import itertools
 import json
 import threading
@@ -337,14 +336,16 @@ class SamplingClient:
         A tokenizer directory reported by the server loads from local files only; other
         models load by name with ``AutoTokenizer``, as the official SDK does.
         """
+        from ..tokenizers import get_tokenizer
+
         if self._tokenizer_id is not None:
-            return _load_tokenizer(self._tokenizer_id)
+            return get_tokenizer(self._base_model or self._tokenizer_id, self._tokenizer_id)
         if _is_builtin(self._base_model):
             raise RuntimeError(
                 f"the server did not report a tokenizer for {self._base_model!r} "
                 "(GET /samplers/{id} has no tokenizer_id)"
             )
-        return _load_tokenizer(self._base_model.split(":", 1)[0])
+        return get_tokenizer(self._base_model)
 
     def get_base_model(self) -> str:
         """The base model name; known since creation, so no request."""
@@ -469,13 +470,6 @@ def _retire(runtime: Any, box: list[SamplingActor], release: Any) -> None:
 
 def _is_builtin(base_model: str) -> bool:
     return base_model.startswith("tinker-actors/")
-
-
-@functools.lru_cache(maxsize=32)
-def _load_tokenizer(name: str) -> Any:
-    from .training import load_tokenizer
-
-    return load_tokenizer(name)
 
 
 # Shadow sessions (unpickled clients) are shared per (session, config) in a process.

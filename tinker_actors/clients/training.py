@@ -440,12 +440,15 @@ class TrainingClient:
         return self._state.info
 
     def get_tokenizer(self) -> Any:
-        """``AutoTokenizer`` from get_info's tokenizer_id (a local directory loads offline)."""
+        """The tokenizer of get_info's tokenizer_id, else of the model name (0.38's rules, one
+        load per process: ``tinker_actors.tokenizers``); a local directory loads offline."""
+        from ..tokenizers import get_tokenizer
+
         md = self._state.info.model_data
-        name = md.tokenizer_id or md.model_name
+        name = md.model_name or md.tokenizer_id
         if name is None:
             raise ValueError("the server did not report a tokenizer for this model")
-        return load_tokenizer(name)
+        return get_tokenizer(name, md.tokenizer_id)
 
     @property
     def _tokenizer_id(self) -> str | None:
@@ -540,19 +543,10 @@ class TrainingClient:
 
 
 def load_tokenizer(name: str) -> Any:
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as exc:  # pragma: no cover
-        raise ImportError(
-            "get_tokenizer needs transformers: pip install 'tinker-actors[local]'"
-        ) from exc
-    import os
+    """The tokenizer of ``name`` by the official rules (``tinker_actors.tokenizers``)."""
+    from ..tokenizers import get_tokenizer
 
-    if os.path.isdir(name):  # a directory the server reported: never a download
-        return AutoTokenizer.from_pretrained(name, local_files_only=True)
-    return AutoTokenizer.from_pretrained(
-        name.split(":", 1)[0] if ":" in name and not name.startswith("/") else name
-    )
+    return get_tokenizer(name)
 
 
 def _check_data_list(data: Any) -> None:
