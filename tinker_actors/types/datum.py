@@ -114,8 +114,11 @@ class Datum(WireStruct):
             raise InvalidInputError(
                 f"Datum.loss_fn_inputs keys must be strings, got {list(inputs)!r:.200}"
             )
+        # Always a new dict, never the caller's (as in the official SDK).
         if any(not isinstance(v, TensorData) for v in inputs.values()):
             force_set(self, "loss_fn_inputs", {k: to_tensor_data(k, v) for k, v in inputs.items()})
+        else:
+            force_set(self, "loss_fn_inputs", dict(inputs))
         if (self.model_input_spans is None) != (self.loss_fn_input_spans is None):
             raise ValueError("provenance comes as a pair: set both span lists or neither")
 

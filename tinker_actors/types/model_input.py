@@ -7,6 +7,7 @@ gives the protobuf encoder a zero-copy path.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -117,6 +118,13 @@ class ImageChunk(WireStruct, tag_field="type", tag="image"):
     @property
     def type(self) -> str:
         return "image"
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        """``data`` as base64 text in every mode, as the official serializer gives it."""
+        out = super().model_dump(**kwargs)
+        if isinstance(out.get("data"), bytes):
+            out["data"] = base64.b64encode(out["data"]).decode()
+        return out
 
     @property
     def length(self) -> int:

@@ -103,7 +103,7 @@ class SampledSequence(WireStruct):
     """One sampled continuation; ``sequence_id`` comes from the submit response."""
 
     stop_reason: StopReason
-    tokens: list[int]
+    tokens: list[int] = always([])  # optional, as 0.38's tokens_np is
     logprobs: list[float] | None = None
     topk_logprobs: TopkEntries | None = None
     sequence_id: str | None = None
