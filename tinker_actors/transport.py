@@ -473,6 +473,7 @@ class Transport:
         raise_for_status: bool = True,
         authenticate: bool = True,
         log_context: Mapping[str, Any] | None = None,
+        files: Any = None,
     ) -> Response:
         """Sends one logical request, retrying under ``retry``; raises mapped errors.
 
@@ -480,8 +481,17 @@ class Transport:
         progress (``sdk_method_scope``) wins, since only the outermost call counts.
         ``authenticate=False`` sends the caller's own X-API-Key (the JWT exchange).
         ``log_context`` is added to the retry progress warnings (e.g. the model id).
+        ``files`` (POST/PUT) sends ``json`` as multipart form fields plus the files
+        (``tinker_actors.multipart``); each attempt streams a freshly built body.
         """
         method = method.upper()
+        form = None
+        if files is not None or content_type or headers:
+            from . import multipart
+
+            form = multipart.for_request(method, json, content, files, content_type, headers)
+            if form is not None:
+                json, content = None, b""
         if sdk_method != "":  # "" forces no attribution; else the outermost method wins
             sdk_method = _sdk_method.get() or sdk_method
         url = self.url(path)
@@ -497,6 +507,9 @@ class Transport:
             hdrs["x-sdk-method"] = sdk_method
         if headers:
             hdrs.update(headers)
+        if form is not None:
+            hdrs = {k: v for k, v in hdrs.items() if k.lower() != "content-type"}
+            hdrs["Content-Type"] = form.content_type
         read_timeout = self.timeout if timeout is None else timeout
         hdrs["x-stainless-read-timeout"] = str(read_timeout)
         if params:
@@ -514,14 +527,24 @@ class Transport:
                 if jwt is not None:
                     hdrs["X-API-Key"] = await jwt.token()
                 resp = await self._send_once(
-                    method, url, data=content, headers=hdrs, params=params, timeout=read_timeout
+                    method,
+                    url,
+                    data=content if form is None else form.writer(),
+                    headers=hdrs,
+                    params=params,
+                    timeout=read_timeout,
                 )
                 if jwt is not None and resp.status == 401 and _invalid_token(resp.headers):
                     # the JWT was revoked or expired early: exchange it and replay once
                     await jwt.refresh(stale=hdrs["X-API-Key"])
                     hdrs["X-API-Key"] = await jwt.token()
                     resp = await self._send_once(
-                        method, url, data=content, headers=hdrs, params=params, timeout=read_timeout
+                        method,
+                        url,
+                        data=content if form is None else form.writer(),
+                        headers=hdrs,
+                        params=params,
+                        timeout=read_timeout,
                     )
             except errors.APIConnectionError as exc:  # APITimeoutError subclasses it
                 raise _Retry(exc) from exc
