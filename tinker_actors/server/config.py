@@ -75,5 +75,7 @@ class ServerConfig:
     proto_compress_fwdbwd: bool = False
     # A sample request with no seed gets one derived from its seq_id and prompt instead of a
     # random one, so a rerun of the same client code samples the same tokens (the cookbook's
-    # RL loop never passes a seed; comparing two SDKs needs the same rollouts).
+    # RL loop never passes a seed; comparing two SDKs needs the same rollouts). Logprobs are
+    # bitwise repeatable only with sample_batch_size=1 too: batch composition, which depends on
+    # timing, changes the padding and so the last bits.
     deterministic_sampling: bool = False
