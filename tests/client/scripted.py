@@ -3,8 +3,9 @@
 Its API is shaped like aioresponses, but replies travel over real HTTP on port 0:
 aioresponses 0.7.9 cannot build responses for aiohttp 3.14.
 
-Each (method, path) answers from its own queue of scripted replies, then from its default
-reply if one is set (``m.default(...)``), else 599. Every request is recorded; tests wait
+Each (method, path) answers from its handler if one is set (``m.handle_with(...)``: replies
+computed from the request, for stateful scripts), else from its own queue of scripted
+replies, then from its default reply if one is set (``m.default(...)``), else 599. Every request is recorded; tests wait
 for the server to have seen N requests with ``await m.wait_for(path, n)``.
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +43,7 @@ class ScriptedServer:
             collections.defaultdict(collections.deque)
         )
         self.defaults: dict[tuple[str, str], dict[str, Any]] = {}
+        self.handlers: dict[tuple[str, str], Callable[[Seen], Any]] = {}
         self.requests: list[Seen] = []
         self.base = ""
         self._changed: asyncio.Condition | None = None
@@ -49,6 +53,10 @@ class ScriptedServer:
 
     def default(self, method: str, path: str, **resp: Any) -> None:
         self.defaults[(method, path)] = resp
+
+    def handle_with(self, method: str, path: str, fn: Callable[[Seen], Any]) -> None:
+        """``fn(seen)`` returns (or awaits to) a reply dict with the keys ``add`` takes."""
+        self.handlers[(method, path)] = fn
 
     def post(self, path: str, **resp: Any) -> None:
         self.add("POST", path, **resp)
@@ -68,14 +76,18 @@ class ScriptedServer:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.requests.append(
-            Seen(request.method, request.path, request.headers, body, request.query)
-        )
+        seen = Seen(request.method, request.path, request.headers, body, request.query)
+        self.requests.append(seen)
         assert self._changed is not None
         async with self._changed:
             self._changed.notify_all()
+        handler = self.handlers.get((request.method, request.path))
         q = self.script.get((request.method, request.path))
-        if q:
+        if handler is not None:
+            r = handler(seen)
+            if inspect.isawaitable(r):
+                r = await r
+        elif q:
             r = q.popleft()
         elif (request.method, request.path) in self.defaults:
             r = self.defaults[(request.method, request.path)]

@@ -42,7 +42,7 @@ from ..manifest import FORWARD_REQUEST_TYPE_HEADER, ROUTES, Route
 from ..telemetry import get_logger
 from ..transport import TRAINING, RetryPolicy
 from ..types import fwdbwd as _fb
-from .actor import Actor
+from .actor import Actor, ActorState
 
 if TYPE_CHECKING:
     from .session import Session
@@ -208,6 +208,19 @@ class TrainingActor(Actor):
         super().__init__(name=f"training-{state.model_id}")
         self.ts = state
         self.recovering = recovering
+        # a poll that failed while on_start was still replaying (the base class only
+        # crashes a RUNNING actor); on_start raises it so the recovery is redone
+        self._early_failure: BaseException | None = None
+
+    def _child_done(self, task: asyncio.Task[Any]) -> None:
+        if (
+            self.state is ActorState.NEW
+            and not task.cancelled()
+            and task.exception() is not None
+            and self._early_failure is None
+        ):
+            self._early_failure = task.exception()
+        super()._child_done(task)
 
     @property
     def session(self) -> Session:
@@ -223,6 +236,8 @@ class TrainingActor(Actor):
         if policy is not None and policy.enabled:
             try:
                 await self._recover(policy)
+                if self._early_failure is not None:  # no await from here to RUNNING
+                    raise self._early_failure
             except BaseException:
                 # a failed recovery counts as another crash; its polls must not outlive it
                 for task in list(self._children):
