@@ -350,8 +350,9 @@ class TrainingUnderFaults(RuleBasedStateMachine):
         )
 
     async def _settle(self) -> None:
+        # polls a real signal (futures, actor, supervisor: no single event covers them all)
         async with asyncio.timeout(SETTLE_DEADLINE):
-            while not self._quiet():
+            while not self._quiet():  # noqa: ASYNC110
                 await asyncio.sleep(0.002)
 
     @invariant()
