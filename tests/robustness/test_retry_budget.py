@@ -6,6 +6,7 @@ budget costs milliseconds and every wait is checked exactly.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -139,7 +140,7 @@ async def test_progress_is_logged_after_a_grace_then_once_a_minute(
         logging.getLogger("tinker_actors.transport").removeHandler(handler)
     assert TRAINING.progress_after is not None
     assert TRAINING.progress_after <= logged_at[0] < TRAINING.progress_after + TRAINING.max_delay
-    gaps = [b - a for a, b in zip(logged_at, logged_at[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(logged_at)]
     assert all(g >= TRAINING.progress_interval for g in gaps)
     assert 4 <= len(logged_at) <= 5  # 300 s: about one a minute
     text = caplog.text
