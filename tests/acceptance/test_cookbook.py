@@ -80,8 +80,10 @@ def _run(loop: str, sdk: str, tmp_root: Path) -> dict[str, Any]:
         server.stop_in_thread()
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stdout + proc.stderr)[-6000:]
-        pytest.fail(f"cookbook {loop} loop with {sdk} exited {proc.returncode}:\n{tail}")
+        out = proc.stdout + proc.stderr
+        start = out.find("Traceback (most recent call last)")
+        shown = out[start:] if start >= 0 else out
+        pytest.fail(f"cookbook {loop} loop with {sdk} exited {proc.returncode}:\n{shown[-8000:]}")
     _RUNS[key] = json.loads(lines[-1][len("RESULT ") :])
     return _RUNS[key]
 
@@ -151,6 +153,8 @@ def test_tinker_actors_runs_the_cookbook_loop_with_equal_metrics(loop: str, tmp_
     official = _run(loop, "tinker", tmp_root)
     ours = _run(loop, "tinker_actors", tmp_root)
     assert _served_by(ours) == "tinker_actors", ours["served_by"]
+    assert ours["official_modules"] == [], "the official package was loaded"
+    assert official["official_modules"], "the official run did not load the official package"
     want, got = _steps(official), _steps(ours)
     assert sorted(got) == sorted(want)
     diffs = [

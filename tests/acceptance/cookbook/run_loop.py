@@ -7,8 +7,8 @@ so every ``tinker`` import (the cookbook's included) is served by tinker_actors.
 comes from ``TINKER_API_KEY``. The cookbook's code runs unedited; only what needs the network is
 replaced: the tokenizer is registered from the server's ``tokenizer_id`` (a local directory),
 the dataset is a local JSONL file, and the pricing download answers "unavailable". Prints one
-JSON line: the file that defines the ``tinker.ServiceClient`` it ran, the rows of ``metrics.jsonl`` and of
-``checkpoints.jsonl``.
+JSON line: the file that defines the ``tinker.ServiceClient`` it ran, the modules loaded from
+the official package, the rows of ``metrics.jsonl`` and of ``checkpoints.jsonl``.
 """
 
 from __future__ import annotations
@@ -128,6 +128,16 @@ def run_rl(base_url: str, work: Path) -> None:
     asyncio.run(train.main(config))
 
 
+def _official_modules() -> list[str]:
+    """Loaded modules whose code comes from the installed official ``tinker`` package."""
+    out = []
+    for name, module in list(sys.modules.items()):
+        parts = Path(getattr(module, "__file__", None) or "").parts
+        if "site-packages" in parts[:-1] and parts[parts.index("site-packages") + 1] == "tinker":
+            out.append(name)
+    return sorted(out)
+
+
 def _rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -148,6 +158,7 @@ def main() -> None:
     {"sl": run_sl, "rl": run_rl}[loop](base_url, work)
     out = {
         "served_by": served_by,
+        "official_modules": _official_modules(),
         "metrics": _rows(work / "log" / "metrics.jsonl"),
         "checkpoints": _rows(work / "log" / "checkpoints.jsonl"),
     }
