@@ -86,10 +86,14 @@ def test_official_leniency_is_kept() -> None:
     # ranges are the server's to judge, as in the official SDK
     assert types.SamplingParams(max_tokens=-1, temperature=-1.0).max_tokens == -1
     assert types.AdamParams(learning_rate=-1.0).learning_rate == -1.0
-    # lists, numpy and torch still become TensorData; int arrays of tokens stay zero-copy
+    # lists, numpy and torch still become TensorData; int arrays of tokens stay arrays (a
+    # writable one is copied, as the caller may reuse it; a read-only one is shared)
     d = types.Datum(model_input=MI, loss_fn_inputs={"target_tokens": [2, 3, 4], "weights": [1] * 3})
     assert d.loss_fn_inputs["weights"].dtype == "float32"
     arr = np.array([5, 6], dtype=np.int64)
+    kept = types.ModelInput.from_ints(arr).chunks[0].tokens
+    assert isinstance(kept, np.ndarray) and kept is not arr and kept.tolist() == [5, 6]
+    arr.flags.writeable = False
     assert types.ModelInput.from_ints(arr).chunks[0].tokens is arr
     torch = pytest.importorskip("torch")
     assert types.ModelInput.from_ints(torch.tensor([4, 5])).to_ints() == [4, 5]
