@@ -43,6 +43,8 @@ class Route:
     legacy: bool = False
     summary: str = ""
     response_alternatives: tuple[Any, ...] = field(default=())
+    # Beyond the 0.38 protocol (Tinkex's extensions): answered as server-sent events.
+    event_stream: bool = False
 
     @property
     def path_params(self) -> tuple[str, ...]:
@@ -292,6 +294,15 @@ ROUTE_LIST: tuple[Route, ...] = (
         result_encoding="protobuf",
         request_type_header="Sample",
         summary="the future must carry sample_sequence_ids",
+    ),
+    _r(
+        None,
+        "stream_sample",
+        "POST",
+        "/stream_sample",
+        request_type=t.SampleRequest,
+        event_stream=True,
+        summary="Tinkex's streamed sampling: token events (server-sent) as they are decoded",
     ),
     _r(
         22,

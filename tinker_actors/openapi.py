@@ -80,6 +80,9 @@ def _operation(r: manifest.Route) -> dict[str, Any]:
     if r.response_alternatives:
         ok["content"] = {JSON: {"schema": {"oneOf": [_ref(t) for t in r.response_alternatives]}}}
         ok["description"] = "the future's result (JSON or protobuf), or a polling reply"
+    elif r.event_stream:
+        ok["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+        ok["description"] = "server-sent events"
     elif r.response_type is not None:
         ok["content"] = {JSON: {"schema": _ref(r.response_type)}}
     op["responses"] = {

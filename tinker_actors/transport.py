@@ -420,6 +420,18 @@ class Transport:
         assert self.settings.base_url, "transport used before the base URL was resolved"
         return self.settings.base_url
 
+    async def headers_for(self, sdk_method: str | None = None) -> dict[str, str]:
+        """The headers a request would carry now (credentials, current JWT, SDK method), for
+        callers that read a response as a stream (``tinker_actors.streaming``)."""
+        hdrs = dict(self._static_headers)
+        if self.jwt is not None:
+            hdrs["X-API-Key"] = await self.jwt.token()
+        sdk_method = _sdk_method.get() or sdk_method
+        if sdk_method:
+            hdrs["x-sdk-version"] = SDK_VERSION
+            hdrs["x-sdk-method"] = sdk_method
+        return hdrs
+
     def url(self, path: str) -> str:
         if path.startswith("http://") or path.startswith("https://"):
             return path

@@ -17,6 +17,8 @@ OLDER = {
     ("POST", "/api/v1/unload_model"),
     ("GET", "/api/v1/training_runs/{run_id}/checkpoints/{checkpoint_id}/archive"),
 }
+# Routes beyond the 0.38 protocol (Tinkex extensions), answered as server-sent events.
+EXTENSIONS = {("POST", "/api/v1/stream_sample")}
 
 
 def _table_rows() -> list[dict[str, object]]:
@@ -58,7 +60,8 @@ def test_manifest_matches_protocol_table() -> None:
     rows = _table_rows()
     ours = {(r.method, r.path): r for r in manifest.ROUTE_LIST}
     table = {(r["method"], r["path"]): r for r in rows}
-    assert set(ours) == set(table) | OLDER
+    assert set(ours) == set(table) | OLDER | EXTENSIONS
+    assert all(ours[key].event_stream for key in EXTENSIONS)
     for key, row in table.items():
         route = ours[key]
         assert route.number == row["number"], key

@@ -18,6 +18,7 @@ import time
 import uuid
 import warnings
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -328,6 +329,21 @@ class SamplingClient:
         """Deprecated in 0.38 (``await compute_logprobs(...)`` instead); kept for old code."""
         _deprecated("compute_logprobs_async", "await SamplingClient.compute_logprobs(...)")
         return await self.compute_logprobs(prompt, prompt_logprobs_last_n)
+
+    def sample_stream(
+        self,
+        prompt: types.ModelInput,
+        sampling_params: types.SamplingParams,
+        num_samples: int = 1,
+    ) -> AsyncIterator[Any]:
+        """Tinkex's streamed sampling (beyond the official SDK): an async iterator of
+        ``SampleStreamChunk`` (token, token_id, index, logprob, finish_reason) as the server
+        decodes them. See ``tinker_actors.streaming``."""
+        from ..streaming import sample_stream
+
+        return sample_stream(
+            self._session, self._sampling_session_id, prompt, sampling_params, num_samples
+        )
 
     # ------------------------------------------------------------------ metadata
     def get_tokenizer(self) -> Any:

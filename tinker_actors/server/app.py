@@ -527,6 +527,13 @@ async def local_stats(request: web.Request) -> web.Response:
     return json_response(snapshot)
 
 
+async def stream_sample(request: web.Request) -> web.StreamResponse:
+    """Server-sent token events as the sample is decoded (server/streaming.py)."""
+    from tinker_actors.server.streaming import stream_sample as handler
+
+    return await handler(request)
+
+
 async def not_implemented(request: web.Request) -> web.Response:
     raise HttpError(501, f"{request.method} {request.path} is not implemented by the local server")
 
@@ -555,6 +562,7 @@ HANDLERS: dict[str, Handler] = {
     "join_sampling_session": join_sampling_session,
     "get_sampler": get_sampler,
     "asample": asample,
+    "stream_sample": stream_sample,
     "retrieve_future": retrieve_future,
     "retrieve_futures": retrieve_futures,
     "cancel_future": cancel_future,

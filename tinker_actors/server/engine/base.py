@@ -12,6 +12,7 @@ loop). `sample` may be called concurrently with training calls of *other* models
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -106,6 +107,11 @@ class SampleJob:
     stop_at_eos: bool = True
     prompt_logprobs: bool = False
     topk_prompt_logprobs: int = 0
+    # Streaming (/stream_sample): called from the decode loop with (sample index, step,
+    # token id, logprob) as each token is chosen; returning False stops that sequence.
+    on_token: Callable[[int, int, int, float], bool] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 @dataclass(slots=True)

@@ -232,12 +232,17 @@ def _decode(
     live = torch.ones(len(alive), dtype=torch.bool, device=dev)
     n_live = len(alive)
     history: dict[int, list[int]] = {}  # generated tokens of the sequences with stop strings
+    streams = _token_streams(jobs, seqs)  # seq -> (on_token, sample index); usually empty
     cur, step = pmax, 0
     while True:
         tok, lp = _choose(last, temps, top_k, top_p, uniforms[alive_t, step], any_random)
         out_tok[alive_t, step] = tok
         out_lp[alive_t, step] = lp
         stopped = torch.zeros_like(live) if stop_tab is None else (tok[:, None] == stop_tab).any(-1)
+        if streams:
+            ended = _emit_tokens(streams, alive, step, tok, lp, live)
+            if ended:
+                stopped[torch.tensor(ended, device=dev)] = True
         if use_strings:
             tl = tok.tolist()
             flags = live.tolist()
@@ -282,6 +287,39 @@ def _decode(
         last = backend.step(tok[:, None], pos, key_mask[:, : cur + 1], cache)[:, -1]
         cur += 1
         step += 1
+
+
+def _token_streams(
+    jobs: list[SampleJob], seqs: list[_Seq]
+) -> dict[int, tuple[Callable[[int, int, int, float], bool], int]]:
+    """The streamed sequences (``SampleJob.on_token``) with their sample index in the job."""
+    out: dict[int, tuple[Callable[[int, int, int, float], bool], int]] = {}
+    counts: dict[int, int] = {}
+    for n, s in enumerate(seqs):
+        k = counts.get(s.job, 0)
+        counts[s.job] = k + 1
+        cb = jobs[s.job].on_token
+        if cb is not None:
+            out[n] = (cb, k)
+    return out
+
+
+def _emit_tokens(
+    streams: dict[int, tuple[Callable[[int, int, int, float], bool], int]],
+    alive: list[int],
+    step: int,
+    tok: torch.Tensor,
+    lp: torch.Tensor,
+    live: torch.Tensor,
+) -> list[int]:
+    """Hands this step's tokens to the streams; returns the rows whose stream ended."""
+    tl, ll, fl = tok.tolist(), lp.tolist(), live.tolist()
+    ended = []
+    for r, n in enumerate(alive):
+        stream = streams.get(n)
+        if stream is not None and fl[r] and not stream[0](stream[1], step, tl[r], ll[r]):
+            ended.append(r)
+    return ended
 
 
 def _prompt_logprobs(
