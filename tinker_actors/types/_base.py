@@ -18,7 +18,7 @@ import copy
 import datetime as _dt
 import enum
 from collections.abc import Callable
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, dataclass_transform
 
 import msgspec
 import numpy as np
@@ -145,6 +145,8 @@ class _ModelFields:
         return out
 
 
+# Subclasses inherit ``frozen`` from msgspec at run time; type checkers need to be told.
+@dataclass_transform(field_specifiers=(msgspec.field,), frozen_default=True)
 class WireStruct(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
     """Base of every wire type: None fields omitted.
 
