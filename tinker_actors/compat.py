@@ -61,7 +61,7 @@ def experimental(
         if category is None:
             return fn
         if isinstance(fn, type):
-            original_init = fn.__init__
+            original_init = fn.__init__  # type: ignore[misc]
 
             @functools.wraps(original_init)
             def init(self: Any, *args: Any, **kwargs: Any) -> None:
