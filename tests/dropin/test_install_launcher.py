@@ -268,3 +268,24 @@ def test_command_and_env_keep_the_user_pythonpath() -> None:
     assert env[launcher.ENV_FLAG] == "1"
     other, _ = launcher.command_and_env(["python2.7", "x.py"], {})
     assert other[0] == "python2.7"  # another interpreter is run as named
+
+
+def test_the_bootstrap_still_runs_the_sitecustomize_it_shadows(program: Path) -> None:
+    other = program / "site_other"
+    other.mkdir()
+    (other / "sitecustomize.py").write_text("import builtins\nbuiltins.CHAINED = True\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(other)
+    out = launch(
+        [
+            "--",
+            "python",
+            "-c",
+            "import builtins, tinker, tinker_actors; "
+            "print(getattr(builtins, 'CHAINED', False), tinker is tinker_actors)",
+        ],
+        program,
+        env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True True"
