@@ -56,8 +56,26 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+class RootGroup(LazyGroup):
+    """The root: a CliError becomes ``Error: ...`` on stderr and its exit code; Ctrl-C 130."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from tinker_actors.cli.core import CliError
+
+        try:
+            rv = super().invoke(ctx)
+        except CliError as exc:
+            exc.show()
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            ctx.exit(130)
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv:
+            ctx.exit(rv)  # a command's non-zero status, also under click's standalone mode
+        return rv
+
+
 @click.group(
-    cls=LazyGroup,
+    cls=RootGroup,
     lazy=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -85,21 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with cli.make_context("tinker-actors", args) as ctx:
             rv = cli.invoke(ctx)
-    except Exit as exc:  # --help, --version
-        raise SystemExit(exc.exit_code) from None
+    except Exit as exc:
+        if exc.exit_code == 0 and any(a in ("-h", "--help") for a in args):
+            raise SystemExit(0) from None  # help printed: stop, as argparse did
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         raise SystemExit(exc.exit_code) from None
     except click.Abort:
         click.echo("Aborted!", err=True)
         return 1
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        from tinker_actors.cli.core import CliError
-
-        if not isinstance(exc, CliError):
-            raise
-        exc.show()
-        return exc.exit_code
     return int(rv or 0)

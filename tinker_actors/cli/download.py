@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import tarfile
 import tempfile
@@ -112,12 +113,36 @@ def download_external(
 
 
 def download_archive(rest: Any, tinker_path: str, dest: Path, *, show: bool) -> int:
-    url = rest.get_checkpoint_archive_url_from_tinker_path(tinker_path).result().url
+    """The checkpoint's archive route: a redirect (or JSON) to a signed URL, streamed; when the
+    transport already followed the redirect, the archive is the response body itself."""
+    p = parse_path(tinker_path)
+
+    async def ask() -> Any:
+        t = await rest._transport()
+        return await t.call(
+            "checkpoint_archive",
+            raw=True,
+            raise_for_status=False,
+            path_params={"run_id": p.training_run_id, "checkpoint_id": p.checkpoint_id},
+            sdk_method="RestClient.get_checkpoint_archive_url_from_tinker_path",
+        )
+
+    r = rest._run(ask()).result()
+    if r.status >= 400:
+        from tinker_actors.transport import status_error
+
+        raise status_error(r.status, r.body, r.headers)
     with tempfile.TemporaryDirectory(prefix="tinker-actors-dl-") as tmp:
         archive = Path(tmp) / "checkpoint.tar"
-        size = fetch_url(url, archive, label=tinker_path.rsplit("/", 1)[-1], show=show)
+        label = tinker_path.rsplit("/", 1)[-1]
+        if 300 <= r.status < 400 and "location" in r.headers:
+            fetch_url(r.headers["location"], archive, label=label, show=show)
+        elif "json" in r.headers.get("content-type", ""):
+            fetch_url(json.loads(r.body)["url"], archive, label=label, show=show)
+        else:
+            archive.write_bytes(r.body)
         safe_extract(archive, dest)
-    return sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) or size
+    return sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
 
 
 def download_checkpoint(rest: Any, tinker_path: str, dest: Path, *, show: bool) -> int:

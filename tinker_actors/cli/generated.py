@@ -61,7 +61,27 @@ def call_route(route_name: str, params: dict[str, Any], body: Any = None, client
     c = admin_client() if client == "admin" else rest_client()
     path = {k: params[k] for k in r.path_params}
     query = {k: params.get(k) for k in r.query_params if params.get(k) is not None}
-    return c._run(c._call(r.name, r.name, body, query=query or None, **path)).result()
+
+    async def go() -> Any:
+        t = await c._transport()
+        return await t.call(
+            r.name,
+            body,
+            path_params=path or None,
+            query=query or None,
+            retry=cli_retry(),
+            sdk_method=f"{c._sdk_class}.{r.name}",
+        )
+
+    return c._run(go()).result()
+
+
+def cli_retry() -> Any:
+    """Interactive commands fail fast: one retry for transport errors, 429 and 5xx, none for
+    409 (a conflict such as "already public" does not clear by waiting)."""
+    from tinker_actors.transport import RetryPolicy
+
+    return RetryPolicy(max_attempts=2, max_total=10.0, retry_statuses=frozenset({408, 429}))
 
 
 def fetch_pages(

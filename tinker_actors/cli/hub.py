@@ -108,11 +108,11 @@ def push_checkpoint(
     ignore_patterns: list[str] | None = None,
     model_card: bool = True,
     show: bool = False,
-    api_factory: Callable[[], Any] = _hf_api,
+    api_factory: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Uploads the checkpoint; returns ``{repo_id, revision, public}``."""
     parsed = parse_path(tinker_path)
-    api = api_factory()
+    api = (api_factory or _hf_api)()
     try:
         api.whoami()
     except Exception as exc:

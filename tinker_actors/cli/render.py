@@ -37,6 +37,11 @@ def _no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
 
 
+def _color_system() -> str | None:
+    """No escape codes at all (colour or style) under NO_COLOR."""
+    return None if _no_color() else "auto"
+
+
 def _rich_ok(stream: Any) -> bool:
     try:
         return bool(stream.isatty()) and os.environ.get("TERM") != "dumb"
@@ -73,7 +78,7 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], title: st
         from rich.console import Console
         from rich.table import Table
 
-        console = Console(emoji=False, no_color=_no_color(), highlight=False)
+        console = Console(emoji=False, color_system=_color_system(), highlight=False)
         table = Table(title=title) if title else Table()
         for i, col in enumerate(columns):
             style = None if _no_color() or i else "bright_cyan"
@@ -138,7 +143,7 @@ def progress(label: str, total: int | None, *, unit: str = "") -> Iterator[Calla
     )
 
     count = DownloadColumn() if unit == "B" else MofNCompleteColumn()
-    console = Console(stderr=True, no_color=_no_color())
+    console = Console(stderr=True, color_system=_color_system())
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
