@@ -134,6 +134,7 @@ def test_replace_on_sampled_sequences_and_responses() -> None:
     m2 = dataclasses.replace(mine, stop_reason="length", sequence_id="r")
     for attr in ("stop_reason", "sequence_id", "tokens", "logprobs"):
         assert getattr(m2, attr) == getattr(t2, attr)
+    assert mine.tokens_np.dtype == np.int32 and mine.logprobs_np.dtype == np.float32
     resp_t = dataclasses.replace(O.SampleResponse(sequences=[theirs]), prompt_cache_hit_tokens=3)
     resp_m = dataclasses.replace(A.SampleResponse(sequences=[mine]), prompt_cache_hit_tokens=3)
     assert resp_m.prompt_cache_hit_tokens == resp_t.prompt_cache_hit_tokens == 3

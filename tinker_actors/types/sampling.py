@@ -110,7 +110,7 @@ class SampledSequence(WireStruct):
 
     @property
     def tokens_np(self) -> np.ndarray:
-        return np.asarray(self.tokens, dtype=np.int64)
+        return np.asarray(self.tokens, dtype=np.int32)  # int32, as in 0.38
 
     @property
     def logprobs_np(self) -> np.ndarray | None:
