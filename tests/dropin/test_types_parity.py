@@ -366,3 +366,36 @@ def test_topk_matrices_match_the_official_conversion() -> None:
     assert resp.topk_prompt_logprobs_np is not None
     assert A.SampleResponse(sequences=[]).topk_prompt_logprobs_np is None
     assert A.SampledSequence(stop_reason="stop", tokens=[]).topk_logprobs_np is None
+
+
+# Deliberate differences in the field tables, each with its reason.
+FIELD_DIFFERENCES: dict[str, str] = {
+    "GetSamplerResponse": "tokenizer_id: the local server's extension (0.38 ignores it)",
+    "OptimStepRequest": "adam_params / optimizer_params: the older wire names, also accepted",
+    "CreateSessionRequest": "tags, sdk_version, user_metadata default here (the client fills them)",
+    "HealthResponse": "status defaults to 'ok'",
+    "TelemetryResponse": "status defaults to 'accepted'",
+    "RequestFailedResponse": "category defaults to 'unknown' (lenient decoding)",
+    "SessionStartEvent": "event is the tag, set by the type",
+    "SessionEndEvent": "event is the tag, set by the type",
+    "UnhandledExceptionEvent": "event is the tag, set by the type",
+}
+
+
+def test_every_official_model_has_the_same_fields() -> None:
+    import pydantic
+
+    checked = 0
+    for name in dir(O):
+        official_cls = getattr(O, name)
+        if not (isinstance(official_cls, type) and issubclass(official_cls, pydantic.BaseModel)):
+            continue
+        if name in FIELD_DIFFERENCES:
+            continue
+        ours_cls = getattr(A, name)
+        theirs_fields, our_fields = official_cls.model_fields, ours_cls.model_fields
+        assert set(our_fields) == set(theirs_fields), name
+        for field, info in theirs_fields.items():
+            assert our_fields[field].is_required() == info.is_required(), (name, field)
+        checked += 1
+    assert checked > 100
