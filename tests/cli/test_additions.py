@@ -347,3 +347,23 @@ def test_generated_commands_take_their_parameters_from_the_route() -> None:
     assert "SESSION_ID" in r.output
     r = CliRunner().invoke(cli, ["billing", "usage", "--help"])
     assert "STARTING_ON ENDING_BEFORE" in r.output
+
+
+def test_exec_runs_unedited_tinker_code_and_passes_its_status(tmp_path: Path) -> None:
+    code = "import tinker, sys; print(tinker.ServiceClient.__module__); sys.exit(3)"
+    r = subprocess.run(
+        [sys.executable, "-m", "tinker_actors", "exec", "--", "python", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.strip().startswith("tinker_actors.")
+    r = subprocess.run(
+        [sys.executable, "-m", "tinker_actors", "exec", "--", "no-such-command-xyz"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 127 and "command not found" in r.stderr

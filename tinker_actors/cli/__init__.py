@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("tinker_actors.cli.apps:serve", "Run the embedded Tinker-compatible local server."),
     "openapi": ("tinker_actors.cli.apps:openapi", "Print the OpenAPI document of the manifest."),
     "demo": ("tinker_actors.cli.apps:demo", "Fine-tune a built-in model on a task, then sample."),
-    "exec": ("tinker_actors.cli.apps:exec_", "Run a Python program against a local server."),
+    "exec": ("tinker_actors.cli.apps:exec_", "Run unedited `tinker` code on tinker_actors."),
 }
 
 

@@ -42,15 +42,17 @@ demo = _bridge(
 )
 
 
-@click.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.command(
+    name="exec",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(argv: tuple[str, ...]) -> int:
-    """Run a program with a local server: tinker-actors exec -- python -m my.module ..."""
-    try:
-        launcher = importlib.import_module("tinker_actors.launcher")
-    except ModuleNotFoundError as exc:
-        if exc.name != "tinker_actors.launcher":
-            raise
-        click.echo("Error: this build has no launcher (tinker_actors.launcher)", err=True)
-        return 1
-    return int(launcher.main(list(argv)) or 0)
+    """Run unedited `tinker` code on tinker_actors: tinker-actors exec -- python -m pkg ...
+
+    The program, and every Python process it starts, imports tinker_actors as `tinker`.
+    Exits with the program's status (2: no command, 127: command not found).
+    """
+    from tinker_actors import launcher
+
+    return int(launcher.main(["--", *argv]) or 0)
