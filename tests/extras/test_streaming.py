@@ -166,3 +166,23 @@ def test_sse_grammar() -> None:
         ("message", "tail"),
     ]
     assert events[1].id == "7" and events[1].retry == 100
+
+
+def test_an_engine_without_the_token_hook_streams_its_result(local_server: Any) -> None:
+    """The null engine answers at once; the stream still carries every token, then done."""
+
+    async def go() -> None:
+        service = tinker.ServiceClient(base_url=local_server.base_url, api_key=local_server.api_key)
+        try:
+            s = await service.create_sampling_client_async(base_model=MODEL)
+            params = types.SamplingParams(max_tokens=7, seed=2)
+            chunks = [c async for c in s.sample_stream(PROMPT, params, 2)]
+            res = await s.sample(PROMPT, 2, params)
+        finally:
+            await service.aclose()
+        for i, seq in enumerate(res.sequences):
+            mine = [c for c in chunks if c.index == i]
+            assert [c.token_id for c in mine if c.event_type == "token"] == seq.tokens
+            assert mine[-1].done and mine[-1].total_tokens == len(seq.tokens)
+
+    asyncio.run(go())

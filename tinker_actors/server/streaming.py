@@ -13,6 +13,7 @@ finished result.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -89,10 +90,29 @@ async def stream_sample(request: web.Request) -> web.StreamResponse:
     queue: asyncio.Queue[tuple[int, int, int, float] | None] = asyncio.Queue()
     gone = threading.Event()  # the client went away: the decode stops at its next token
 
+    # Tokens cross from the decode thread in batches: one loop wake-up per batch, not per
+    # token, so the decode thread rarely waits on the loop for the GIL.
+    pending: collections.deque[tuple[int, int, int, float]] = collections.deque()
+    lock = threading.Lock()
+    wake_pending = [False]
+
+    def drain() -> None:  # on the loop
+        with lock:
+            items = list(pending)
+            pending.clear()
+            wake_pending[0] = False
+        for item in items:
+            queue.put_nowait(item)
+
     def on_token(index: int, step: int, token_id: int, logprob: float) -> bool:
         if gone.is_set():
             return False
-        loop.call_soon_threadsafe(queue.put_nowait, (index, step, token_id, logprob))
+        with lock:
+            pending.append((index, step, token_id, logprob))
+            wake = not wake_pending[0]
+            wake_pending[0] = True
+        if wake:
+            loop.call_soon_threadsafe(drain)
         return True
 
     result: dict[str, Any] = {}
@@ -126,9 +146,9 @@ async def stream_sample(request: web.Request) -> web.StreamResponse:
                 raise ConnectionResetError("the client closed the stream")
             await resp.write(_event(name, data))
 
-        async def token(index: int, token_id: int, logprob: float) -> None:
+        def token_event(index: int, token_id: int, logprob: float) -> bytes:
             sent[index] = sent.get(index, 0) + 1
-            await write(
+            return _event(
                 "token",
                 {
                     "token": text.push(index, token_id),
@@ -138,18 +158,31 @@ async def stream_sample(request: web.Request) -> web.StreamResponse:
                 },
             )
 
+        async def flush(first: tuple[int, int, int, float] | None) -> None:
+            """Writes ``first`` and every token already queued behind it, in one write."""
+            buf = [] if first is None else [token_event(first[0], first[2], first[3])]
+            while not queue.empty():
+                index, _, token_id, logprob = queue.get_nowait()  # type: ignore[misc]
+                buf.append(token_event(index, token_id, logprob))
+            if buf:
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    raise ConnectionResetError("the client closed the stream")
+                await resp.write(b"".join(buf))
+
         while True:
             getter = asyncio.ensure_future(queue.get())
             await asyncio.wait({getter, done_wait}, return_when=asyncio.FIRST_COMPLETED)
             if getter.done():
-                index, _, token_id, logprob = getter.result()
-                await token(index, token_id, logprob)
+                await flush(getter.result())
                 continue
             getter.cancel()
             break
-        while not queue.empty():  # tokens handed over just before the end
-            index, _, token_id, logprob = queue.get_nowait()  # type: ignore[misc]
-            await token(index, token_id, logprob)
+        await flush(None)  # tokens handed over just before the end
+
+        async def token(index: int, token_id: int, logprob: float) -> None:
+            await resp.write(token_event(index, token_id, logprob))
+
         if rec.state == "failed" or "value" not in result:
             await write("error", {"error": rec.error or "request failed", "category": rec.category})
         else:
