@@ -307,6 +307,17 @@ def _run_awaitable(aw: Any, timeout: float | None) -> Any:
     """Waits for an awaitable or future from a sync context (never on a running loop)."""
     if isinstance(aw, concurrent.futures.Future):
         return aw.result(timeout)
+    if isinstance(aw, asyncio.Future) and aw.get_loop().is_running():
+        # a task already running on the caller's loop (in another thread): wait there
+        loop = aw.get_loop()
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            raise TypeError("an async_ regularizer's task cannot be awaited on its own loop")
+        cf = asyncio.run_coroutine_threadsafe(_as_coro(aw), loop)
+        return cf.result(timeout)
     if inspect.isawaitable(aw):
         done: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
@@ -329,7 +340,7 @@ async def _as_coro(aw: Awaitable[Any]) -> Any:
     return await aw
 
 
-def _norm(grads: Sequence[torch.Tensor | None], like: Sequence[torch.Tensor]) -> float:
+def _norm(grads: Sequence[torch.Tensor | None]) -> float:
     total = 0.0
     for g in grads:
         if g is not None:
@@ -351,7 +362,7 @@ class GradientTracker:
 
     @staticmethod
     def norm(grads: Sequence[Any]) -> float:
-        return _norm(grads, [])
+        return _norm(grads)
 
     @classmethod
     def compute_grad_norm(cls, loss_fn: Callable[[Any], Any], logprobs: Logprobs) -> float:
