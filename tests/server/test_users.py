@@ -143,6 +143,7 @@ def _calls(w: dict[str, Any]) -> dict[str, tuple[str, str, Any, bytes | None]]:
         ),
         "get_sampler": ("GET", f"/samplers/{sampler}", None, None),
         "asample": ("POST", "/asample", sample, None),
+        "stream_sample": ("POST", "/stream_sample", sample, None),
         "retrieve_future": ("POST", "/retrieve_future", {"request_id": w["future"]}, None),
         "create_custom_loss": (
             "POST",

@@ -13,6 +13,7 @@ import asyncio
 import gzip
 import hashlib
 import io
+import re
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -108,7 +109,7 @@ async def typed_body(request: web.Request, *, allow_empty: bool = False) -> tupl
         raw = b"{}"
     wire.check_json_depth(raw)
     try:
-        return codec.json_decode(raw, type_), raw
+        return wire.decode_json(raw, type_), raw
     except DecodeError as exc:
         cause = exc.__cause__
         if isinstance(cause, msgspec.DecodeError) and not isinstance(
@@ -201,7 +202,10 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         status = exc.status
         if exc.status in (301, 302, 303, 307, 308):
             raise
-        return error_response(exc.status, exc.reason)
+        response = error_response(exc.status, exc.reason)
+        if exc.status == 405:  # which methods the path has (its most specific routes)
+            response.headers["Allow"] = ",".join(allowed_methods(request.path))
+        return response
     except (msgspec.ValidationError, msgspec.DecodeError, DecodeError) as exc:
         status = 422
         return error_response(422, f"invalid request body: {exc}")
@@ -248,7 +252,7 @@ async def auth_token(request: web.Request) -> web.Response:
 
 async def apikey_me(request: web.Request) -> web.Response:
     if request.method == "DELETE":
-        return json_response({})
+        return json_response(None)
     user = caller()
     return json_response(
         {
@@ -360,8 +364,8 @@ async def asample(request: web.Request) -> web.Response:
     req, raw = await typed_body(request)
     sampling = svc(request).sampling
     sampler_id = req.sampling_session_id
-    if sampler_id is None:
-        if req.base_model is None and req.model_path is None:
+    if not sampler_id:
+        if not req.base_model and not req.model_path:
             raise HttpError(422, "sample needs sampling_session_id, base_model or model_path")
         sampler_id = await sampling.implicit_sampler(req.base_model, req.model_path)
     job, finish = wire.sample_job(req, deterministic=svc(request).config.deterministic_sampling)
@@ -602,8 +606,41 @@ STATS_PATH = "/api/v1/_local/stats"
 STATS_ROUTE = "local_stats"
 
 
+_PARAM = re.compile(r"\{\w+\}")
+
+
+def allowed_methods(path: str) -> list[str]:
+    """The methods of the manifest routes that serve ``path`` (fixed segments win, as in
+    ``manifest.find_route``): what a 405's ``Allow`` lists."""
+    best: list[str] = []
+    best_literal = -1
+    for r in manifest.ROUTE_LIST:
+        if r.match(r.method, path) is None:
+            continue
+        literal = len(_PARAM.sub("", r.path))
+        if literal > best_literal:
+            best, best_literal = [r.method], literal
+        elif literal == best_literal:
+            best.append(r.method)
+    return sorted(set(best))
+
+
+async def _shadowed(request: web.Request) -> web.Response:
+    """A fixed path that a parameter route would also match (``GET /sessions/search``):
+    the fixed route wins, so other methods are 405 rather than a lookup of id "search"."""
+    raise web.HTTPMethodNotAllowed(request.method, allowed_methods(request.path))
+
+
 def add_routes(app: web.Application, *, stats_route: bool = False) -> list[str]:
     """Registers every manifest route with its handler; returns manifest routes without one."""
+    for literal in (r for r in manifest.ROUTE_LIST if not r.path_params):
+        mine = set(allowed_methods(literal.path))
+        for other in manifest.ROUTE_LIST:
+            if other.path_params and other.method not in mine and other.match(
+                other.method, literal.path
+            ):
+                app.router.add_route(other.method, literal.path, _shadowed)
+                mine.add(other.method)
     missing = []
     for route in manifest.ROUTE_LIST:
         handler = HANDLERS.get(route.name)

@@ -26,6 +26,7 @@ from tinker_actors.server.context import (
     implicit_session,
     iso,
     safe,
+    string_metadata,
 )
 from tinker_actors.server.errors import HttpError, bad_request, conflict, not_found
 from tinker_actors.server.store import CheckpointRow, ModelRow
@@ -137,7 +138,7 @@ class Checkpoints:
             "last_request_time": iso(row.last_request_time),
             "last_checkpoint": self.checkpoint_json(last) if last else None,
             "last_sampler_checkpoint": self.checkpoint_json(last_s) if last_s else None,
-            "user_metadata": {str(k): str(v) for k, v in row.user_metadata.items()} or None,
+            "user_metadata": string_metadata(row.user_metadata),
         }
 
     def training_run(self, run_id: str) -> dict[str, Any]:

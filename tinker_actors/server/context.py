@@ -40,6 +40,17 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
+def string_metadata(meta: dict[str, Any] | None) -> dict[str, str] | None:
+    """``user_metadata`` as the responses type it (str -> str): strings as they are, other
+    values as JSON. Requests may carry any JSON values (CreateSessionRequest, create_model)."""
+    if not meta:
+        return None
+    return {
+        str(k): v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+        for k, v in meta.items()
+    }
+
+
 def json_outcome(obj: dict[str, Any]) -> Outcome:
     return Outcome("json", dumps(obj))
 

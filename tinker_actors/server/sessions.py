@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from tinker_actors import types
-from tinker_actors.server.context import IMPLICIT_SESSION, Context, iso
+from tinker_actors.server.context import IMPLICIT_SESSION, Context, iso, string_metadata
 from tinker_actors.server.errors import gone
 from tinker_actors.server.store import SessionRow
 from tinker_actors.server.users import caller, require
@@ -119,7 +119,7 @@ class Sessions:
         return {
             "training_run_ids": self.store.session_models(session_id),
             "sampler_ids": self.store.session_samplers(session_id),
-            "user_metadata": row.user_metadata or None,
+            "user_metadata": string_metadata(row.user_metadata),
             "display_name": row.display_name,
         }
 
@@ -150,7 +150,7 @@ class Sessions:
             "status": self.status_json(row),
             "checkpoints_count": checkpoints,
             "display_name": row.display_name,
-            "user_metadata": row.user_metadata or None,
+            "user_metadata": string_metadata(row.user_metadata),
             "checkpoint_storage_bytes": size,
         }
 
@@ -172,7 +172,8 @@ class Sessions:
                 continue
             if req.project_ids and (row.project_id or "local") not in req.project_ids:
                 continue
-            if any(row.user_metadata.get(k) != v for k, v in req.user_metadata.items()):
+            meta = string_metadata(row.user_metadata) or {}
+            if any(meta.get(k) != v for k, v in req.user_metadata.items()):
                 continue
             if wanted and self.status_json(row)["type"] not in wanted:
                 continue

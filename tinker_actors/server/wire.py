@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,39 @@ def check_json_depth(raw: bytes, limit: int = MAX_JSON_DEPTH) -> None:
                 raise bad_request(f"JSON body is nested deeper than {limit} levels")
         elif c == 0x5D or c == 0x7D:  # ] }
             depth -= 1
+
+
+_JSON_NUMBERS = re.compile(rb'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?')
+
+
+def integral_floats_to_ints(raw: bytes) -> bytes:
+    """``2.0`` / ``1e3`` written as ``2`` / ``1000``: JSON Schema's integers (and pydantic's
+    lax mode, as the hosted service decodes) include integral floats; msgspec's strict
+    decoding does not. Strings are left alone; float fields accept the ints unchanged."""
+
+    def fix(m: re.Match[bytes]) -> bytes:
+        tok = m.group()
+        if tok[:1] == b'"' or not any(c in tok for c in b".eE"):
+            return tok
+        try:
+            value = Decimal(tok.decode())
+        except InvalidOperation:
+            return tok
+        if value != value.to_integral_value() or abs(value) > 2**64:
+            return tok
+        return str(int(value)).encode()
+
+    return _JSON_NUMBERS.sub(fix, raw)
+
+
+def decode_json(raw: bytes, type_: Any) -> Any:
+    """A request body as ``type_``; integral floats are accepted for integer fields."""
+    try:
+        return codec.json_decode(raw, type_)
+    except DecodeError as exc:
+        if "got `float`" not in str(exc):
+            raise
+        return codec.json_decode(integral_floats_to_ints(raw), type_)
 
 
 # -- forward_backward -------------------------------------------------------------------------
@@ -136,7 +170,7 @@ def parse_fwdbwd_json(raw: bytes, envelope: str) -> FwdBwd:
         else types.ForwardRequest
     )
     try:
-        req = codec.json_decode(raw, type_)
+        req = decode_json(raw, type_)
     except DecodeError as exc:
         raise HttpError(422, str(exc)) from exc
     inp = getattr(req, envelope)
@@ -243,8 +277,8 @@ def sample_job(
             raise bad_request("stop must be all strings or all token ids")
     want_plp = bool(req.prompt_logprobs) or req.topk_prompt_logprobs > 0
     last_n = req.prompt_logprobs_last_n
-    if last_n is not None and not 1 <= last_n <= len(prompt) - 1:
-        raise bad_request("prompt_logprobs_last_n must be between 1 and len(prompt) - 1")
+    if last_n is not None and last_n >= len(prompt) - 1:
+        last_n = None  # at least every prompt position that has a logprob: all of them
     job = SampleJob(
         prompt=prompt,
         num_samples=req.num_samples,

@@ -22,7 +22,7 @@ INT64_MAX = 2**63 - 1
 MAX_LORA_RANK = 1024
 MAX_NUM_SAMPLES = 1024
 MAX_TOPK_LOGPROBS = 1024
-MAX_SEARCH_LIMIT = 10_000
+MAX_SEARCH_LIMIT = 200
 TTL_MIN_S = 3600
 TTL_MAX_S = 10 * 365 * 24 * 3600
 
@@ -38,4 +38,4 @@ TopK = Annotated[int, Meta(ge=-1, le=INT32_MAX)]
 TopKLogprobs = Annotated[int, Meta(ge=0, le=MAX_TOPK_LOGPROBS)]
 PositiveCount32 = Annotated[int, Meta(ge=1, le=INT32_MAX)]
 TtlSeconds = Annotated[int, Meta(ge=TTL_MIN_S, le=TTL_MAX_S)]
-SearchLimit = Annotated[int, Meta(ge=0, le=MAX_SEARCH_LIMIT)]
+SearchLimit = Annotated[int, Meta(ge=1, le=MAX_SEARCH_LIMIT)]
