@@ -10,6 +10,7 @@ read whole.
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -104,8 +105,8 @@ class _StreamedFile(_payload.Payload):
             for i in range(0, len(src), CHUNK_SIZE):
                 await writer.write(src[i : i + CHUNK_SIZE])
             return
-        opened = hasattr(src, "open")  # a pathlib.Path: ours to open and close
-        f = await asyncio.to_thread(src.open, "rb") if opened else src
+        opened = isinstance(src, pathlib.Path)  # ours to open and close
+        f: Any = await asyncio.to_thread(src.open, "rb") if isinstance(src, pathlib.Path) else src
         try:
             if not opened and self._start is not None:
                 await asyncio.to_thread(f.seek, self._start)
@@ -138,8 +139,8 @@ class MultipartBody:
         self._sizes: list[int | None] = []
         for _, part in self.files:
             start = None
-            src = part.source
-            if not isinstance(src, bytes) and not hasattr(src, "open"):
+            src: Any = part.source
+            if not isinstance(src, bytes | pathlib.Path):
                 try:
                     start = src.tell()
                 except (AttributeError, OSError, ValueError):
@@ -155,8 +156,8 @@ class MultipartBody:
     def replayable(self) -> bool:
         """Whether another send gives the same bytes (a non-seekable stream does not)."""
         for _, part in self.files:
-            src = part.source
-            if isinstance(src, bytes) or hasattr(src, "open"):
+            src: Any = part.source
+            if isinstance(src, bytes | pathlib.Path):
                 continue
             try:
                 if not src.seekable():

@@ -434,7 +434,6 @@ class Consistency(Regularizer):
             raise ValueError("Consistency: pair_field must be a non-empty string")
 
     def _compute(self, data: Any, logprobs: Any, o: dict[str, Any]) -> Any:
-        torch = _torch()
         pair = _map(_field_like(data, o["pair_field"], logprobs), lambda t: t.detach())
         _shape_check(logprobs, pair, "consistency")
         metric, r = o["metric"], o["reduction"]
@@ -447,11 +446,10 @@ class Consistency(Regularizer):
             loss = 1.0 - (a * b).sum() / denom
         else:
 
-            def sym(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            def sym(x: Any, y: Any) -> Any:
                 return ((x.exp() * (x - y)).sum(-1) + (y.exp() * (y - x)).sum(-1)) / 2
 
             loss = _reduce(_rowwise(sym, logprobs, pair), r)
-        del torch
         return loss, {"consistency_metric": metric}
 
 

@@ -110,7 +110,7 @@ def execute(fn: Any, data: Any, logprobs: Logprobs, opts: Mapping[str, Any] | No
     object's ``compute(data, logprobs, opts)``; a class is instantiated first."""
     opts = dict(opts or {})
     if _is_module_like(fn):
-        target = fn() if inspect.isclass(fn) else fn
+        target: Any = fn() if inspect.isclass(fn) else fn
         return target.compute(data, logprobs, opts)
     if _call_arity(fn) == 3:
         return fn(data, logprobs, opts)
