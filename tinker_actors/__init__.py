@@ -14,7 +14,7 @@ from .clients.admin import AdminClient
 from .clients.custom_loss import LossHandle, PerDatumLossFn
 from .clients.rest import RestClient
 from .clients.service import ServiceClient
-from .clients.training import ClientFuture as _ClientFuture
+from .clients.backcompat import BackcompatSamplingClientFuture, BackcompatTrainingClientFuture
 from .clients.training import TrainingClient
 from .compat import ExperimentalWarning, Timeout
 from .config import RecoveryPolicy, RestartPolicy, RetryConfig
@@ -72,10 +72,6 @@ from .types import (
 
 __title__ = "tinker"
 __version__ = "0.38.0"
-
-# 0.38 returns futures of clients that can also (deprecated) be used as the client.
-BackcompatTrainingClientFuture = _ClientFuture
-BackcompatSamplingClientFuture = _ClientFuture
 
 
 class RequestOptions(_TypedDict, total=False):

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from . import codec, errors, manifest, types
-from .runtime import Runtime
+from .runtime import Runtime, await_concurrent, warn_if_blocking_async
 from .telemetry import get_logger
 from .transport import NO_RETRY, Response
 
@@ -29,6 +29,7 @@ U = TypeVar("U")
 
 __all__ = [
     "APIFuture",
+    "AwaitableConcurrentFuture",
     "PromiseExpiredError",
     "QueueState",
     "QueueStateLogger",
@@ -104,19 +105,24 @@ class APIFuture(Generic[T]):
 
     # -- official API
     def result(self, timeout: float | None = None) -> T:
-        if not self._cf.done() and self._runtime is not None:
-            self._runtime.check_can_block("APIFuture.result()")
+        """Blocks until the result is there. Inside ``async def`` code it works (and warns,
+        as the official SDK does); on the runtime's own loop it raises instead of hanging."""
+        if not self._cf.done():
+            warn_if_blocking_async(self._runtime, f"{type(self).__name__}.result()")
         try:
             return self._cf.result(timeout)
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"APIFuture did not complete within {timeout} s") from None
 
     async def result_async(self, timeout: float | None = None) -> T:  # noqa: ASYNC109
+        cf = self._cf
+        if cf.done():
+            return cf.result()
+        # A timeout or cancel of this await abandons the wait, never the operation itself.
+        if timeout is None:
+            return await await_concurrent(cf)
         async with asyncio.timeout(timeout):
-            if self._cf.done():
-                return self._cf.result()
-            # shield: a timeout or cancel of this await must not cancel the operation itself
-            return await asyncio.shield(asyncio.wrap_future(self._cf))
+            return await await_concurrent(cf)
 
     def future(self) -> concurrent.futures.Future[T]:
         return self._cf
@@ -147,6 +153,21 @@ class APIFuture(Generic[T]):
         cf = self._cf
         state = "pending" if not cf.done() else "cancelled" if cf.cancelled() else "done"
         return f"<APIFuture {state}>"
+
+
+class AwaitableConcurrentFuture(APIFuture[T]):
+    """An :class:`APIFuture` over a plain ``concurrent.futures.Future`` (0.38's name).
+
+    What ``ServiceClient.close()`` returns, and what code that wraps its own
+    ``concurrent.futures.Future`` for a Tinker-shaped API uses: ``AwaitableConcurrentFuture(f)``.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self, future: concurrent.futures.Future[T], runtime: Runtime | None = None
+    ) -> None:
+        super().__init__(future, runtime)
 
 
 def resolve(cf: concurrent.futures.Future[T], value: T) -> None:

@@ -1,9 +1,15 @@
-"""One async core for every client: the event loop the actors live on, and the sync bridge.
+"""One async core for every client: the event loop the actors live on, and the bridge to it.
 
-If a client is created inside a running event loop, its actors live on that loop (no thread
-hop on the hot path). Otherwise one daemon thread runs a private loop for the whole process and
-sync callers reach it through ``submit``. A *blocking* call made on the runtime's own loop
-raises instead of deadlocking.
+By default one daemon thread runs a private loop for the whole process, as the official SDK
+does, so blocking calls (``.result()``, the sync methods, ``with ServiceClient()``) work
+anywhere, inside ``async def`` included (with the official SDK's warning). Crossing threads is
+made cheap by batching: every loop has an :class:`Inbox`, and a burst of hand-offs to one loop
+costs one wake-up (``call_soon_threadsafe``), not one per item; results come back to the
+caller's loop the same way, completed in bulk.
+
+``TINKER_ACTORS_LOOP=caller`` (opt-in) binds the actors to the loop of the code that creates
+a client instead: no thread at all, but then a blocking call on that loop has to raise
+(:class:`BlockingOnLoopError`) since the loop that must produce the result is the one blocked.
 """
 
 from __future__ import annotations
@@ -12,20 +18,151 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import os
 import threading
 import weakref
-from collections.abc import Coroutine
+from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import aiohttp
 
 T = TypeVar("T")
 
-__all__ = ["BlockingOnLoopError", "Runtime", "embedded_endpoint", "get_runtime"]
+__all__ = [
+    "BlockingOnLoopError",
+    "Inbox",
+    "Runtime",
+    "await_concurrent",
+    "embedded_endpoint",
+    "get_runtime",
+    "loop_runtime",
+    "warn_if_blocking_async",
+]
+
+LOOP_MODE_ENV = "TINKER_ACTORS_LOOP"
 
 
 class BlockingOnLoopError(RuntimeError):
     """A blocking call was made on the loop that would have to produce its result."""
+
+
+class Inbox:
+    """Batched hand-off of callbacks to one event loop from any thread.
+
+    ``post`` appends and schedules a drain only when none is pending, so N posts between two
+    loop turns cost one ``call_soon_threadsafe`` (one self-pipe write). The drain clears the
+    flag *before* it empties the queue: an item appended after that either is drained in this
+    pass or schedules the next one, so nothing is ever stranded (deque appends are atomic).
+    """
+
+    __slots__ = ("__weakref__", "_items", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._scheduled = False
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._items.append((fn, args))
+        if self._scheduled:
+            return
+        self._scheduled = True
+        source = asyncio._get_running_loop()
+        if source is self._loop:  # same loop: no wake-up needed
+            self._loop.call_soon(self._drain)
+        elif _daemon is not None and source is _daemon.loop:
+            # From the runtime's own loop (results going back to callers): wake the target
+            # once at the end of this loop turn, so every result the turn produced goes in
+            # one hand-off instead of ping-ponging the GIL per result. The runtime loop never
+            # stops with work queued, so the deferred wake-up always runs.
+            source.call_soon(self._wake)
+        else:
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nothing will run there any more
+            self._scheduled = False
+            self._items.clear()
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        items = self._items
+        pop = items.popleft
+        while items:
+            fn, args = pop()
+            try:
+                fn(*args)
+            except Exception as exc:  # one bad callback must not strand the rest
+                self._loop.call_exception_handler(
+                    {"message": "tinker_actors inbox callback failed", "exception": exc}
+                )
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Inbox] = weakref.WeakKeyDictionary()
+
+
+def inbox_for(loop: asyncio.AbstractEventLoop) -> Inbox:
+    box = _inboxes.get(loop)
+    if box is None:
+        box = _inboxes.setdefault(loop, Inbox(loop))
+    return box
+
+
+def _copy_outcome(cf: concurrent.futures.Future[Any], fut: asyncio.Future[Any]) -> None:
+    if fut.done():  # the awaiting side gave up (cancelled, timed out)
+        return
+    if cf.cancelled():
+        fut.cancel()
+        return
+    exc = cf.exception()
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(cf.result())
+
+
+def await_concurrent(cf: concurrent.futures.Future[T]) -> asyncio.Future[T]:
+    """An asyncio future on the running loop that completes with ``cf``.
+
+    Like ``asyncio.wrap_future`` but completions reach the loop through its batched
+    :class:`Inbox`. Cancelling the returned future does not cancel ``cf``: the operation
+    behind it belongs to the runtime, not to the awaiting task.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+    if cf.done():
+        _copy_outcome(cf, fut)
+        return fut
+    box = inbox_for(loop)
+    cf.add_done_callback(lambda c: box.post(_copy_outcome, c, fut))
+    return fut
+
+
+def warn_if_blocking_async(runtime: Runtime | None, what: str) -> None:
+    """Called before a blocking wait: refuses on the runtime's own loop, warns on any other.
+
+    The official SDK lets sync methods block inside ``async def`` code (its loop runs on its
+    own thread) and logs a warning; so do we. On the runtime's own loop the wait could never
+    end, so that raises instead.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if runtime is not None and loop is runtime.loop:
+        runtime.check_can_block(what)
+    if _daemon is not None and loop is _daemon.loop:
+        _daemon.check_can_block(what)
+    from .telemetry import get_logger
+
+    get_logger("tinker_actors.runtime").warning(
+        f"Synchronous method '{what}' called from async context. It blocks the event loop "
+        "until the result arrives; await the future instead (`await future`, or "
+        "`await future.result_async()`)."
+    )
 
 
 class Runtime:
@@ -38,6 +175,12 @@ class Runtime:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._users = 0
         self._guard: Any = None
+        self._inbox = inbox_for(loop)
+
+    @property
+    def threaded(self) -> bool:
+        """True for the process runtime on its own thread (the default mode)."""
+        return self._thread is not None
 
     # ----------------------------------------------------------------------- identity
     def on_loop(self) -> bool:
@@ -66,13 +209,25 @@ class Runtime:
         if self.loop.is_closed():
             coro.close()
             raise RuntimeError("the event loop this client was created on is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        cf = concurrent.futures.Future()
+        self._inbox.post(self._start, coro, cf)
+        return cf
+
+    def _start(self, coro: Coroutine[Any, Any, T], cf: concurrent.futures.Future[T]) -> None:
+        if cf.cancelled():  # cancelled before it was started: never run it
+            coro.close()
+            return
+        task = self.loop.create_task(coro)
+        self._own(task)
+        _chain_task(task, cf)
+        cf.add_done_callback(lambda c: self.call_soon(task.cancel) if c.cancelled() else None)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Blocks the calling thread until ``coro`` finishes on the runtime loop."""
         if self.on_loop():
             coro.close()
             self.check_can_block()
+        warn_if_blocking_async(self, "Runtime.run()")
         return self.submit(coro).result(timeout)
 
     def call_soon(self, fn: Any, *args: Any) -> None:
@@ -80,7 +235,7 @@ class Runtime:
         if self.on_loop():
             self.loop.call_soon(fn, *args)
         else:
-            self.loop.call_soon_threadsafe(fn, *args)
+            self._inbox.post(fn, *args)
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Creates a runtime-owned task; must be called on the runtime loop."""
@@ -197,13 +352,37 @@ def _shutdown_daemon(rt: Runtime, timeout: float = 5.0) -> None:
         loop.call_soon_threadsafe(loop.stop)
 
 
+def loop_mode() -> str:
+    """``thread`` (default: the process runtime on its own thread) or ``caller``."""
+    mode = os.environ.get(LOOP_MODE_ENV, "thread").strip().lower() or "thread"
+    if mode not in ("thread", "caller"):
+        raise ValueError(f"{LOOP_MODE_ENV} must be 'thread' or 'caller', got {mode!r}")
+    return mode
+
+
+def loop_runtime() -> Runtime:
+    """The runtime bound to the running loop (``caller`` mode's runtime, whatever the mode).
+
+    For components driven directly on one loop: tests of the transport and actors, and
+    embedders that own their loop.
+    """
+    loop = asyncio.get_running_loop()
+    with _lock:
+        if _daemon is not None and loop is _daemon.loop:
+            return _daemon
+        rt = _by_loop.get(loop)
+        if rt is None:
+            rt = _by_loop[loop] = Runtime(loop)
+        return rt
+
+
 def get_runtime() -> Runtime:
-    """The runtime for the caller: its running loop if any, else the process daemon loop."""
+    """The process runtime on its daemon thread; in ``caller`` mode, the caller's loop's."""
     global _daemon
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
+    loop: asyncio.AbstractEventLoop | None = None
+    if loop_mode() == "caller":
+        with contextlib.suppress(RuntimeError):
+            loop = asyncio.get_running_loop()
     with _lock:
         if loop is not None:
             if _daemon is not None and loop is _daemon.loop:

@@ -182,6 +182,6 @@ def make_datum(text: bytes) -> Any:
 async def _close_loop_http() -> Any:
     """Unit tests build Transports on the test loop directly; close its HTTP session after."""
     yield
-    from tinker_actors.runtime import get_runtime
+    from tinker_actors.runtime import loop_runtime
 
-    await get_runtime().aclose_http()
+    await loop_runtime().aclose_http()

@@ -15,7 +15,8 @@ import tinker_actors as tinker
 from tinker_actors import errors
 from tinker_actors.auth import Credential, CredentialStore, resolve_credential
 from tinker_actors.config import Settings
-from tinker_actors.runtime import get_runtime
+from tinker_actors.futures import APIFuture
+from tinker_actors.runtime import loop_runtime
 from tinker_actors.transport import Transport
 
 from .scripted import ScriptedServer
@@ -65,9 +66,9 @@ def test_key_shape_check_gives_a_clear_error(clean_env: Path) -> None:
 
 
 async def test_missing_credential_fails_before_any_request(clean_env: Path) -> None:
-    rc = tinker.RestClient(base_url="http://127.0.0.1:9")
+    # As in 0.38, construction starts the holder, so the missing key raises right there.
     with pytest.raises(tinker.TinkerError, match="TINKER_API_KEY"):
-        await rc.get_server_capabilities()
+        tinker.RestClient(base_url="http://127.0.0.1:9")
 
 
 def test_store_helpers_and_official_auth_module(clean_env: Path) -> None:
@@ -89,10 +90,11 @@ async def test_credential_cmd_output_is_the_api_key(clean_env: Path, monkeypatch
         m.post(CONFIG, payload={})
         m.post(DYN, payload={})
         m.get(CAPS, payload={"supported_models": []})
-        rc = tinker.RestClient(base_url=m.base)
+        # construction blocks on start-up; the scripted server runs on this loop
+        rc = await asyncio.to_thread(tinker.RestClient, base_url=m.base)
         await rc.get_server_capabilities()
         assert m.seen(CAPS)[0].headers["X-API-Key"] == "tml-cmd-key"
-        await rc._session.close()
+        await APIFuture.from_coro(rc._session.runtime, rc._session.close())
 
 
 # ---------------------------------------------------------------------------- JWT mode
@@ -104,7 +106,7 @@ async def test_jwt_exchange_then_jwt_in_x_api_key_and_whoami(clean_env: Path) ->
         m.post(TOKEN, payload={"jwt": jwt})
         m.post(DYN, status=404, payload={"detail": "nope"})
         m.get(CAPS, payload={"supported_models": []})
-        rc = tinker.RestClient(base_url=m.base, api_key="tml-raw-key")
+        rc = await asyncio.to_thread(tinker.RestClient, base_url=m.base, api_key="tml-raw-key")
         await rc.get_server_capabilities()
         who = await rc.whoami()
         order = [r.path for r in m.requests]
@@ -114,7 +116,7 @@ async def test_jwt_exchange_then_jwt_in_x_api_key_and_whoami(clean_env: Path) ->
         assert m.seen(CAPS)[0].headers["X-API-Key"] == jwt
         assert m.seen(CAPS)[0].headers["x-sdk-method"] == "RestClient.get_server_capabilities"
         assert "x-sdk-method" not in m.seen(TOKEN)[0].headers
-        await rc._session.close()
+        await APIFuture.from_coro(rc._session.runtime, rc._session.close())
     assert who == tinker.types.WhoamiResponse(
         user_urn="tml:user:1", org_urn="tml:organization:org-9", email="a@b.c"
     )
@@ -124,10 +126,10 @@ async def test_whoami_without_jwt_raises(clean_env: Path) -> None:
     async with ScriptedServer() as m:
         m.post(CONFIG, payload={})
         m.post(DYN, payload={})
-        rc = tinker.RestClient(base_url=m.base, api_key="tml-plain")
+        rc = await asyncio.to_thread(tinker.RestClient, base_url=m.base, api_key="tml-plain")
         with pytest.raises(RuntimeError, match="requires JWT auth"):
             await rc.whoami()
-        await rc._session.close()
+        await APIFuture.from_coro(rc._session.runtime, rc._session.close())
 
 
 async def test_401_invalid_token_exchanges_and_replays_once(clean_env: Path) -> None:
@@ -143,7 +145,7 @@ async def test_401_invalid_token_exchanges_and_replays_once(clean_env: Path) -> 
         m.get(CAPS, payload={"supported_models": []})
         m.get(CAPS, status=401, payload={"detail": "revoked"}, headers=unauthorized)
         m.get(CAPS, status=401, payload={"detail": "still"}, headers=unauthorized)
-        t = Transport(get_runtime(), Settings(base_url=m.base, api_key="tml-raw"))
+        t = Transport(loop_runtime(), Settings(base_url=m.base, api_key="tml-raw"))
         jwt = t.enable_jwt(Credential(static="tml-raw"))
         assert (await t.call("get_server_capabilities")).supported_models == []
         assert [r.headers["X-API-Key"] for r in m.seen(CAPS)] == [jwt1, jwt2]
@@ -170,7 +172,7 @@ async def test_jwt_refresh_timing(clean_env: Path) -> None:
         m.post(TOKEN, status=400, payload={"detail": "flaky"})  # background refresh fails
         m.post(TOKEN, payload={"jwt": make_jwt(iat=1100, exp=2100)})
         m.post(TOKEN, payload={"jwt": make_jwt(iat=1990, exp=2990)})
-        t = Transport(get_runtime(), Settings(base_url=m.base, api_key="tml-raw"))
+        t = Transport(loop_runtime(), Settings(base_url=m.base, api_key="tml-raw"))
         jwt = t.enable_jwt(
             Credential(static="tml-raw"), clock=lambda: clock[0], sleep=sleep, rand=lambda: 0.5
         )

@@ -17,7 +17,7 @@ from tinker_actors.actors.actor import ActorState
 from tinker_actors.actors.session import DynamicConfigActor, HeartbeatActor, Session
 from tinker_actors.actors.telemetry import MAX_BATCH, TelemetryActor
 from tinker_actors.config import Settings
-from tinker_actors.runtime import get_runtime
+from tinker_actors.runtime import loop_runtime
 from tinker_actors.transport import Transport
 
 from .scripted import ScriptedServer
@@ -28,7 +28,7 @@ DYN = "/api/v1/client/dynamic_config"
 
 
 def transport(m: ScriptedServer) -> Transport:
-    return Transport(get_runtime(), Settings(base_url=m.base, api_key="tml-x"))
+    return Transport(loop_runtime(), Settings(base_url=m.base, api_key="tml-x"))
 
 
 class FakeTime:
@@ -175,7 +175,7 @@ async def test_dynamic_config_refresh_every_max_interval_10s() -> None:
         m.post(DYN, payload={"refresh_interval_sec": 3, "sample_cancel_enabled": True})
         m.post(DYN, status=500, payload={"detail": "flaky"})  # keeps the config in force
         m.post(DYN, payload={"refresh_interval_sec": 60, "sample_cancel_max_batch_size": 8})
-        session = Session(Settings(base_url=m.base, api_key="tml-x"), runtime=get_runtime())
+        session = Session(Settings(base_url=m.base, api_key="tml-x"), runtime=loop_runtime())
         await session.ensure_transport()
         actor = DynamicConfigActor(session, sleep=ft.sleep)
         await actor.start()

@@ -114,9 +114,9 @@ async def test_sampling_actor_stop_before_first_step(stop_twice: bool) -> None:
     from tinker_actors.actors.sampling import SamplingActor
     from tinker_actors.actors.session import Session
     from tinker_actors.config import Settings
-    from tinker_actors.runtime import get_runtime
+    from tinker_actors.runtime import loop_runtime
 
-    s = Session(Settings(base_url="http://127.0.0.1:9", api_key="tml-x"), runtime=get_runtime())
+    s = Session(Settings(base_url="http://127.0.0.1:9", api_key="tml-x"), runtime=loop_runtime())
     a = SamplingActor(s, sampling_session_id="x")
     await a.start()
     if stop_twice:

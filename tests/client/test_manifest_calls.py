@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -10,8 +11,8 @@ import pytest
 import tinker_actors as tinker
 from tinker_actors import errors, manifest, types
 from tinker_actors.config import Settings
-from tinker_actors.futures import poll_future
-from tinker_actors.runtime import get_runtime
+from tinker_actors.futures import APIFuture, poll_future
+from tinker_actors.runtime import loop_runtime
 from tinker_actors.transport import Transport, sdk_method_scope
 
 from .scripted import ScriptedServer
@@ -22,7 +23,7 @@ async def _no_sleep(_: float) -> None:
 
 
 def make(m: ScriptedServer) -> Transport:
-    return Transport(get_runtime(), Settings(base_url=m.base, api_key="tml-x"), sleep=_no_sleep)
+    return Transport(loop_runtime(), Settings(base_url=m.base, api_key="tml-x"), sleep=_no_sleep)
 
 
 async def test_call_encodes_per_route_and_decodes_the_response_type() -> None:
@@ -138,7 +139,7 @@ async def test_admin_client_calls_billing_and_audit_endpoints() -> None:
             payload={"data": [{"checkpoint_count": 2, "size_bytes": 10, "size_gigabytes": 1e-8}]},
         )
         m.get("/api/v1/audit", status=404, payload={"detail": "Not Found"})
-        admin = tinker.AdminClient(base_url=m.base, api_key="tml-admin")
+        admin = await asyncio.to_thread(tinker.AdminClient, base_url=m.base, api_key="tml-admin")
         log = await admin.get_audit_log("checkpoints", dt.date(2025, 1, 15))
         usage = await admin.get_billing_usage(dt.datetime(2025, 1, 1), "2025-02-01T00:00:00")
         storage = admin.get_current_checkpoint_storage_usage("proj-1")
@@ -146,7 +147,7 @@ async def test_admin_client_calls_billing_and_audit_endpoints() -> None:
         with pytest.raises(errors.NotFoundError):  # what the local server answers
             await admin.get_audit_log()
         reqs = {r.path: r for r in m.requests}
-        await admin._session.close()
+        await APIFuture.from_coro(admin._session.runtime, admin._session.close())
     assert log.entries[0].event == "checkpoint.created"
     assert usage.data == [] and storage.data[0].checkpoint_count == 2
     audit = reqs["/api/v1/audit"]

@@ -17,7 +17,7 @@ from tinker_actors.actors.supervisor import (
 )
 from tinker_actors.config import Restart, RestartPolicy, Settings
 from tinker_actors.futures import QueueState, QueueStateLogger, poll_future
-from tinker_actors.runtime import get_runtime
+from tinker_actors.runtime import loop_runtime
 from tinker_actors.transport import Response, Transport
 
 from .scripted import ScriptedServer
@@ -39,7 +39,7 @@ async def poll(m: ScriptedServer, rtype: str = "OptimStep", **kw: Any) -> Any:
     async def sleep(d: float) -> None:
         sleeps.append(d)
 
-    t = Transport(get_runtime(), Settings(base_url=m.base, api_key="tml-x"))
+    t = Transport(loop_runtime(), Settings(base_url=m.base, api_key="tml-x"))
     res = await poll_future(t, "req-1", rtype, lambda r: r.json(), sleep=sleep, **kw)
     return res, sleeps
 

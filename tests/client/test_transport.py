@@ -10,7 +10,7 @@ import pytest
 
 from tinker_actors import errors
 from tinker_actors.config import Settings
-from tinker_actors.runtime import get_runtime
+from tinker_actors.runtime import loop_runtime
 from tinker_actors.transport import (
     STANDARD,
     RetryPolicy,
@@ -26,7 +26,7 @@ def make_transport(sleeps: list[float], base: str) -> Transport:
     async def sleep(d: float) -> None:
         sleeps.append(d)
 
-    return Transport(get_runtime(), Settings(base_url=base, api_key="tml-x"), sleep=sleep)
+    return Transport(loop_runtime(), Settings(base_url=base, api_key="tml-x"), sleep=sleep)
 
 
 @pytest.mark.parametrize(

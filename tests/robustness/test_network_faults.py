@@ -16,7 +16,7 @@ from client.scripted import ScriptedServer
 from tinker_actors import errors
 from tinker_actors.config import Settings
 from tinker_actors.futures import poll_future
-from tinker_actors.runtime import get_runtime
+from tinker_actors.runtime import loop_runtime
 from tinker_actors.transport import NO_RETRY, STANDARD, Transport
 
 RETRIEVE = "/api/v1/retrieve_future"
@@ -28,7 +28,7 @@ def transport(base: str, sleeps: list[float] | None = None, **kw: Any) -> Transp
         if sleeps is not None:
             sleeps.append(d)
 
-    return Transport(get_runtime(), Settings(base_url=base, api_key=KEY), sleep=sleep, **kw)
+    return Transport(loop_runtime(), Settings(base_url=base, api_key=KEY), sleep=sleep, **kw)
 
 
 async def poll(t: Transport, rtype: str) -> Any:

@@ -20,7 +20,7 @@ from tinker_actors.actors.sampling import admission_for
 from tinker_actors.actors.session import Session
 from tinker_actors.clients.sampling import SamplingClient
 from tinker_actors.config import RetryConfig, Settings
-from tinker_actors.runtime import get_runtime
+from tinker_actors.runtime import loop_runtime
 
 ASAMPLE = "/api/v1/asample"
 RETRIEVE = "/api/v1/retrieve_future"
@@ -130,7 +130,7 @@ class Env:
     def _build(self) -> None:
         retry_config, dynamic = self.retry_config, self.dynamic
         settings = Settings(base_url=self.server.base_url, api_key="tml-test-key")
-        self.session = Session(settings, runtime=get_runtime(), rest_only=True)
+        self.session = Session(settings, runtime=loop_runtime(), rest_only=True)
         self.session.session_id = "sess-0"
         self.session.dynamic_config = types.ClientDynamicConfigResponse(**dynamic)
         self.clock = FakeClock()

@@ -33,6 +33,7 @@ from .. import codec, errors, types
 from ..config import RetryConfig
 from ..futures import APIFuture, QueueStateObserver, poll_future, reject, resolve, result_decoder
 from ..manifest import ROUTES
+from ..runtime import await_concurrent
 from ..telemetry import get_logger
 from ..transport import RetryPolicy
 from .actor import Actor
@@ -200,7 +201,13 @@ class SampleFuture(APIFuture[Any]):
             # The task never raises except CancelledError; its outcome is in the cf.
             await task
         else:
-            await asyncio.wrap_future(self._cf)
+            # Another loop (the default: the runtime runs on its own thread): a batched
+            # hand-off. Abandoning the wait abandons the request, as on the runtime loop.
+            try:
+                await await_concurrent(self._cf)
+            except asyncio.CancelledError:
+                self._cf.cancel()
+                raise
 
 
 # ============================================================================ the actor

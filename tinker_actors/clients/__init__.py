@@ -1,7 +1,14 @@
 """The public, official-SDK-shaped clients (thin façades over the actors)."""
 
+from .backcompat import BackcompatSamplingClientFuture, BackcompatTrainingClientFuture
 from .rest import RestClient
 from .service import ServiceClient
-from .training import ClientFuture, TrainingClient
+from .training import TrainingClient
 
-__all__ = ["ClientFuture", "RestClient", "ServiceClient", "TrainingClient"]
+__all__ = [
+    "BackcompatSamplingClientFuture",
+    "BackcompatTrainingClientFuture",
+    "RestClient",
+    "ServiceClient",
+    "TrainingClient",
+]

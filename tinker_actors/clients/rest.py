@@ -44,6 +44,11 @@ class RestBase:
                 runtime=get_runtime(),
                 rest_only=True,
             )
+            # As in 0.38, construction fetches the client config (blocking), so a wrong key
+            # or URL raises here. On the runtime's own loop (caller mode) it cannot block;
+            # the first call starts it instead.
+            if not _session.runtime.on_loop():
+                _session.runtime.submit(_session.ensure_started()).result()
         self._session = _session
 
     # ------------------------------------------------------------------ plumbing

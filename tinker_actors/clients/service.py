@@ -1,7 +1,11 @@
 """ServiceClient: the entry point. Owns the session, its supervisor and the embedded default.
 
-Nothing is sent at construction. With no ``base_url`` and no ``TINKER_BASE_URL`` the first
-operation starts the embedded local server (one per process) and uses it.
+Start-up follows 0.38 request for request: nothing is sent at construction; the first call
+that needs the session (creating a training or sampling client, a custom loss, ``holder``)
+fetches ``client/config`` and ``client/dynamic_config`` and creates the session *before it
+returns*, so a wrong key or URL raises from that call, not later from ``.result()``. REST calls
+use a second, session-less holder, started the same way on first use. With no ``base_url`` and
+no ``TINKER_BASE_URL`` the first start-up starts the embedded local server (one per process).
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from ..actors.supervisor import ChildSpec
 from ..actors.training import TrainingActor, TrainingState, create_model, create_via_load, get_info
 from ..config import RecoveryPolicy, Restart, RestartPolicy, RetryConfig, Settings
 from ..errors import InvalidTinkerPathError
-from ..futures import APIFuture
+from ..futures import APIFuture, AwaitableConcurrentFuture
 from ..runtime import get_runtime
 from ..telemetry import get_logger
 from ..transport import sdk_method_scope
+from .backcompat import BackcompatSamplingClientFuture, BackcompatTrainingClientFuture
 from .rest import RestClient
-from .training import ClientFuture, TrainingClient
+from .training import TrainingClient
 
 T = TypeVar("T")
 
@@ -75,13 +80,36 @@ class ServiceClient:
             display_name=display_name,
             restart_policy=restart_policy,
         )
+        self._settings = settings
+        self._rest_session: Session | None = None
         self._recovery = recovery_policy
         self._closed = False
 
     # ------------------------------------------------------------------ plumbing
     @property
     def holder(self) -> Session:
+        """The started session (started here, blocking, if it was not yet: as in 0.38)."""
+        self._start_now(self._session)
         return self._session
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("ServiceClient is closed")
+
+    def _start_now(self, session: Session) -> None:
+        """Starts ``session`` before returning, so start-up errors raise from the caller's
+        call. Blocks, like 0.38's holder construction; in ``caller`` loop mode on the
+        runtime's own loop it cannot block, and the operation starts it instead."""
+        self._check_open()
+        if session.started or self._runtime.on_loop():
+            return
+        self._runtime.submit(session.ensure_started()).result()
+
+    async def _start_async(self, session: Session) -> None:
+        """The ``_async`` twins start the session without blocking the caller's loop."""
+        self._check_open()
+        if not session.started:
+            await APIFuture.from_coro(self._runtime, session.ensure_started())
 
     def _submit(self, coro: Coroutine[Any, Any, T], method: str) -> APIFuture[T]:
         """Runs ``coro`` on the runtime; its requests carry ``x-sdk-method: ServiceClient.<method>``."""
@@ -102,8 +130,16 @@ class ServiceClient:
         return self._session.telemetry
 
     # ------------------------------------------------------------------ capabilities
+    def _rest_holder(self) -> Session:
+        """The session-less holder REST calls use (0.38 keeps one apart from the session)."""
+        self._check_open()
+        if self._rest_session is None:
+            self._rest_session = Session(self._settings, runtime=self._runtime, rest_only=True)
+        self._start_now(self._rest_session)
+        return self._rest_session
+
     def _rest_client(self) -> RestClient:
-        return RestClient(self._session)
+        return RestClient(self._rest_holder())
 
     def get_server_capabilities(self) -> types.GetServerCapabilitiesResponse:
         with sdk_method_scope("ServiceClient.get_server_capabilities"):
@@ -174,7 +210,7 @@ class ServiceClient:
         optimizer: Any = None,
         *,
         recovery_policy: RecoveryPolicy | None = None,
-    ) -> ClientFuture:
+    ) -> BackcompatTrainingClientFuture:
         """A new LoRA model. ``recovery_policy`` (extension) overrides the ServiceClient's."""
         if not any([train_mlp, train_attn, train_unembed]):
             raise AssertionError(
@@ -194,12 +230,14 @@ class ServiceClient:
             "optimizer_config": optimizer,
         }
 
+        self._start_now(self._session)
+
         async def go() -> TrainingClient:
             s = await self._started()
             model_id = await create_model(s, **create)
             return await self._training_client(model_id, create, None, recovery_policy)
 
-        return ClientFuture(
+        return BackcompatTrainingClientFuture(
             self._submit(go(), "create_lora_training_client").future(), self._runtime
         )
 
@@ -216,6 +254,7 @@ class ServiceClient:
         *,
         recovery_policy: RecoveryPolicy | None = None,
     ) -> TrainingClient:
+        await self._start_async(self._session)
         with sdk_method_scope("ServiceClient.create_lora_training_client_async"):
             fut = self.create_lora_training_client(
                 base_model,
@@ -240,7 +279,9 @@ class ServiceClient:
         optimizer_config: Any,
         method: str,
         recovery: RecoveryPolicy | None = None,
-    ) -> ClientFuture:
+    ) -> BackcompatTrainingClientFuture:
+        self._start_now(self._session)
+
         async def go() -> TrainingClient:
             s = await self._started()
             model_id = await create_via_load(
@@ -262,7 +303,7 @@ class ServiceClient:
             }
             return await self._training_client(model_id, create, (path, optimizer), recovery, info)
 
-        return ClientFuture(self._submit(go(), method).future(), self._runtime)
+        return BackcompatTrainingClientFuture(self._submit(go(), method).future(), self._runtime)
 
     def create_training_client_from_state(
         self,
@@ -273,7 +314,7 @@ class ServiceClient:
         optimizer: Any = None,
         *,
         recovery_policy: RecoveryPolicy | None = None,
-    ) -> ClientFuture:
+    ) -> BackcompatTrainingClientFuture:
         return self._from_state(
             path,
             False,
@@ -293,6 +334,7 @@ class ServiceClient:
         weights_access_token: str | None = None,
         optimizer: Any = None,
     ) -> TrainingClient:
+        await self._start_async(self._session)
         return await self.create_training_client_from_state(
             path, base_model, user_metadata, weights_access_token, optimizer
         )
@@ -305,7 +347,7 @@ class ServiceClient:
         weights_access_token: str | None = None,
         *,
         recovery_policy: RecoveryPolicy | None = None,
-    ) -> ClientFuture:
+    ) -> BackcompatTrainingClientFuture:
         return self._from_state(
             path,
             True,
@@ -324,6 +366,7 @@ class ServiceClient:
         user_metadata: dict[str, str] | None = None,
         weights_access_token: str | None = None,
     ) -> TrainingClient:
+        await self._start_async(self._session)
         return await self.create_training_client_from_state_with_optimizer(
             path, base_model, user_metadata, weights_access_token
         )
@@ -335,7 +378,7 @@ class ServiceClient:
         base_model: str | None = None,
         retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
-    ) -> ClientFuture:
+    ) -> BackcompatSamplingClientFuture:
         if model_path is None and base_model is None:
             raise ValueError("Either model_path or base_model must be provided")
         if model_path is not None and (
@@ -345,6 +388,8 @@ class ServiceClient:
             raise InvalidTinkerPathError(
                 f"model_path must start with 'tinker://', got {model_path!r}"
             )
+
+        self._start_now(self._session)
 
         async def go() -> Any:
             from .sampling import SamplingClient
@@ -359,7 +404,9 @@ class ServiceClient:
                 record_stability_info=record_stability_info,
             )
 
-        return ClientFuture(self._submit(go(), "create_sampling_client").future(), self._runtime)
+        return BackcompatSamplingClientFuture(
+            self._submit(go(), "create_sampling_client").future(), self._runtime
+        )
 
     async def create_sampling_client_async(
         self,
@@ -368,6 +415,7 @@ class ServiceClient:
         retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
     ) -> Any:
+        await self._start_async(self._session)
         return await self.create_sampling_client(
             model_path, base_model, retry_config, record_stability_info
         )
@@ -382,6 +430,8 @@ class ServiceClient:
         """
         from .custom_loss import trace_loss
 
+        self._start_now(self._session)
+
         async def go() -> Any:
             s = await self._started()
             return trace_loss(fn, input_ranks, s.require_session_id())
@@ -389,12 +439,23 @@ class ServiceClient:
         return self._submit(go(), "create_custom_loss")
 
     # ------------------------------------------------------------------ lifecycle
-    def close(self, status: Status = "success", detail: str | None = None) -> APIFuture[None]:
+    def close(
+        self, status: Status = "success", detail: str | None = None
+    ) -> AwaitableConcurrentFuture[None]:
         """Finishes the session (``POST /sessions/{id}/finish``) and stops every actor."""
         if self._closed:
-            return APIFuture.completed(None)
+            return AwaitableConcurrentFuture.completed(None)
         self._closed = True
-        return APIFuture.from_coro(self._runtime, self._session.close(status, detail))
+        session, rest = self._session, self._rest_session
+
+        async def close_all() -> None:
+            try:
+                await session.close(status, detail)
+            finally:
+                if rest is not None:
+                    await rest.close()
+
+        return AwaitableConcurrentFuture.from_coro(self._runtime, close_all())
 
     async def aclose(self, status: Status = "success", detail: str | None = None) -> None:
         await self.close(status, detail)
@@ -407,8 +468,8 @@ class ServiceClient:
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
     ) -> None:
         self.close(_status(exc_type)).result()
 

@@ -28,26 +28,10 @@ from ..transport import sdk_method_scope
 from ..types import fwdbwd as _fb
 
 if TYPE_CHECKING:
+    from .backcompat import BackcompatSamplingClientFuture
     from .sampling import SamplingClient
 
-__all__ = ["ClientFuture", "TrainingClient"]
-
-
-class ClientFuture(APIFuture[Any]):
-    """A future of a client that can also be used (deprecated) as the client itself."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        warnings.warn(
-            f"Using the future as the client is deprecated (`.{name}`); call .result() on it, "
-            "or await it, to get the client first",
-            FutureWarning,
-            stacklevel=2,
-        )
-        return getattr(self.result(), name)
+__all__ = ["TrainingClient"]
 
 
 class TrainingClient:
@@ -455,16 +439,18 @@ class TrainingClient:
         return self._state.info.model_data.tokenizer_id
 
     # ------------------------------------------------------------------ sampling
-    def _sampling_client_future(self, coro: Any, method: str) -> ClientFuture:
+    def _sampling_client_future(self, coro: Any, method: str) -> BackcompatSamplingClientFuture:
+        from .backcompat import BackcompatSamplingClientFuture
+
         with sdk_method_scope(f"TrainingClient.{method}"):
-            return ClientFuture(self._runtime.submit(coro), self._runtime)
+            return BackcompatSamplingClientFuture(self._runtime.submit(coro), self._runtime)
 
     def create_sampling_client(
         self,
         model_path: str,
         retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
-    ) -> ClientFuture:
+    ) -> BackcompatSamplingClientFuture:
         from .sampling import SamplingClient
 
         session = self._state.session
@@ -495,7 +481,7 @@ class TrainingClient:
         retry_config: RetryConfig | None = None,
         record_stability_info: bool = False,
         kind: types.SamplingClientKind = "snapshot",
-    ) -> ClientFuture:
+    ) -> BackcompatSamplingClientFuture:
         from .sampling import SamplingClient
 
         if name is not None:
