@@ -19,7 +19,9 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +57,50 @@ checks.positive_data_acceptance.enabled = false
 """
 
 
+def _post(srv: LocalServer, path: str, body: dict[str, Any]) -> Any:
+    req = urllib.request.Request(
+        srv.base_url + "/api/v1" + path,
+        data=json.dumps(body).encode(),
+        headers={"X-API-Key": srv.api_key, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.load(resp)
+
+
+def _result(srv: LocalServer, request_id: str) -> Any:
+    while True:  # the server long-polls, so this is no busy loop
+        out = _post(srv, "/retrieve_future", {"request_id": request_id})
+        if out.get("type") != "try_again":
+            return out
+
+
+def _seed(srv: LocalServer) -> dict[str, str]:
+    """Real ids for the path parameters, so operations on them get past the 404."""
+    sid = _post(srv, "/create_session", {"tags": [], "sdk_version": "schemathesis"})["session_id"]
+    fut = _post(
+        srv,
+        "/create_model",
+        {"session_id": sid, "model_seq_id": 0, "base_model": "tinker-actors/byte-1m"},
+    )
+    run = _result(srv, fut["request_id"])["model_id"]
+    for seq, path in ((1, "/save_weights"), (2, "/save_weights_external")):
+        fut = _post(srv, path, {"model_id": run, "seq_id": seq, "path": "ck"})
+        assert "path" in _result(srv, fut["request_id"])
+    sampler = _post(
+        srv,
+        "/create_sampling_session",
+        {"session_id": sid, "sampling_session_seq_id": 0, "base_model": "tinker-actors/byte-1m"},
+    )["sampling_session_id"]
+    return {
+        "session_id": sid,
+        "run_id": run,
+        "sampling_session_id": sampler,
+        "checkpoint_kind": "weights",
+        "checkpoint_name": "ck",
+        "name": "ck",
+    }
+
+
 def test_schemathesis_finds_no_disagreement_between_the_export_and_the_server(tmp_path):
     schema = tmp_path / "openapi.json"
     schema.write_text(json.dumps(build_openapi()))
@@ -68,6 +114,8 @@ def test_schemathesis_finds_no_disagreement_between_the_export_and_the_server(tm
         long_poll_s=0.05,
     ).start_in_thread()
     try:
+        params = "".join(f'"{k}" = "{v}"\n' for k, v in _seed(srv).items())
+        config.write_text(config.read_text() + "\n[parameters]\n" + params)
         proc = subprocess.run(
             [
                 str(Path(sys.executable).with_name("schemathesis")),

@@ -9,6 +9,12 @@ it. Listings show each user their own things, and ``owner`` fields name the user
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from typing import Any
 
 import aiohttp
@@ -393,3 +399,47 @@ async def test_keys_file_only_accepts_listed_keys(tmp_path, monkeypatch):
                 assert (await api.get("/auth/apikey/me"))[0] == want, key
     finally:
         srv.stop_in_thread()
+
+
+def test_serve_with_a_keys_file(tmp_path):
+    """``python -m tinker_actors.server --api-keys FILE``: the listed users, no other key."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text("tml-a alice\ntml-b bob\n")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tinker_actors.server",
+            *("--port", "0", "--engine", "null", "--data-dir", str(tmp_path / "d")),
+            *("--api-keys", str(keys), "--quiet"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TINKER_API_KEY": "tml-env"},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line.strip())
+            if line.strip().startswith("data dir:"):
+                break
+        base = next(v.partition("=")[2] for v in lines if v.startswith("TINKER_BASE_URL="))
+        assert "users: alice, bob" in " ".join(lines)
+        assert not any(v.startswith("TINKER_API_KEY=") for v in lines)
+
+        def me(key: str) -> object:
+            req = urllib.request.Request(
+                base + "/api/v1/auth/apikey/me", headers={"X-API-Key": key}
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return json.load(resp)["name"]
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert (me("tml-a"), me("tml-b"), me("tml-env")) == ("alice", "bob", 401)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
