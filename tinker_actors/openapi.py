@@ -366,9 +366,6 @@ def _operation(r: manifest.Route) -> dict[str, Any]:
             PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
         }
         ok["description"] = "the future's result (JSON or protobuf), or a polling reply"
-    elif r.event_stream:
-        ok["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
-        ok["description"] = "server-sent events"
     elif r.response_type is not None:
         ok["content"] = {JSON: {"schema": _ref(r.response_type)}}
     else:
