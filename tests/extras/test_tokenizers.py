@@ -191,3 +191,14 @@ def test_encode_decode_with_a_local_directory(tmp_path: Any) -> None:
     with pytest.raises(TypeError, match="ids must be integers"):
         tokenizers.decode([1, "2"], "m", tokenizer_id=str(path))  # type: ignore[list-item]
     tokenizers.clear_cache()
+
+
+def test_a_training_clients_get_info_supplies_the_tokenizer_id() -> None:
+    def client(model: str, tokenizer_id: str | None) -> Any:
+        md = pytypes.SimpleNamespace(model_name=model, tokenizer_id=tokenizer_id)
+        return pytypes.SimpleNamespace(get_info=lambda: pytypes.SimpleNamespace(model_data=md))
+
+    tc = client("meta-llama/Llama-3.1-8B", "org/special-tokenizer:rev2")
+    assert tokenizers.get_tokenizer_id("meta-llama/Llama-3.1-8B", tc) == "org/special-tokenizer"
+    tc = client("Qwen/Qwen3-8B/variant", None)
+    assert tokenizers.get_tokenizer_id("", tc) == "Qwen/Qwen3-8B"
