@@ -56,7 +56,7 @@ def lora_spec(cfg: types.LoraConfig | None) -> LoraSpec:
         raise bad_request(f"lora_config.rank must be a positive integer, got {cfg.rank!r}")
     spec = LoraSpec(
         rank=cfg.rank,
-        seed=cfg.seed,
+        seed=None if cfg.seed is None else cfg.seed % 2**63,  # any int is a seed
         train_attn=cfg.train_attn,
         train_mlp=cfg.train_mlp,
         train_unembed=cfg.train_unembed,

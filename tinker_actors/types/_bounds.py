@@ -29,7 +29,10 @@ TTL_MAX_S = 10 * 365 * 24 * 3600
 SeqId = Annotated[int, Meta(ge=0, le=INT64_MAX)]
 Count32 = Annotated[int, Meta(ge=0, le=INT32_MAX)]
 Count64 = Annotated[int, Meta(ge=0, le=INT64_MAX)]
-Seed = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
+# The one unbounded integer: any int is a seed (as in the official SDK's types; msgspec
+# cannot bound past int64 and uint64 seeds are common). Never stored in a column; the
+# server reduces seeds modulo 2**63 before they reach an RNG.
+Seed = int
 TokenId = Annotated[int, Meta(ge=0, le=INT32_MAX)]
 LoraRank = Annotated[int, Meta(ge=1, le=MAX_LORA_RANK)]
 NumSamples = Annotated[int, Meta(ge=1, le=MAX_NUM_SAMPLES)]
