@@ -19,6 +19,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import os
+import selectors
 import threading
 import weakref
 from collections import deque
@@ -47,6 +48,33 @@ class BlockingOnLoopError(RuntimeError):
     """A blocking call was made on the loop that would have to produce its result."""
 
 
+class _TurnSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """The runtime loop's selector: knows when the loop sleeps, and drains its inbox.
+
+    Posting to the runtime from another thread then needs a wake-up (a self-pipe write,
+    which also hands the GIL over) only while the loop sleeps in ``select``; while it is busy,
+    the next turn picks the items up here. Race-free: ``idle`` is set *before* the inbox is
+    checked, and a poster appends *before* it reads ``idle``, so either the loop sees the
+    item (and does not sleep) or the poster sees the loop asleep (and wakes it).
+    """
+
+    inbox: Inbox | None = None
+    idle = False
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        box = self.inbox
+        self.idle = True
+        if box is not None and box._items:
+            timeout = 0
+        try:
+            return super().select(timeout)
+        finally:
+            self.idle = False
+            if box is not None and box._items and not box._scheduled:
+                box._scheduled = True
+                box._loop.call_soon(box._drain)
+
+
 class Inbox:
     """Batched hand-off of callbacks to one event loop from any thread.
 
@@ -56,12 +84,16 @@ class Inbox:
     pass or schedules the next one, so nothing is ever stranded (deque appends are atomic).
     """
 
-    __slots__ = ("__weakref__", "_items", "_loop", "_scheduled")
+    __slots__ = ("__weakref__", "_items", "_loop", "_scheduled", "_selector")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, selector: _TurnSelector | None = None
+    ) -> None:
         self._loop = loop
         self._items: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._scheduled = False
+        # Set for the runtime's own loop: wake it only while it sleeps (see _TurnSelector).
+        self._selector = selector
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         self._items.append((fn, args))
@@ -77,6 +109,12 @@ class Inbox:
             # one hand-off instead of ping-ponging the GIL per result. The runtime loop never
             # stops with work queued, so the deferred wake-up always runs.
             source.call_soon(self._wake)
+        elif (sel := self._selector) is not None and not sel.idle:
+            # The runtime loop is busy: its next turn drains this (_TurnSelector.select).
+            self._scheduled = False
+            if sel.idle:  # it went to sleep meanwhile: wake it after all
+                self._scheduled = True
+                self._wake()
         else:
             self._wake()
 
@@ -321,7 +359,9 @@ _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = (
 
 
 def _start_daemon() -> Runtime:
-    loop = asyncio.new_event_loop()
+    selector = _TurnSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+    selector.inbox = _inboxes[loop] = Inbox(loop, selector)
     ready = threading.Event()
 
     def main() -> None:
