@@ -53,12 +53,15 @@ class _Proc:
             raise AssertionError(f"server did not start (rc {self.proc.wait(30)})")
         self.api_key = KEY
 
-    def counters(self, model_id: str) -> dict[str, int]:
+    def counters_all(self) -> dict[str, dict[str, int]]:
         req = urllib.request.Request(
             self.base_url + "/api/v1/_local/stats", headers={"X-API-Key": KEY}
         )
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.load(resp)["models"][model_id]
+            return json.load(resp)["models"]
+
+    def counters(self, model_id: str) -> dict[str, int]:
+        return self.counters_all()[model_id]
 
     def sigterm(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -203,3 +206,32 @@ def test_codec_round_trip_of_a_kept_result():
     assert codec.decode_forward_backward_output(wire._encode(again, True)).metrics == {
         "loss:sum": 1.75
     }
+
+
+async def test_optim_step_after_a_crash_says_the_state_is_lost(tmp_path):
+    """SIGKILL between forward_backward and optim_step: no live state survives, so the
+    optim_step is refused with an error that says so (never a silent no-op)."""
+    data = tmp_path / "data"
+    srv = _Proc(data)
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(srv, http)
+            model = await api.model(await api.session())
+            fut = await api.ok("/save_weights", {"model_id": model, "seq_id": 1, "path": "s1"})
+            saved = (await api.result(fut["request_id"]))[1]["path"]
+            _, fb = await api.fwdbwd(model, 2)
+            assert (await api.result(fb["request_id"], accept=PROTO))[0] == 200
+        srv.proc.kill()
+        srv.proc.wait(timeout=30)
+
+        srv = _Proc(data)
+        async with aiohttp.ClientSession() as http:
+            api = Api(srv, http)
+            status, out = await api.post(
+                "/optim_step", {"model_id": model, "seq_id": 3, "adam_params": {}}
+            )
+            assert status == 410, out
+            assert "lost its live state" in out["detail"] and saved in out["detail"], out
+            assert model not in srv.counters_all()
+    finally:
+        srv.kill()
