@@ -48,6 +48,9 @@ log = get_logger("tinker_actors.server")
 
 Work = Callable[[], Any]
 Finish = Callable[[Any], Outcome]
+# Most forward_backward results per model kept across a clean stop (those since the last
+# optim_step; beyond this many only the newest).
+MAX_KEPT_RESULTS = 4096
 
 
 def lora_spec(cfg: types.LoraConfig | None) -> LoraSpec:
@@ -245,6 +248,8 @@ class Training:
         """Runs what was received, then frees the engine's copy; the records stay."""
         loop = asyncio.get_running_loop()
         for model_id in model_ids:
+            self.accumulated.pop(model_id, None)
+            self.lost.pop(model_id, None)
             lane = self.lanes.pop(model_id, None)
             if lane is None:
                 if state == "expired":  # dormant since a restart: nothing in memory
@@ -369,6 +374,8 @@ class Training:
             self.ctx.engine.unload_model(model_id)
 
         def finish(_: Any) -> Outcome:
+            self.accumulated.pop(model_id, None)
+            self.lost.pop(model_id, None)
             self.store.update_model(model_id, state="unloaded")
             if self.lanes.get(model_id) is lane:
                 del self.lanes[model_id]
@@ -410,7 +417,10 @@ class Training:
             if "loss:sum" not in result.metrics:
                 result.metrics["loss:sum"] = 0.0
             if not req.forward_only:
-                self.accumulated.setdefault(model_id, []).extend(mine)
+                acc = self.accumulated.setdefault(model_id, [])
+                acc.extend(mine)
+                if len(acc) > MAX_KEPT_RESULTS:  # memory bound for endless accumulation
+                    del acc[:-MAX_KEPT_RESULTS]
             return Outcome("fwdbwd", result)
 
         kind = "Forward" if req.forward_only else "ForwardBackward"
