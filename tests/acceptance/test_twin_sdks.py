@@ -40,7 +40,6 @@ SDKS = ["tinker", "tinker_actors"]
 WIDE = 257  # 257 * 4 datums = 1028 > fwdbwd_max_chunk_len (1024)
 
 # "{sdk}-{variant}" -> what that run observed; later runs compare with the first one.
-OBSERVED: dict[str, dict[str, Any]] = {}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -192,23 +191,18 @@ def _check_compute_logprobs(plp, prompt_len: int) -> None:
     assert all(isinstance(v, float) and v <= 0.0 for v in plp[1:])
 
 
-def _compare_across_runs(run: str, obs: dict[str, Any]) -> None:
+def _compare(run: str, obs: dict[str, Any], ref: dict[str, Any]) -> None:
     """Every run of the scenario meets a fresh server with the same seed, data and request
-    order, so every run must observe the same numbers: compare with the module's first run."""
-    if not OBSERVED:
-        OBSERVED[run] = obs
-        return
-    other, ref = next(iter(OBSERVED.items()))
-    OBSERVED[run] = obs
+    order, so every run must observe the same numbers as the reference run."""
     assert obs.keys() == ref.keys()
     for key, value in ref.items():
         numeric = isinstance(value, float) or (
             isinstance(value, list) and value and all(isinstance(v, float) for v in value)
         )
         if numeric:
-            assert obs[key] == pytest.approx(value, rel=1e-4, abs=1e-4), (key, other, run)
+            assert obs[key] == pytest.approx(value, rel=1e-4, abs=1e-4), (key, run)
         else:
-            assert obs[key] == value, (key, other, run)
+            assert obs[key] == value, (key, run)
 
 
 def _check_info(sdk, info, tc) -> None:
@@ -604,15 +598,37 @@ async def run_async(sdk, base_url: str, api_key: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the four runs
 
 
-@pytest.mark.parametrize("sdk_name", SDKS)
-def test_twin_scenario_sync(local_server, sdk_name):
+def _fresh_server(tmp: Any) -> Any:
+    from tinker_actors.server import LocalServer
+
+    opts = {"engine": "torch", "long_poll_s": 2.0, "api_key": "tml-twin-reference-0000"}
+    return LocalServer(port=0, data_dir=tmp / "server", **opts).start_in_thread()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: Any) -> dict[str, Any]:
+    """The official SDK's sync run on its own fresh server: what every other run must match.
+
+    A fixture, not a module global filled by whichever test runs first, so the tests pass
+    in any order and alone."""
+    import tinker as official
+
+    server = _fresh_server(tmp_path_factory.mktemp("reference"))
+    try:
+        return run_sync(official, server.base_url, server.api_key)
+    finally:
+        server.stop_in_thread()
+
+
+@pytest.mark.parametrize("sdk_name", ["tinker_actors"])
+def test_twin_scenario_sync(local_server, sdk_name, reference):
     sdk = importlib.import_module(sdk_name)
     obs = run_sync(sdk, local_server.base_url, local_server.api_key)
-    _compare_across_runs(f"{sdk_name}-sync", obs)
+    _compare(f"{sdk_name}-sync", obs, reference)
 
 
 @pytest.mark.parametrize("sdk_name", SDKS)
-async def test_twin_scenario_async(local_server, sdk_name):
+async def test_twin_scenario_async(local_server, sdk_name, reference):
     sdk = importlib.import_module(sdk_name)
     obs = await run_async(sdk, local_server.base_url, local_server.api_key)
-    _compare_across_runs(f"{sdk_name}-async", obs)
+    _compare(f"{sdk_name}-async", obs, reference)
