@@ -244,6 +244,10 @@ class RecoveryPolicy:
     ``save_state`` (or a fresh model when none exists) and replays the requests issued after
     it; a ``tinker://`` path pins a specific checkpoint. ``restore_optimizer`` chooses between
     ``create_training_client_from_state_with_optimizer`` and the weights-only form.
+    A request reported failed is never replayed; one reported successful always is; one lost
+    with the server is carried to the rebuilt model once (``actors/training.py``).
+    ``replay=False`` replays nothing and fails the requests still owed by the old model;
+    ``max_replay`` bounds the requests kept between checkpoints.
     """
 
     enabled: bool = True  # a policy passed by the user is on; recovery is off without one
