@@ -252,6 +252,9 @@ SETTLE_DEADLINE = 20.0  # real seconds; a hang guard, everything settles in mill
 
 
 class TrainingUnderFaults(RuleBasedStateMachine):
+    recovery = RecoveryPolicy()
+    restart = RestartPolicy(intensity=10_000, period=1.0)
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
@@ -280,9 +283,9 @@ class TrainingUnderFaults(RuleBasedStateMachine):
             model_id=model_id,
             info=types.GetInfoResponse(model_data=types.ModelData(), model_id=model_id),
             create={"base_model": "toy", "lora_config": types.LoraConfig(rank=1)},
-            recovery=RecoveryPolicy(),
+            recovery=self.recovery,
         )
-        self.sup = Supervisor(RestartPolicy(intensity=10_000, period=1.0), clock=self.time.clock)
+        self.sup = Supervisor(self.restart, clock=self.time.clock)
         state = self.state
 
         async def start(prev: Any) -> TrainingActor:
@@ -401,3 +404,56 @@ TrainingUnderFaults.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_training_under_fault_schedules = TrainingUnderFaults.TestCase
+
+
+# ============================================================================ the limits
+def run_machine(machine: TrainingUnderFaults, script: list[str]) -> list[Op]:
+    """Runs rule names / ``fault:<kind>`` in order, then waits until every future is answered."""
+    try:
+        for step in script:
+            if step.startswith("fault:"):
+                machine.arm_fault(step.removeprefix("fault:"))
+            elif step == "settle":
+                machine.settle()
+            else:
+                getattr(machine, step)()
+
+        async def answered() -> None:
+            async with asyncio.timeout(SETTLE_DEADLINE):
+                while not all(op.cf.done() for op in machine.ops):  # noqa: ASYNC110
+                    await asyncio.sleep(0.002)
+
+        machine.loop.run_until_complete(answered())
+        return machine.ops
+    finally:
+        machine.loop.run_until_complete(machine._close())
+        machine.loop.close()
+
+
+def test_past_the_restart_intensity_every_future_is_answered() -> None:
+    from tinker_actors.actors.supervisor import RestartLimitExceeded
+
+    class NoRestarts(TrainingUnderFaults):
+        restart = RestartPolicy(intensity=0, period=60.0)
+
+    m = NoRestarts()
+    ops = run_machine(m, ["training_step", "settle", "fault:lose_model", *["training_step"] * 3])
+    assert [op.outcome for op in ops[:2]] == ["ok", "ok"]
+    assert all(op.outcome == "failed" for op in ops[2:])
+    assert any(isinstance(op.cf.exception(), RestartLimitExceeded) for op in ops[2:])
+    assert m.toy.models[f"{SESSION}:train:0"].applied == [1.0, 2.0]
+
+
+def test_recovery_refuses_when_the_replay_log_overflowed() -> None:
+    from tinker_actors.actors.training import SequenceBrokenError
+
+    class ShortLog(TrainingUnderFaults):
+        recovery = RecoveryPolicy(max_replay=2)
+
+    m = ShortLog()
+    ops = run_machine(m, [*["optim_step"] * 4, "settle", "fault:lose_model", "optim_step"])
+    assert [op.outcome for op in ops] == ["ok"] * 4 + ["failed"]
+    err = ops[-1].cf.exception()
+    assert isinstance(err, SequenceBrokenError) and "max_replay=2" in str(err)
+    # it says so instead of rebuilding a model without the first two steps
+    assert all(not model.applied or model.applied[0] == 1.0 for model in m.toy.models.values())

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import errors, types
+from .. import errors, events, types
 from ..config import RecoveryPolicy
 from ..futures import QueueStateLogger, poll_future, reject, resolve
 from ..manifest import FORWARD_REQUEST_TYPE_HEADER, ROUTES, Route
@@ -111,6 +111,10 @@ class TrainingState:
         self.pending: dict[int, Op] = {}
         self.inflight: dict[int, tuple[Op, list[str], str]] = {}
         self.replay_log: list[Op] = []
+        # the last op dropped from a full replay_log, and the save_state op of the last
+        # checkpoint: recovery is exact only while nothing after the checkpoint was dropped
+        self.replay_dropped = 0
+        self.checkpoint_token = 0
         self.wake = asyncio.Event()
         self.dead: BaseException | None = None
         self.queue_logger = QueueStateLogger(model_id, "Training")
@@ -331,7 +335,15 @@ class TrainingActor(Actor):
         if st.recovery is not None and st.recovery.enabled and not replay:
             st.replay_log.append(op)
             if len(st.replay_log) > st.recovery.max_replay:
-                st.replay_log.pop(0)
+                dropped = st.replay_log.pop(0)
+                if st.replay_dropped <= st.checkpoint_token:
+                    log.warning(
+                        "more requests since the last checkpoint than RecoveryPolicy.max_replay"
+                        " keeps; until the next save_state a crash cannot be recovered",
+                        model_id=model_id,
+                        max_replay=st.recovery.max_replay,
+                    )
+                st.replay_dropped = max(st.replay_dropped, dropped.first)
         self._spawn_poll(op, rids, rtype, op.first)
 
     async def _send_fwdbwd(
@@ -489,6 +501,7 @@ class TrainingActor(Actor):
         if op.kind == "save_state" and isinstance(result, types.SaveWeightsResponse):
             st.last_checkpoint = (result.path, True)
             st.replay_log = [o for o in st.replay_log if o.first > op.first]
+            st.checkpoint_token = max(st.checkpoint_token, op.first)
         tell_ok(op, result)
 
     def _shape(self, op: Op, result: Any) -> Any:
@@ -509,6 +522,16 @@ class TrainingActor(Actor):
     # -------------------------------------------------------------- recovery
     async def _recover(self, policy: RecoveryPolicy) -> None:
         st = self.ts
+        if st.replay_dropped > st.checkpoint_token and policy.checkpoint == "latest":
+            # the rebuilt model would lack steps reported successful: refuse, loudly
+            st.fail_all(
+                SequenceBrokenError(
+                    f"TrainingClient for model {st.model_id} cannot recover: more than "
+                    f"RecoveryPolicy.max_replay={policy.max_replay} requests were made since "
+                    "the last save_state. Call save_state more often or raise max_replay."
+                )
+            )
+            return
         ckpt = st.last_checkpoint
         if policy.checkpoint != "latest":
             ckpt = (policy.checkpoint, True)
@@ -677,9 +700,27 @@ def make_custom_backward(
         if td.shape is not None:
             lp = lp.reshape(tuple(td.shape))
         logprobs.append(lp.clone().detach().requires_grad_(True))
-    loss, metrics = loss_fn(data, logprobs)
-    loss_sum = float(loss.detach().sum().item())
-    loss.backward()
+    t0 = time.monotonic()
+    if events.ON:
+        events.emit(events.CUSTOM_LOSS_START, {"system_time": time.time()}, {"data": len(data)})
+    try:
+        loss, metrics = loss_fn(data, logprobs)
+        loss_sum = float(loss.detach().sum().item())
+        loss.backward()
+    except Exception as exc:
+        if events.ON:
+            events.emit(
+                events.CUSTOM_LOSS_EXCEPTION,
+                {"duration": time.monotonic() - t0},
+                {"data": len(data), "error_type": type(exc).__name__, "error": str(exc)},
+            )
+        raise
+    if events.ON:
+        events.emit(
+            events.CUSTOM_LOSS_STOP,
+            {"duration": time.monotonic() - t0, "loss": loss_sum},
+            {"data": len(data)},
+        )
     new_data = []
     for datum, lp in zip(data, logprobs, strict=True):
         if lp.grad is None:
