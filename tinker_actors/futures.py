@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from . import codec, errors, manifest, types
+from . import codec, errors, events, manifest, types
 from .runtime import Runtime, await_concurrent, warn_if_blocking_async
 from .telemetry import get_logger
 from .transport import NO_RETRY, Response
@@ -305,6 +305,8 @@ async def poll_future(
         decode = result_decoder(request_type)
     accept = "application/x-protobuf" if request_type in PROTO_REQUEST_TYPES else "application/json"
     body = _retrieve_body(request_id, allow_metadata_only)  # encoded once, not once per poll
+    started = time.monotonic()
+    qstate: tuple[QueueState, str | None] | None = None  # last (state, reason), for events
     try:
         while True:
             headers = {
@@ -327,7 +329,9 @@ async def poll_future(
                     raw=True,
                     sdk_method=sdk_method,
                 )
-            except errors.APIConnectionError:
+            except errors.APIConnectionError as exc:
+                if events.ON:
+                    _emit_failure(exc, request_id, request_type, iteration, started)
                 delay = min(2**conn_errors, 30)
                 conn_errors += 1
                 await sleep(delay)
@@ -343,11 +347,11 @@ async def poll_future(
                             f"Proto deserialization not supported for request type {request_type}"
                         )
                     _notify(observer, QueueState.ACTIVE, None)
-                    return decode(resp)
+                    return _done(decode(resp), request_id, request_type, iteration, started)
                 data = resp.json()
                 if isinstance(data, dict):
                     if data.get("type") == "try_again":
-                        _on_try_again(observer, data, request_id)
+                        qstate = _on_try_again(observer, data, request_id, qstate, request_type)
                         continue
                     if data.get("status") == "complete_metadata" and allow_metadata_only:
                         allow_metadata_only = False
@@ -364,11 +368,11 @@ async def poll_future(
                         f"{request_type} results are only supported as proto, got JSON"
                     )
                 _notify(observer, QueueState.ACTIVE, None)
-                return decode(resp)
+                return _done(decode(resp), request_id, request_type, iteration, started)
             if status == 408:
                 data = _safe_json(resp)
                 if isinstance(data, dict) and data.get("type") == "try_again":
-                    _on_try_again(observer, data, request_id)
+                    qstate = _on_try_again(observer, data, request_id, qstate, request_type)
                 bad_requests = 0
                 continue
             if status == 410:
@@ -394,6 +398,10 @@ async def poll_future(
                 f"Error retrieving result for request {request_id} with status {status}: "
                 f"{resp.body[:500].decode('utf-8', 'replace')}"
             ) from _status(resp)
+    except Exception as exc:
+        if events.ON:
+            _emit_failure(exc, request_id, request_type, iteration, started)
+        raise
     finally:
         if reservation is not None and hasattr(reservation, "release"):
             reservation.release()
@@ -421,10 +429,67 @@ def _safe_json(resp: Response) -> Any:
         return None
 
 
-def _on_try_again(observer: QueueStateObserver | None, data: dict[str, Any], rid: str) -> None:
+def _on_try_again(
+    observer: QueueStateObserver | None,
+    data: dict[str, Any],
+    rid: str,
+    last: tuple[QueueState, str | None] | None = None,
+    request_type: str | None = None,
+) -> tuple[QueueState, str | None]:
     state = QueueState.parse(data.get("queue_state"))
     log.debug("retrying request because of try_again", request_id=rid, queue_state=state.value)
-    _notify(observer, state, data.get("queue_state_reason"))
+    reason = data.get("queue_state_reason")
+    _notify(observer, state, reason)
+    if events.ON and (state, reason) != last:
+        events.emit(
+            events.QUEUE_STATE_CHANGE,
+            {},
+            {
+                "request_id": rid,
+                "request_type": request_type,
+                "queue_state": state.value,
+                "queue_state_reason": reason,
+            },
+        )
+    return state, reason
+
+
+def _done(value: T, rid: str, request_type: str, iteration: int, started: float) -> T:
+    """The poll's result, with a future.resolved event when someone listens."""
+    if events.ON:
+        events.emit(
+            events.FUTURE_RESOLVED,
+            {"elapsed_time": time.monotonic() - started},
+            {"request_id": rid, "request_type": request_type, "iteration": iteration},
+        )
+    return value
+
+
+def _emit_failure(
+    exc: BaseException, rid: str, request_type: str, iteration: int, started: float
+) -> None:
+    """future.<outcome> for a poll that failed (or, for connection errors, will poll again)."""
+    if isinstance(exc, errors.APIConnectionError):
+        timeout = isinstance(exc, errors.APITimeoutError)
+        name = events.FUTURE_TIMEOUT if timeout else events.FUTURE_CONNECTION_ERROR
+    elif isinstance(exc, errors.RequestFailedError):
+        name = events.FUTURE_REQUEST_FAILED
+    elif isinstance(exc, errors.APIStatusError | PromiseExpiredError):
+        name = events.FUTURE_API_ERROR
+    else:
+        name = events.FUTURE_VALIDATION_ERROR
+    events.emit(
+        name,
+        {"elapsed_time": time.monotonic() - started},
+        {
+            "request_id": rid,
+            "request_type": request_type,
+            "iteration": iteration,
+            "status": getattr(exc, "status_code", None),
+            "category": getattr(getattr(exc, "category", None), "value", None),
+            "error_type": type(exc).__name__,
+        },
+    )
 
 
 def _request_failed(data: dict[str, Any], request_id: str) -> BaseException:

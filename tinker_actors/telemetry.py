@@ -18,7 +18,18 @@ from typing import Any
 
 import structlog
 
-__all__ = ["apply_env_log_level", "get_logger", "redact", "redact_secrets"]
+from . import events as _events
+from .events import attach, detach
+
+__all__ = [
+    "apply_env_log_level",
+    "attach",
+    "attach_logger",
+    "detach",
+    "get_logger",
+    "redact",
+    "redact_secrets",
+]
 
 ROOT_LOGGER = "tinker_actors"
 
@@ -155,3 +166,65 @@ def apply_env_log_level() -> None:
             logging.Formatter("[%(asctime)s - %(name)s - %(levelname)s] %(message)s")
         )
         logger.addHandler(handler)
+
+
+# ---------------------------------------------------------------------------- event logger
+_LOGGER_EVENTS = ("http.request", "queue.state_change")
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+def _ms(measurements: Any) -> str:
+    return f"{float(measurements.get('duration', 0.0)) * 1000:.0f}"
+
+
+def _event_line(name: str, meas: Any, meta: Any) -> tuple[bool, str]:
+    """(is_error, line) in Tinkex's console formats."""
+    method, path = meta.get("method"), meta.get("path")
+    if name == _events.HTTP_START:
+        return False, (
+            f"HTTP {method} {path} start (pool={meta.get('pool')} base={meta.get('base_url')})"
+        )
+    if name == _events.HTTP_STOP:
+        return False, (
+            f"HTTP {method} {path} {meas.get('result', 'ok')} in {_ms(meas)}ms "
+            f"retries={meas.get('retry_count', 0)} base={meta.get('base_url')}"
+        )
+    if name == _events.HTTP_EXCEPTION:
+        return True, f"HTTP {method} {path} exception after {_ms(meas)}ms reason={meas.get('reason')!r}"
+    if name == _events.QUEUE_STATE_CHANGE:
+        return False, (
+            f"Queue state changed to {meta.get('queue_state')} "
+            f"(request_id={meta.get('request_id')})"
+        )
+    return False, f"Unhandled telemetry {name} {dict(meta)}"
+
+
+def attach_logger(
+    events: str | list[str] | tuple[str, ...] | None = _LOGGER_EVENTS,
+    *,
+    level: str = "info",
+    handler_id: str | None = None,
+    logger_name: str = "tinker_actors.events",
+) -> str:
+    """Logs events through a ``tinker_actors`` structlog logger, one line each; returns the id.
+
+    Defaults to HTTP start/stop/exception and queue-state changes at ``level``; exceptions
+    always log at error. ``detach(id)`` removes it.
+    """
+    lvl = _LEVELS.get(level.lower()) if isinstance(level, str) else None
+    if lvl is None:
+        raise ValueError(f"level must be one of {sorted(_LEVELS)}, got {level!r}")
+    logger = get_logger(logger_name)
+
+    def handler(name: str, meas: Any, meta: Any) -> None:
+        is_error, line = _event_line(name, meas, meta)
+        if is_error:
+            logger.error(redact(line))
+        elif lvl == logging.DEBUG:
+            logger.debug(redact(line))
+        elif lvl == logging.INFO:
+            logger.info(redact(line))
+        else:
+            logger.warning(redact(line))
+
+    return attach(handler, events, handler_id=handler_id)

@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from . import codec, errors, manifest, types
+from . import codec, errors, events, manifest, types
 from .config import SDK_VERSION, Settings
 from .runtime import Runtime
 from .telemetry import get_logger, redact
@@ -486,6 +486,7 @@ class Transport:
         authenticate: bool = True,
         log_context: Mapping[str, Any] | None = None,
         files: Any = None,
+        route: str | None = None,
     ) -> Response:
         """Sends one logical request, retrying under ``retry``; raises mapped errors.
 
@@ -575,7 +576,94 @@ class Transport:
                 raise _Retry(err, retry_after_seconds(resp.headers))
             raise err
 
+        if events.ON:  # the only cost of the event catalogue when nobody listens
+            return await self._observed(
+                retry, attempt_once, method, url, log_context, path, route, lambda: attempt
+            )
         return await self._retrying(retry, attempt_once, method, url, log_context)
+
+    async def _observed(
+        self,
+        policy: RetryPolicy,
+        fn: Callable[[], Any],
+        method: str,
+        url: str,
+        log_context: Mapping[str, Any] | None,
+        path: str,
+        route: str | None,
+        attempts: Callable[[], int],
+    ) -> Any:
+        """``_retrying`` with the http.request and retry.attempt events around it."""
+        meta = {
+            "method": method,
+            "path": path,
+            "route": route,
+            "base_url": self.settings.base_url,
+            "pool": _POOLS.get(route or "", "default"),
+        }
+        events.emit(events.HTTP_START, {"system_time": time.time()}, meta)
+        start = time.monotonic()
+
+        async def attempt() -> Any:
+            n = attempts()  # attempts made before this one
+            if n:
+                events.emit(
+                    events.RETRY_START, {"system_time": time.time()}, {**meta, "attempt": n}
+                )
+            t0 = time.monotonic()
+            try:
+                out = await fn()
+            except _Retry as r:
+                events.emit(
+                    events.RETRY_RETRY,
+                    {"duration": time.monotonic() - t0},
+                    {**meta, "attempt": n, "error": repr(r.error)},
+                )
+                raise
+            if n:
+                events.emit(
+                    events.RETRY_STOP,
+                    {"duration": time.monotonic() - t0},
+                    {**meta, "attempt": n, "result": "ok"},
+                )
+            return out
+
+        try:
+            resp = await self._retrying(policy, attempt, method, url, log_context)
+        except BaseException as exc:
+            retries = max(attempts() - 1, 0)
+            dur = time.monotonic() - start
+            status = getattr(exc, "status_code", None)
+            if retries:
+                events.emit(
+                    events.RETRY_FAILED,
+                    {"duration": dur},
+                    {**meta, "attempt": retries, "result": "failed", "error": repr(exc)},
+                )
+            if isinstance(status, int):  # an HTTP answer: a stop with an error result
+                events.emit(
+                    events.HTTP_STOP,
+                    {"duration": dur, "status": status, "retry_count": retries, "result": "error"},
+                    meta,
+                )
+            else:
+                events.emit(
+                    events.HTTP_EXCEPTION,
+                    {"duration": dur, "retry_count": retries},
+                    {**meta, "kind": type(exc).__name__, "reason": redact(str(exc))},
+                )
+            raise
+        events.emit(
+            events.HTTP_STOP,
+            {
+                "duration": time.monotonic() - start,
+                "status": resp.status,
+                "retry_count": max(attempts() - 1, 0),
+                "result": "ok" if resp.status < 300 else "error",
+            },
+            meta,
+        )
+        return resp
 
     async def _retrying(
         self,
@@ -672,6 +760,7 @@ class Transport:
             raise_for_status=raise_for_status,
             authenticate=authenticate,
             log_context=log_context,
+            route=r.name,
         )
         if raw:
             return resp
@@ -679,6 +768,16 @@ class Transport:
         if rtype is None:
             return None
         return codec.json_decode(resp.body, rtype)
+
+
+# the official SDK's connection-pool kind per route, for the http.request events' metadata
+_POOLS = {
+    "telemetry": "telemetry",
+    "asample": "sample",
+    "retrieve_future": "retrieve_promise",
+    "session_heartbeat": "session",
+    "create_session": "session",
+}
 
 
 def _invalid_token(headers: Mapping[str, str]) -> bool:

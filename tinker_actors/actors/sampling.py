@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .. import codec, errors, types
+from .. import codec, errors, events, types
 from ..config import RetryConfig
 from ..futures import APIFuture, QueueStateObserver, poll_future, reject, resolve, result_decoder
 from ..manifest import ROUTES
@@ -330,12 +330,16 @@ class SamplingActor(Actor):
         task = self.session.runtime.loop.create_task(self._request(call, decode, cf))
         fut._task = task
         self.book.requests[task] = cf
+        if events.ON:
+            events.emit(events.SAMPLING_START, {"in_flight": len(self.book.requests)}, {})
         task.add_done_callback(self._request_done)
         cf.add_done_callback(lambda f, t=task: self._on_cf_done(f, t))
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
         requests = self.book.requests
         requests.pop(task, None)
+        if events.ON:
+            events.emit(events.SAMPLING_STOP, {"in_flight": len(requests)}, {})
         if self._retiring and not requests:
             self._stop_soon()
 

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import events
 from ..telemetry import get_logger
 
 if TYPE_CHECKING:
@@ -442,6 +443,15 @@ def _call_spec(spec: RegularizerSpec, data: Any, logprobs: Logprobs, timeout: fl
 
 
 # ----------------------------------------------------------------------------- executor
+def _emit_failed(name: str, exc: BaseException, started: float) -> None:
+    if events.ON:
+        events.emit(
+            events.REGULARIZER_EXCEPTION,
+            {"duration": time.perf_counter() - started},
+            {"name": name, "error_type": type(exc).__name__, "error": str(exc)},
+        )
+
+
 class Executor:
     """Runs regularizers in parallel (a thread pool; torch releases the GIL) or in sequence.
 
@@ -465,6 +475,8 @@ class Executor:
         started = time.perf_counter()
         need_grads = track_grad_norms or keep_grads
         inputs = _leaves(logprobs) if need_grads else logprobs
+        if events.ON:
+            events.emit(events.REGULARIZER_START, {"system_time": time.time()}, {"name": spec.name})
         try:
             loss, custom = _unpack(spec.name, _call_spec(spec, data, inputs, timeout))
             if not math.isfinite(value := float(loss.detach().item())):
@@ -473,9 +485,17 @@ class Executor:
             grad_norm = GradientTracker.norm(grads) if track_grad_norms and grads else None
         except RegularizerError as exc:
             _log.debug("regularizer failed", regularizer=spec.name, reason=exc.reason)
+            _emit_failed(spec.name, exc, started)
             raise
         except Exception as exc:
+            _emit_failed(spec.name, exc, started)
             raise RegularizerError(spec.name, f"{type(exc).__name__}: {exc}", exc) from exc
+        if events.ON:
+            events.emit(
+                events.REGULARIZER_STOP,
+                {"duration": time.perf_counter() - started, "value": value},
+                {"name": spec.name, "weight": float(spec.weight)},
+            )
         _log.debug(
             "regularizer computed",
             regularizer=spec.name,
