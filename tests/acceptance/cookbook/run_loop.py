@@ -48,7 +48,7 @@ def _offline_patches(base_url: str) -> None:
     from tinker_cookbook.utils import cost_estimation
 
     with tinker.ServiceClient(base_url=base_url) as service:
-        client = service.create_lora_training_client(base_model=MODEL, rank=1)
+        client = service.create_lora_training_client(base_model=MODEL, rank=1).result()
         tokenizer_id = client.get_info().model_data.tokenizer_id
     if not tokenizer_id or not Path(tokenizer_id).is_dir():
         raise SystemExit(f"server's tokenizer_id is not a local directory: {tokenizer_id!r}")
