@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = [
     "NO_RETRY",
     "STANDARD",
+    "TRAINING",
+    "TRAINING_RETRY_BUDGET",
     "JwtAuth",
     "Response",
     "RetryPolicy",
