@@ -200,7 +200,9 @@ async def test_ten_429s_at_once_on_optim_step(ledger_server: Any, fault_proxy: F
     assert steps_counted == 300
 
 
-OUTAGE_S = 8.0
+# 8 s: long enough that the waiting optim_step fails more often than a count budget allows;
+# TINKER_FAULTS_OUTAGE_S=30 runs issue 9's 30 s outage (same assertions, 30 s longer).
+OUTAGE_S = float(os.environ.get("TINKER_FAULTS_OUTAGE_S", "8"))
 
 
 async def test_an_outage_of_503s_mid_loop(ledger_server: Any, fault_proxy: FaultProxy) -> None:
