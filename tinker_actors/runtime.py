@@ -21,6 +21,7 @@ import contextlib
 import os
 import selectors
 import threading
+import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -196,11 +197,15 @@ def warn_if_blocking_async(runtime: Runtime | None, what: str) -> None:
         _daemon.check_can_block(what)
     from .telemetry import get_logger
 
-    get_logger("tinker_actors.runtime").warning(
+    logger = get_logger("tinker_actors.runtime")
+    logger.warning(
         f"Synchronous method '{what}' called from async context. It blocks the event loop "
         "until the result arrives; await the future instead (`await future`, or "
         "`await future.result_async()`)."
     )
+    # and where it was called from, as 0.38 logs it
+    stack = "".join(traceback.format_stack()[:-2])
+    logger.warning(f"===== Stack for calling sync from async =====\n{stack}\n===========")
 
 
 class Runtime:

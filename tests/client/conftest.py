@@ -47,6 +47,9 @@ class Proxy:
         self.inflight: dict[str, int] = defaultdict(int)
         self.max_inflight: dict[str, int] = defaultdict(int)
         self.rng = random.Random(seed)
+        # When set, requests are accepted and not answered until the proxy stops.
+        self.blackhole = False
+        self._release = asyncio.Event()
         self.seen: dict[str, list[tuple[str, int]]] = defaultdict(list)
         self.lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
@@ -83,6 +86,9 @@ class Proxy:
                     request.headers.get("x-tinker-request-type"),
                 )
             )
+        if self.blackhole:
+            await self._release.wait()  # set when the proxy stops
+            return web.Response(status=503)
         if n in self.fail.get(path, ()):
             return web.json_response(
                 {"detail": "injected failure"}, status=400, headers={"x-should-retry": "false"}
@@ -135,6 +141,8 @@ class Proxy:
         self.base_url = f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self._release.set)
+
         async def _stop() -> None:
             await self.session.close()
             if self._runner is not None:

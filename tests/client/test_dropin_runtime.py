@@ -169,3 +169,27 @@ def test_backcompat_futures_are_told_apart_as_in_038(local_server: Any) -> None:
                 types.ModelInput.from_ints([1, 2]), 1, types.SamplingParams(max_tokens=2)
             )
         assert len(resp.result().sequences) == 1
+
+
+def test_close_returns_within_its_bound_when_the_server_stops_answering(
+    proxy: Proxy, local_server: Any
+) -> None:
+    from tinker_actors.actors.session import CLOSE_TIMEOUT
+
+    sc = tinker.ServiceClient(base_url=proxy.base_url, api_key=local_server.api_key)
+    tc = sc.create_lora_training_client(MODEL, rank=4).result()
+    tc.forward(DATA, "cross_entropy").result()
+    proxy.blackhole = True  # accepts every connection, answers nothing
+    # Returns (rather than raising TimeoutError) well inside the bound plus slack.
+    assert sc.close("success").result(timeout=CLOSE_TIMEOUT + 5) is None
+
+
+async def test_exit_returns_within_its_bound_when_the_server_stops_answering(
+    proxy: Proxy, local_server: Any
+) -> None:
+    from tinker_actors.actors.session import CLOSE_TIMEOUT
+
+    sc = tinker.ServiceClient(base_url=proxy.base_url, api_key=local_server.api_key)
+    await sc.create_lora_training_client(MODEL, rank=4)
+    proxy.blackhole = True
+    await asyncio.wait_for(sc.aclose(), CLOSE_TIMEOUT + 5)

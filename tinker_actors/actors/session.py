@@ -143,6 +143,9 @@ class DynamicConfigActor(Actor):
             self.refreshes += 1
 
 
+CLOSE_TIMEOUT = 2.0
+
+
 class Session:
     """What every client of one ServiceClient shares: transport, config, ids, supervisor."""
 
@@ -180,6 +183,8 @@ class Session:
         self.fwdbwd_bytes: BytesBudget | None = None
         self._handle_clients = 0
         self.for_handles = False
+        #: Upper bound of ``close()`` in seconds, whatever the server does.
+        self.close_timeout = CLOSE_TIMEOUT
 
     @classmethod
     def for_handle(
@@ -368,10 +373,16 @@ class Session:
         status: Literal["success", "errored", "interrupted"] = "success",
         detail: str | None = None,
     ) -> None:
-        """Finishes the session on the server, stops actors (reverse order), releases HTTP."""
+        """Finishes the session on the server, stops actors (reverse order), releases HTTP.
+
+        Bounded by ``close_timeout`` (``CLOSE_TIMEOUT``, 2 s) whatever the server does: the
+        finish request gets what is left of it, and a server that does not answer in time
+        only costs a warning. Actors are stopped and HTTP released in any case.
+        """
         if self._closed:
             return
         self._closed = True
+        deadline = asyncio.get_running_loop().time() + self.close_timeout
         try:
             if self.session_id is not None and self.transport is not None:
                 reason = {
@@ -381,17 +392,24 @@ class Session:
                 }[status]()
                 try:
                     with without_sdk_method():
-                        await self.transport.call(
-                            "session_finish",
-                            types.SessionFinishRequest(reason=reason, detail=detail),
-                            path_params={"session_id": self.session_id},
-                        )
-                except errors.APIError as exc:
+                        async with asyncio.timeout_at(deadline):
+                            await self.transport.call(
+                                "session_finish",
+                                types.SessionFinishRequest(reason=reason, detail=detail),
+                                path_params={"session_id": self.session_id},
+                            )
+                except (errors.APIError, TimeoutError) as exc:
                     log.warning(
                         "could not finish session", session_id=self.session_id, error=repr(exc)
                     )
         finally:
-            await self.supervisor.stop()
+            try:
+                # what is left of the budget, but never less than a moment for a clean stop
+                left = max(0.25, deadline - asyncio.get_running_loop().time())
+                async with asyncio.timeout(left):
+                    await self.supervisor.stop()
+            except TimeoutError:
+                log.warning("actors did not stop within the close timeout; abandoned them")
             if self.transport is not None:
                 await self.transport.aclose()
                 await self.runtime.release()
