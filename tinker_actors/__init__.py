@@ -11,10 +11,10 @@ from typing import TypedDict as _TypedDict
 from . import auth, types
 from .actors.training import SequenceBrokenError
 from .clients.admin import AdminClient
+from .clients.backcompat import BackcompatSamplingClientFuture, BackcompatTrainingClientFuture
 from .clients.custom_loss import LossHandle, PerDatumLossFn
 from .clients.rest import RestClient
 from .clients.service import ServiceClient
-from .clients.backcompat import BackcompatSamplingClientFuture, BackcompatTrainingClientFuture
 from .clients.training import TrainingClient
 from .compat import ExperimentalWarning, Timeout
 from .config import RecoveryPolicy, RestartPolicy, RetryConfig
