@@ -383,6 +383,8 @@ class Transport:
     # repr=False: these hold the API key / JWT (Settings' own repr redacts its secrets)
     _static_headers: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     jwt: JwtAuth | None = field(default=None, init=False, repr=False)
+    # the session's telemetry reporter, set while it runs (0.38 reports failed futures to it)
+    telemetry: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         h = {

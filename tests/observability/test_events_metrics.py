@@ -11,14 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from client.scripted import ScriptedServer
 
 from tinker_actors import errors, events, metrics, telemetry
 from tinker_actors.config import Settings
 from tinker_actors.futures import poll_future
 from tinker_actors.runtime import loop_runtime
 from tinker_actors.transport import NO_RETRY, Transport
-
-from client.scripted import ScriptedServer
 
 
 class Recorder:

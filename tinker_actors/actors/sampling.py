@@ -399,6 +399,8 @@ class SamplingActor(Actor):
             raise
         except BaseException as exc:
             reject(cf, exc)
+            if (tel := self.session.telemetry) is not None and isinstance(exc, Exception):
+                tel.log_fatal_exception_sync(exc)  # 0.38's capture_exceptions(fatal=True)
             return
         resolve(cf, value)
 

@@ -14,13 +14,17 @@ its cause chain) is sent as a ``user_error`` generic event at WARNING, not as an
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
+import concurrent.futures
 import contextlib
 import datetime as dt
 import os
 import platform
+import threading
 import traceback
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +37,21 @@ from .actor import Actor
 if TYPE_CHECKING:
     from ..transport import Transport
 
-__all__ = ["Telemetry", "TelemetryActor", "is_user_error", "process_uuid"]
+__all__ = [
+    "Telemetry",
+    "TelemetryActor",
+    "is_user_error",
+    "process_uuid",
+    "report_failures",
+    "telemetry_enabled",
+]
 
 log = get_logger(__name__)
 
 MAX_BATCH = 100
 MAX_QUEUE = 10_000
 FLUSH_INTERVAL = 10.0
+FLUSH_TIMEOUT = 30.0  # the longest a fatal exception or interpreter exit waits for the send
 _pid_uuid: tuple[int, str] | None = None
 
 
@@ -75,6 +87,45 @@ def _user_error(exc: BaseException, seen: set[int] | None = None) -> BaseExcepti
     return None
 
 
+def telemetry_enabled(option: bool | None = None, configured: bool | None = None) -> bool:
+    """Tinkex's precedence: an explicit option, then the configured value (Settings), then
+    ``TINKER_TELEMETRY`` (on unless 0/false/no/off; the official SDK's own test is the
+    stricter 1/true/yes/on, which ``Settings.from_env`` applies)."""
+    for value in (option, configured):
+        if value is not None:
+            if not isinstance(value, bool):
+                raise TypeError(f"telemetry must be True, False or None, got {value!r}")
+            return value
+    return os.environ.get("TINKER_TELEMETRY", "1").strip().lower() not in {
+        "0",
+        "false",
+        "no",
+        "off",
+    }
+
+
+def report_failures(
+    telemetry: Callable[[], Telemetry | None] | Telemetry | None,
+    cf: concurrent.futures.Future[Any],
+) -> None:
+    """Reports ``cf``'s exception, if it fails, as 0.38 reports a failed public call: a
+    fatal exception (``user_error`` or ``UNHANDLED_EXCEPTION``, then SESSION_END). Never
+    blocks the thread that completes ``cf``; a cancel is not reported."""
+
+    def done(f: concurrent.futures.Future[Any]) -> None:
+        if f.cancelled():
+            return
+        exc = f.exception()
+        if exc is None:
+            return
+        tel = telemetry() if callable(telemetry) else telemetry
+        if tel is not None:
+            tel.log_fatal_exception_sync(exc)
+
+    if telemetry is not None:
+        cf.add_done_callback(done)
+
+
 def is_user_error(exc: BaseException) -> bool:
     """True when ``exc`` (or its cause chain) is a 4xx other than 408 or a user-category failure."""
     return _user_error(exc) is not None
@@ -83,12 +134,22 @@ def is_user_error(exc: BaseException) -> bool:
 class Telemetry:
     """The official telemetry object: generic events, exceptions, capture helpers.
 
-    Implemented by :class:`TelemetryActor`; every method is thread-safe and never blocks
-    on the network (a fatal exception triggers a flush but does not wait for it).
+    Implemented by :class:`TelemetryActor`; every method is thread-safe. Only the fatal
+    forms block: off the runtime loop they wait (bounded) until the queue is sent, as 0.38
+    does; on it they trigger the flush and return.
     """
 
     def _push(self, event: Any) -> bool:
         raise NotImplementedError
+
+    def wait_until_drained(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        raise NotImplementedError
+
+    async def wait_until_drained_async(self, timeout: float = FLUSH_TIMEOUT) -> bool:  # noqa: ASYNC109
+        raise NotImplementedError
+
+    def _can_block(self) -> bool:
+        return False
 
     def _common(self, severity: str) -> dict[str, Any]:
         raise NotImplementedError
@@ -139,8 +200,7 @@ class Telemetry:
     async def log_exception(self, exception: BaseException, severity: str = "ERROR") -> bool:
         return self.log_exception_sync(exception, severity)
 
-    def log_fatal_exception_sync(self, exception: BaseException, severity: str = "ERROR") -> bool:
-        """Like :meth:`log_exception_sync`, and the session's SESSION_END goes with it."""
+    def _log_fatal(self, exception: BaseException, severity: str) -> bool:
         logged = self._push(self._exception_event(exception, severity))
         end = self._session_end_event()
         if end is not None:
@@ -148,8 +208,22 @@ class Telemetry:
         self.trigger_flush()
         return logged
 
+    def log_fatal_exception_sync(self, exception: BaseException, severity: str = "ERROR") -> bool:
+        """Like :meth:`log_exception_sync`, and the session's SESSION_END goes with it (once);
+        off the runtime loop it waits until the queue is sent (at most 30 s)."""
+        logged = self._log_fatal(exception, severity)
+        if self._can_block():
+            self.wait_until_drained()
+        if logged:
+            log.info(f"Exception logged for session ID: {getattr(self, 'session_id', None)}")
+        return logged
+
     async def log_fatal_exception(self, exception: BaseException, severity: str = "ERROR") -> bool:
-        return self.log_fatal_exception_sync(exception, severity)
+        logged = self._log_fatal(exception, severity)
+        await self.wait_until_drained_async()
+        if logged:
+            log.info(f"Exception logged for session ID: {getattr(self, 'session_id', None)}")
+        return logged
 
     @contextlib.contextmanager
     def capture_exceptions(self, fatal: bool = False, severity: str = "ERROR") -> Iterator[None]:
@@ -205,18 +279,92 @@ class TelemetryActor(Actor, Telemetry):
         self._session_ended = False
         self.sent_batches = 0
         self.dropped = 0
+        self.pushed = 0  # events accepted into the queue
+        self.flushed = 0  # events whose send was attempted (sent or dropped with their batch)
+        self._lock = threading.Lock()  # log() is called from any thread
+        self._waiters: list[tuple[int, concurrent.futures.Future[bool]]] = []
 
     # ------------------------------------------------------------------ events
     def _next_index(self) -> int:
-        self._index += 1
-        return self._index - 1
+        with self._lock:
+            self._index += 1
+            return self._index - 1
 
     def _push(self, event: Any) -> bool:
-        if len(self._queue) >= MAX_QUEUE:
-            self.dropped += 1
+        with self._lock:
+            if len(self._queue) >= MAX_QUEUE:
+                self.dropped += 1
+                full = self.dropped == 1
+            else:
+                self._queue.append(event)
+                self.pushed += 1
+                return True
+        if full:
+            log.warning(f"Telemetry queue full ({MAX_QUEUE}), dropping events")
+        return False
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters of this session's reporter (Tinkex's ``Reporter`` state, read-only)."""
+        with self._lock:
+            return {
+                "session_id": self.session_id,
+                "queued": len(self._queue),
+                "pushed": self.pushed,
+                "flushed": self.flushed,
+                "sent_batches": self.sent_batches,
+                "dropped": self.dropped,
+                "session_ended": self._session_ended,
+            }
+
+    def _waiter(self) -> concurrent.futures.Future[bool]:
+        """A future that turns True once every event queued so far was flushed."""
+        cf: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        with self._lock:
+            if self.flushed >= self.pushed:
+                cf.set_result(True)
+                return cf
+            self._waiters.append((self.pushed, cf))
+        self.trigger_flush()
+        return cf
+
+    def _mark_flushed(self, n: int) -> None:
+        with self._lock:
+            self.flushed += n
+            ready = [cf for target, cf in self._waiters if self.flushed >= target]
+            self._waiters = [(t, cf) for t, cf in self._waiters if self.flushed < t]
+        for cf in ready:
+            if not cf.done():
+                cf.set_result(True)
+
+    def _can_block(self) -> bool:
+        if self._loop is None or self._caller_on_loop():
             return False
-        self._queue.append(event)
-        return True
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return True
+        return False  # 0.38 never blocks a running loop on a fatal flush
+
+    def wait_until_drained(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """Blocks until every event queued before the call was sent (or dropped with its
+        batch); False after ``timeout`` s. Not on the runtime loop (use the async form)."""
+        if self._loop is not None and self._caller_on_loop():
+            raise RuntimeError(
+                "wait_until_drained() would block the runtime loop; "
+                "await wait_until_drained_async() instead"
+            )
+        try:
+            return self._waiter().result(timeout)
+        except concurrent.futures.TimeoutError:
+            return False
+
+    async def wait_until_drained_async(self, timeout: float = FLUSH_TIMEOUT) -> bool:  # noqa: ASYNC109
+        """The ``await`` form of :meth:`wait_until_drained`, from any loop."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.wrap_future(self._waiter())
+        except TimeoutError:
+            return False
 
     def _session_end_event(self) -> Any:
         if not self._session_events or self._session_ended:
@@ -252,6 +400,11 @@ class TelemetryActor(Actor, Telemetry):
         self._flush_now = asyncio.Event()
         if self._session_events:
             self._push(types.SessionStartEvent(**self._common("INFO")))
+        # 0.38's poller reports failed futures (application_error) through the session's
+        # telemetry; the transport is what the poll loop holds
+        self.transport.telemetry = self
+        _live.add(self)
+        _register_exit_flush()
 
     async def main(self) -> None:
         """Flush every ``interval`` s (the injectable sleep) or at once when triggered."""
@@ -283,14 +436,49 @@ class TelemetryActor(Actor, Telemetry):
                 self.sent_batches += 1
             except Exception as exc:  # telemetry must never hurt the user's job
                 log.debug("telemetry batch dropped", error=repr(exc), events=len(batch))
+            finally:
+                self._mark_flushed(len(batch))
 
     async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Emits SESSION_END, flushes what is queued (bounded), then stops."""
+        """Emits SESSION_END (once), flushes what is queued (bounded), then stops."""
         if self.state.value == "running" and (end := self._session_end_event()) is not None:
             self._push(end)
+        _live.discard(self)
         await super().stop(timeout)
         try:
             async with asyncio.timeout(timeout):
                 await self.flush()
         except TimeoutError:
             log.debug("telemetry flush timed out at stop")
+        if self.transport.telemetry is self:
+            self.transport.telemetry = None
+
+    def flush_at_exit(self, timeout: float = 5.0) -> None:
+        """Interpreter exit with the session still open: SESSION_END, then a bounded send
+        from the exiting thread (the runtime loop still runs; it stops after this)."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running() or self._caller_on_loop():
+            return
+        end = self._session_end_event()
+        if end is not None:
+            self._push(end)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.flush(), loop).result(timeout)
+
+
+# Live reporters, for the interpreter-exit flush. Registered once, at the first start: after
+# the runtime's own exit hook, so (atexit runs in reverse) it runs while the loop still runs.
+_live: weakref.WeakSet[TelemetryActor] = weakref.WeakSet()
+_exit_registered = False
+
+
+def _register_exit_flush() -> None:
+    global _exit_registered
+    if not _exit_registered:
+        _exit_registered = True
+        atexit.register(_flush_all_at_exit)
+
+
+def _flush_all_at_exit() -> None:
+    for actor in list(_live):
+        actor.flush_at_exit()

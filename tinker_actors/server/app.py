@@ -285,7 +285,10 @@ async def finish_session(request: web.Request) -> web.Response:
 
 async def telemetry(request: web.Request) -> web.Response:
     req, _ = await typed_body(request)
-    svc(request).telemetry_events += len(req.events)
+    s = svc(request)
+    s.telemetry_events += len(req.events)
+    if s.telemetry_log is not None:  # tests read what SDKs send (issue 11)
+        s.telemetry_log.append(msgspec.json.decode(await request.read()))
     return json_response({"status": "accepted"})
 
 

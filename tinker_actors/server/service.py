@@ -56,6 +56,8 @@ class Service:
         self.sampling = Sampling(self.ctx, self.sessions, self.checkpoints)
         self.training = Training(self.ctx, self.sessions, self.checkpoints, self.sampling)
         self.telemetry_events = 0
+        # every telemetry batch received, decoded, when set to a list (tests compare SDKs)
+        self.telemetry_log: list[Any] | None = None
         self.access_log = False
         # /client/config flags; every field has a client-side default
         self.client_config: dict[str, Any] = {
