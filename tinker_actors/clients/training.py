@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import types
+from ..actors.telemetry import report_failures
 from ..actors.training import (
     Op,
     SequenceBrokenError,
@@ -65,7 +66,11 @@ class TrainingClient:
         op = Op(
             op_kind, self._state.reserve(count), cf, args, sdk_method=f"TrainingClient.{method}"
         )
+        report_failures(self._telemetry, cf)  # as 0.38's capture_exceptions(fatal=True)
         return op, APIFuture(cf, self._runtime)
+
+    def _telemetry(self) -> Any:
+        return self._state.session.telemetry
 
     def _chunks(self, data: list[types.Datum]) -> list[list[types.Datum]]:
         if not data:
@@ -272,6 +277,7 @@ class TrainingClient:
 
         state.submit(fwd)
         self._runtime.submit(run())
+        report_failures(self._telemetry, user_cf)
         return APIFuture(user_cf, self._runtime)
 
     async def forward_backward_custom_async(
