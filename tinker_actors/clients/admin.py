@@ -12,6 +12,7 @@ from typing import Literal
 from .. import types
 from ..futures import APIFuture
 from .rest import RestBase
+from .twins import awaited_twin
 
 __all__ = ["AdminClient"]
 
@@ -34,10 +35,7 @@ class AdminClient(RestBase):
         query = {"event_type": event_type, "day": day.isoformat() if day is not None else None}
         return self._run(self._call("get_audit_log", "get_audit_log", query=query))
 
-    async def get_audit_log_async(
-        self, event_type: AuditEventType = "all", day: dt.date | None = None
-    ) -> types.AuditLogResponse:
-        return await self.get_audit_log(event_type, day)
+    get_audit_log_async = awaited_twin(get_audit_log)
 
     def get_billing_usage(
         self, starting_on: dt.datetime | str, ending_before: dt.datetime | str
@@ -46,10 +44,7 @@ class AdminClient(RestBase):
         query = {"starting_on": _when(starting_on), "ending_before": _when(ending_before)}
         return self._run(self._call("get_billing_usage", "get_billing_usage", query=query))
 
-    async def get_billing_usage_async(
-        self, starting_on: dt.datetime | str, ending_before: dt.datetime | str
-    ) -> types.BillingUsageResponse:
-        return await self.get_billing_usage(starting_on, ending_before)
+    get_billing_usage_async = awaited_twin(get_billing_usage)
 
     def get_current_checkpoint_storage_usage(
         self, project_id: str | None = None
@@ -63,10 +58,7 @@ class AdminClient(RestBase):
             )
         )
 
-    async def get_current_checkpoint_storage_usage_async(
-        self, project_id: str | None = None
-    ) -> types.CurrentCheckpointStorageUsageResponse:
-        return await self.get_current_checkpoint_storage_usage(project_id)
+    get_current_checkpoint_storage_usage_async = awaited_twin(get_current_checkpoint_storage_usage)
 
     def __repr__(self) -> str:
         return f"<AdminClient {self._session.settings.base_url or 'embedded'}>"

@@ -15,6 +15,7 @@ from ..config import Settings
 from ..futures import APIFuture
 from ..runtime import get_runtime
 from ..tinker_path import parse_tinker_path
+from .twins import awaited_twin
 
 if TYPE_CHECKING:
     from ..transport import Transport
@@ -128,8 +129,7 @@ class RestClient(RestBase):
 
         return self._run(go())
 
-    async def whoami_async(self) -> types.WhoamiResponse:
-        return await self.whoami()
+    whoami_async = awaited_twin(whoami)
 
     # ------------------------------------------------------------------ capabilities
     async def _capabilities(self) -> types.GetServerCapabilitiesResponse:
@@ -138,8 +138,7 @@ class RestClient(RestBase):
     def get_server_capabilities(self) -> APIFuture[types.GetServerCapabilitiesResponse]:
         return self._run(self._capabilities())
 
-    async def get_server_capabilities_async(self) -> types.GetServerCapabilitiesResponse:
-        return await self.get_server_capabilities()
+    get_server_capabilities_async = awaited_twin(get_server_capabilities)
 
     # ------------------------------------------------------------------ training runs
     async def _training_run(
@@ -154,10 +153,7 @@ class RestClient(RestBase):
     ) -> APIFuture[types.TrainingRun]:
         return self._run(self._training_run(training_run_id, access_scope))
 
-    async def get_training_run_async(
-        self, training_run_id: str, access_scope: Scope = "owned"
-    ) -> types.TrainingRun:
-        return await self.get_training_run(training_run_id, access_scope)
+    get_training_run_async = awaited_twin(get_training_run)
 
     def get_training_run_by_tinker_path(
         self, tinker_path: str, access_scope: Scope = "owned"
@@ -167,10 +163,7 @@ class RestClient(RestBase):
             self._training_run(run_id, access_scope, "get_training_run_by_tinker_path")
         )
 
-    async def get_training_run_by_tinker_path_async(
-        self, tinker_path: str, access_scope: Scope = "owned"
-    ) -> types.TrainingRun:
-        return await self.get_training_run_by_tinker_path(tinker_path, access_scope)
+    get_training_run_by_tinker_path_async = awaited_twin(get_training_run_by_tinker_path)
 
     async def _weights_info(self, tinker_path: str) -> types.WeightsInfoResponse:
         return await self._call(
@@ -184,10 +177,7 @@ class RestClient(RestBase):
     ) -> APIFuture[types.WeightsInfoResponse]:
         return self._run(self._weights_info(tinker_path))
 
-    async def get_weights_info_by_tinker_path_async(
-        self, tinker_path: str
-    ) -> types.WeightsInfoResponse:
-        return await self.get_weights_info_by_tinker_path(tinker_path)
+    get_weights_info_by_tinker_path_async = awaited_twin(get_weights_info_by_tinker_path)
 
     def list_training_runs(
         self,
@@ -204,21 +194,13 @@ class RestClient(RestBase):
         }
         return self._run(self._call("list_training_runs", "list_training_runs", query=params))
 
-    async def list_training_runs_async(
-        self,
-        limit: int = 20,
-        offset: int = 0,
-        access_scope: Scope = "owned",
-        project_id: str | None = None,
-    ) -> types.TrainingRunsResponse:
-        return await self.list_training_runs(limit, offset, access_scope, project_id)
+    list_training_runs_async = awaited_twin(list_training_runs)
 
     # ------------------------------------------------------------------ checkpoints
     def list_checkpoints(self, training_run_id: str) -> APIFuture[types.CheckpointsListResponse]:
         return self._run(self._call("list_checkpoints", "list_checkpoints", run_id=training_run_id))
 
-    async def list_checkpoints_async(self, training_run_id: str) -> types.CheckpointsListResponse:
-        return await self.list_checkpoints(training_run_id)
+    list_checkpoints_async = awaited_twin(list_checkpoints)
 
     def list_user_checkpoints(
         self, limit: int = 100, offset: int = 0
@@ -231,10 +213,7 @@ class RestClient(RestBase):
             )
         )
 
-    async def list_user_checkpoints_async(
-        self, limit: int = 100, offset: int = 0
-    ) -> types.CheckpointsListResponse:
-        return await self.list_user_checkpoints(limit, offset)
+    list_user_checkpoints_async = awaited_twin(list_user_checkpoints)
 
     def delete_checkpoint(self, training_run_id: str, checkpoint_id: str) -> APIFuture[None]:
         return self._run(
@@ -246,8 +225,7 @@ class RestClient(RestBase):
             )
         )
 
-    async def delete_checkpoint_async(self, training_run_id: str, checkpoint_id: str) -> None:
-        return await self.delete_checkpoint(training_run_id, checkpoint_id)
+    delete_checkpoint_async = awaited_twin(delete_checkpoint)
 
     def delete_checkpoint_from_tinker_path(self, tinker_path: str) -> APIFuture[None]:
         p = parse_tinker_path(tinker_path)
@@ -260,8 +238,7 @@ class RestClient(RestBase):
             )
         )
 
-    async def delete_checkpoint_from_tinker_path_async(self, tinker_path: str) -> None:
-        return await self.delete_checkpoint_from_tinker_path(tinker_path)
+    delete_checkpoint_from_tinker_path_async = awaited_twin(delete_checkpoint_from_tinker_path)
 
     def publish_checkpoint_from_tinker_path(self, tinker_path: str) -> APIFuture[None]:
         p = parse_tinker_path(tinker_path)
@@ -274,8 +251,7 @@ class RestClient(RestBase):
             )
         )
 
-    async def publish_checkpoint_from_tinker_path_async(self, tinker_path: str) -> None:
-        return await self.publish_checkpoint_from_tinker_path(tinker_path)
+    publish_checkpoint_from_tinker_path_async = awaited_twin(publish_checkpoint_from_tinker_path)
 
     def unpublish_checkpoint_from_tinker_path(self, tinker_path: str) -> APIFuture[None]:
         p = parse_tinker_path(tinker_path)
@@ -288,8 +264,9 @@ class RestClient(RestBase):
             )
         )
 
-    async def unpublish_checkpoint_from_tinker_path_async(self, tinker_path: str) -> None:
-        return await self.unpublish_checkpoint_from_tinker_path(tinker_path)
+    unpublish_checkpoint_from_tinker_path_async = awaited_twin(
+        unpublish_checkpoint_from_tinker_path
+    )
 
     def set_checkpoint_ttl_from_tinker_path(
         self, tinker_path: str, ttl_seconds: int | None
@@ -305,10 +282,7 @@ class RestClient(RestBase):
             )
         )
 
-    async def set_checkpoint_ttl_from_tinker_path_async(
-        self, tinker_path: str, ttl_seconds: int | None
-    ) -> None:
-        return await self.set_checkpoint_ttl_from_tinker_path(tinker_path, ttl_seconds)
+    set_checkpoint_ttl_from_tinker_path_async = awaited_twin(set_checkpoint_ttl_from_tinker_path)
 
     async def _archive_url(
         self, run_id: str, checkpoint_id: str, method: str = "get_checkpoint_archive_url"
@@ -345,10 +319,7 @@ class RestClient(RestBase):
     ) -> APIFuture[types.CheckpointArchiveUrlResponse]:
         return self._run(self._archive_url(training_run_id, checkpoint_id))
 
-    async def get_checkpoint_archive_url_async(
-        self, training_run_id: str, checkpoint_id: str
-    ) -> types.CheckpointArchiveUrlResponse:
-        return await self.get_checkpoint_archive_url(training_run_id, checkpoint_id)
+    get_checkpoint_archive_url_async = awaited_twin(get_checkpoint_archive_url)
 
     def get_checkpoint_archive_url_from_tinker_path(
         self, tinker_path: str
@@ -360,10 +331,9 @@ class RestClient(RestBase):
             )
         )
 
-    async def get_checkpoint_archive_url_from_tinker_path_async(
-        self, tinker_path: str
-    ) -> types.CheckpointArchiveUrlResponse:
-        return await self.get_checkpoint_archive_url_from_tinker_path(tinker_path)
+    get_checkpoint_archive_url_from_tinker_path_async = awaited_twin(
+        get_checkpoint_archive_url_from_tinker_path
+    )
 
     def get_external_weights_urls(
         self, tinker_path: str
@@ -379,10 +349,7 @@ class RestClient(RestBase):
             )
         )
 
-    async def get_external_weights_urls_async(
-        self, tinker_path: str
-    ) -> types.ExternalWeightsUrlsResponse:
-        return await self.get_external_weights_urls(tinker_path)
+    get_external_weights_urls_async = awaited_twin(get_external_weights_urls)
 
     async def _copy(
         self,
@@ -414,20 +381,7 @@ class RestClient(RestBase):
             self._copy(path, destination_project_id, ttl_seconds, weights_access_token)
         )
 
-    async def copy_weights_async(
-        self,
-        path: str,
-        destination_project_id: str | None = None,
-        *,
-        ttl_seconds: int | None = None,
-        weights_access_token: str | None = None,
-    ) -> str:
-        return await self.copy_weights(
-            path,
-            destination_project_id,
-            ttl_seconds=ttl_seconds,
-            weights_access_token=weights_access_token,
-        )
+    copy_weights_async = awaited_twin(copy_weights)
 
     # ------------------------------------------------------------------ sessions, samplers
     def get_session(
@@ -442,10 +396,7 @@ class RestClient(RestBase):
             )
         )
 
-    async def get_session_async(
-        self, session_id: str, access_scope: Scope = "owned"
-    ) -> types.GetSessionResponse:
-        return await self.get_session(session_id, access_scope)
+    get_session_async = awaited_twin(get_session)
 
     def list_sessions(
         self, limit: int = 20, offset: int = 0, access_scope: Scope = "owned"
@@ -458,10 +409,7 @@ class RestClient(RestBase):
             )
         )
 
-    async def list_sessions_async(
-        self, limit: int = 20, offset: int = 0, access_scope: Scope = "owned"
-    ) -> types.ListSessionsResponse:
-        return await self.list_sessions(limit, offset, access_scope)
+    list_sessions_async = awaited_twin(list_sessions)
 
     def assign_session_project(self, session_id: str, project_id: str) -> APIFuture[None]:
         return self._run(
@@ -473,14 +421,12 @@ class RestClient(RestBase):
             )
         )
 
-    async def assign_session_project_async(self, session_id: str, project_id: str) -> None:
-        return await self.assign_session_project(session_id, project_id)
+    assign_session_project_async = awaited_twin(assign_session_project)
 
     def get_sampler(self, sampler_id: str) -> APIFuture[types.GetSamplerResponse]:
         return self._run(self._call("get_sampler", "get_sampler", sampling_session_id=sampler_id))
 
-    async def get_sampler_async(self, sampler_id: str) -> types.GetSamplerResponse:
-        return await self.get_sampler(sampler_id)
+    get_sampler_async = awaited_twin(get_sampler)
 
     async def _trace(self, session_id: str) -> str:
         import asyncio
@@ -498,8 +444,7 @@ class RestClient(RestBase):
     def export_session_trace(self, session_id: str) -> APIFuture[str]:
         return self._run(self._trace(session_id))
 
-    async def export_session_trace_async(self, session_id: str) -> str:
-        return await self.export_session_trace(session_id)
+    export_session_trace_async = awaited_twin(export_session_trace)
 
     def search_sessions(self, request: Any) -> APIFuture[Any]:
         return self._run(self._call("search_sessions", "search_sessions", request))

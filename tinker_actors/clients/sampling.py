@@ -33,6 +33,7 @@ from ..errors import InvalidInputError
 from ..futures import APIFuture, QueueState, _default_reason
 from ..runtime import get_runtime
 from ..telemetry import get_logger
+from .twins import async_twin, awaited_twin
 
 __all__ = ["SamplingClient"]
 
@@ -280,31 +281,7 @@ class SamplingClient:
         )
         return self._actor.submit(call, _identity)
 
-    async def sample_async(
-        self,
-        prompt: types.ModelInput,
-        num_samples: int,
-        sampling_params: types.SamplingParams,
-        include_prompt_logprobs: bool = False,
-        topk_prompt_logprobs: int = 0,
-        topk_sample_logprobs: int = 0,
-        target_prompt_logprobs: types.TensorData | None = None,
-        prompt_alt_tokens_k: int = 0,
-        prompt_logprobs_last_n: int | None = None,
-    ) -> types.SampleResponse:
-        """Deprecated in 0.38 (``await sample(...)`` instead); kept for old code."""
-        _deprecated("sample_async", "await SamplingClient.sample(...)")
-        return await self.sample(
-            prompt,
-            num_samples,
-            sampling_params,
-            include_prompt_logprobs,
-            topk_prompt_logprobs,
-            topk_sample_logprobs,
-            target_prompt_logprobs,
-            prompt_alt_tokens_k,
-            prompt_logprobs_last_n,
-        )
+    sample_async = awaited_twin(sample)
 
     def compute_logprobs(
         self, prompt: types.ModelInput, prompt_logprobs_last_n: int | None = None
@@ -323,12 +300,7 @@ class SamplingClient:
         )
         return self._actor.submit(call, _prompt_logprobs)
 
-    async def compute_logprobs_async(
-        self, prompt: types.ModelInput, prompt_logprobs_last_n: int | None = None
-    ) -> list[float | None]:
-        """Deprecated in 0.38 (``await compute_logprobs(...)`` instead); kept for old code."""
-        _deprecated("compute_logprobs_async", "await SamplingClient.compute_logprobs(...)")
-        return await self.compute_logprobs(prompt, prompt_logprobs_last_n)
+    compute_logprobs_async = awaited_twin(compute_logprobs)
 
     def sample_stream(
         self,
@@ -367,10 +339,7 @@ class SamplingClient:
         """The base model name; known since creation, so no request."""
         return self._base_model
 
-    async def get_base_model_async(self) -> str:
-        """Deprecated in 0.38 (``get_base_model()`` answers without a request)."""
-        _deprecated("get_base_model_async", "SamplingClient.get_base_model()")
-        return self._base_model
+    get_base_model_async = async_twin(get_base_model)
 
     def get_telemetry(self) -> Any:
         return self._session.telemetry

@@ -28,6 +28,7 @@ from ..transport import sdk_method_scope
 from .backcompat import BackcompatSamplingClientFuture, BackcompatTrainingClientFuture
 from .rest import RestClient
 from .training import TrainingClient
+from .twins import awaited_twin
 
 T = TypeVar("T")
 
@@ -111,6 +112,9 @@ class ServiceClient:
         if not session.started:
             await APIFuture.from_coro(self._runtime, session.ensure_started())
 
+    async def _start_async_session(self) -> None:
+        await self._start_async(self._session)
+
     def _submit(self, coro: Coroutine[Any, Any, T], method: str) -> APIFuture[T]:
         """Runs ``coro`` on the runtime; its requests carry ``x-sdk-method: ServiceClient.<method>``."""
         if self._closed:
@@ -142,16 +146,24 @@ class ServiceClient:
         return RestClient(self._rest_holder())
 
     def get_server_capabilities(self) -> types.GetServerCapabilitiesResponse:
+        """Deprecated in 0.38: ``tinker.RestClient().get_server_capabilities()``."""
+        _moved("get_server_capabilities", "tinker.RestClient().get_server_capabilities()")
         with sdk_method_scope("ServiceClient.get_server_capabilities"):
             fut = self._rest_client().get_server_capabilities()
         return fut.result()
 
     async def get_server_capabilities_async(self) -> types.GetServerCapabilitiesResponse:
+        """Deprecated in 0.38: ``await tinker.RestClient().get_server_capabilities()``."""
+        _moved(
+            "get_server_capabilities_async", "await tinker.RestClient().get_server_capabilities()"
+        )
         with sdk_method_scope("ServiceClient.get_server_capabilities_async"):
             fut = self._rest_client().get_server_capabilities()
         return await fut
 
     def create_rest_client(self) -> RestClient:
+        """Deprecated in 0.38: construct ``tinker.RestClient()`` (it needs no ServiceClient)."""
+        _moved("create_rest_client", "tinker.RestClient(base_url=..., api_key=...)")
         return self._rest_client()
 
     def copy_weights(
@@ -241,33 +253,9 @@ class ServiceClient:
             self._submit(go(), "create_lora_training_client").future(), self._runtime
         )
 
-    async def create_lora_training_client_async(
-        self,
-        base_model: str,
-        rank: int = 32,
-        seed: int | None = None,
-        train_mlp: bool = True,
-        train_attn: bool = True,
-        train_unembed: bool = True,
-        user_metadata: dict[str, str] | None = None,
-        optimizer: Any = None,
-        *,
-        recovery_policy: RecoveryPolicy | None = None,
-    ) -> TrainingClient:
-        await self._start_async(self._session)
-        with sdk_method_scope("ServiceClient.create_lora_training_client_async"):
-            fut = self.create_lora_training_client(
-                base_model,
-                rank,
-                seed,
-                train_mlp,
-                train_attn,
-                train_unembed,
-                user_metadata,
-                optimizer,
-                recovery_policy=recovery_policy,
-            )
-        return await fut
+    create_lora_training_client_async = awaited_twin(
+        create_lora_training_client, before=_start_async_session, sdk_method="ServiceClient"
+    )
 
     def _from_state(
         self,
@@ -326,18 +314,9 @@ class ServiceClient:
             recovery_policy,
         )
 
-    async def create_training_client_from_state_async(
-        self,
-        path: str,
-        base_model: str | None = None,
-        user_metadata: dict[str, str] | None = None,
-        weights_access_token: str | None = None,
-        optimizer: Any = None,
-    ) -> TrainingClient:
-        await self._start_async(self._session)
-        return await self.create_training_client_from_state(
-            path, base_model, user_metadata, weights_access_token, optimizer
-        )
+    create_training_client_from_state_async = awaited_twin(
+        create_training_client_from_state, before=_start_async_session
+    )
 
     def create_training_client_from_state_with_optimizer(
         self,
@@ -359,17 +338,9 @@ class ServiceClient:
             recovery_policy,
         )
 
-    async def create_training_client_from_state_with_optimizer_async(
-        self,
-        path: str,
-        base_model: str | None = None,
-        user_metadata: dict[str, str] | None = None,
-        weights_access_token: str | None = None,
-    ) -> TrainingClient:
-        await self._start_async(self._session)
-        return await self.create_training_client_from_state_with_optimizer(
-            path, base_model, user_metadata, weights_access_token
-        )
+    create_training_client_from_state_with_optimizer_async = awaited_twin(
+        create_training_client_from_state_with_optimizer, before=_start_async_session
+    )
 
     # ------------------------------------------------------------------ sampling clients
     def create_sampling_client(
@@ -408,17 +379,7 @@ class ServiceClient:
             self._submit(go(), "create_sampling_client").future(), self._runtime
         )
 
-    async def create_sampling_client_async(
-        self,
-        model_path: str | None = None,
-        base_model: str | None = None,
-        retry_config: RetryConfig | None = None,
-        record_stability_info: bool = False,
-    ) -> Any:
-        await self._start_async(self._session)
-        return await self.create_sampling_client(
-            model_path, base_model, retry_config, record_stability_info
-        )
+    create_sampling_client_async = awaited_twin(create_sampling_client, before=_start_async_session)
 
     # ------------------------------------------------------------------ custom losses
     def create_custom_loss(
@@ -483,6 +444,14 @@ class ServiceClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close(_status(exc_type))
+
+
+def _moved(name: str, instead: str) -> None:
+    warnings.warn(
+        f"ServiceClient.{name}() is deprecated, as in tinker 0.38: use {instead} instead",
+        FutureWarning,
+        stacklevel=3,
+    )
 
 
 def _status(exc_type: type[BaseException] | None) -> Status:

@@ -27,6 +27,7 @@ from ..futures import APIFuture, reject, resolve
 from ..tinker_path import parse_tinker_path
 from ..transport import sdk_method_scope
 from ..types import fwdbwd as _fb
+from .twins import async_twin, awaited_twin
 
 if TYPE_CHECKING:
     from .backcompat import BackcompatSamplingClientFuture
@@ -126,13 +127,7 @@ class TrainingClient:
     ) -> APIFuture[types.ForwardBackwardOutput]:
         return self._fwdbwd(data, loss_fn, loss_fn_config, True, "forward")
 
-    async def forward_async(
-        self,
-        data: list[types.Datum],
-        loss_fn: types.LossFnType,
-        loss_fn_config: Mapping[str, float | str] | None = None,
-    ) -> APIFuture[types.ForwardBackwardOutput]:
-        return self.forward(data, loss_fn, loss_fn_config)
+    forward_async = async_twin(forward)
 
     def forward_backward(
         self,
@@ -142,13 +137,7 @@ class TrainingClient:
     ) -> APIFuture[types.ForwardBackwardOutput]:
         return self._fwdbwd(data, loss_fn, loss_fn_config, False, "forward_backward")
 
-    async def forward_backward_async(
-        self,
-        data: list[types.Datum],
-        loss_fn: types.LossFnType,
-        loss_fn_config: Mapping[str, float | str] | None = None,
-    ) -> APIFuture[types.ForwardBackwardOutput]:
-        return self.forward_backward(data, loss_fn, loss_fn_config)
+    forward_backward_async = async_twin(forward_backward)
 
     def forward_backward_custom(
         self,
@@ -280,22 +269,7 @@ class TrainingClient:
         report_failures(self._telemetry, user_cf)
         return APIFuture(user_cf, self._runtime)
 
-    async def forward_backward_custom_async(
-        self,
-        data: list[types.Datum],
-        loss_fn: Callable[..., Any],
-        *,
-        loss_type_input: Literal["logprobs"] | None = None,
-        regularizers: list[Any] | None = None,
-        track_grad_norms: bool = False,
-    ) -> APIFuture[types.ForwardBackwardOutput]:
-        return self.forward_backward_custom(
-            data,
-            loss_fn,
-            loss_type_input=loss_type_input,
-            regularizers=regularizers,
-            track_grad_norms=track_grad_norms,
-        )
+    forward_backward_custom_async = async_twin(forward_backward_custom)
 
     # ------------------------------------------------------------------ optimizer
     def optim_step(
@@ -310,10 +284,7 @@ class TrainingClient:
         self._state.submit(op)
         return fut
 
-    async def optim_step_async(
-        self, optim_params: Any = None, *, adam_params: types.AdamParams | None = None
-    ) -> APIFuture[types.OptimStepResponse]:
-        return self.optim_step(optim_params, adam_params=adam_params)
+    optim_step_async = async_twin(optim_step)
 
     # ------------------------------------------------------------------ weights
     def save_state(
@@ -336,14 +307,7 @@ class TrainingClient:
         self._state.submit(op)
         return fut
 
-    async def save_state_async(
-        self,
-        name: str,
-        ttl_seconds: int | None = None,
-        overwrite: bool = False,
-        user_metadata: dict[str, str] | None = None,
-    ) -> APIFuture[types.SaveWeightsResponse]:
-        return self.save_state(name, ttl_seconds, overwrite, user_metadata)
+    save_state_async = async_twin(save_state)
 
     def _load(
         self, path: str, optimizer: bool, token: str | None, method: str
@@ -360,22 +324,21 @@ class TrainingClient:
     def load_state(
         self, path: str, weights_access_token: str | None = None
     ) -> APIFuture[types.LoadWeightsResponse]:
+        """Deprecated in 0.38, which will drop it: create a new client from the checkpoint
+        (``ServiceClient.create_training_client_from_state*``) instead."""
+        _load_deprecated()
         return self._load(path, False, weights_access_token, "load_state")
 
-    async def load_state_async(
-        self, path: str, weights_access_token: str | None = None
-    ) -> APIFuture[types.LoadWeightsResponse]:
-        return self.load_state(path, weights_access_token)
+    load_state_async = async_twin(load_state)
 
     def load_state_with_optimizer(
         self, path: str, weights_access_token: str | None = None
     ) -> APIFuture[types.LoadWeightsResponse]:
+        """Deprecated in 0.38, as ``load_state``."""
+        _load_deprecated()
         return self._load(path, True, weights_access_token, "load_state_with_optimizer")
 
-    async def load_state_with_optimizer_async(
-        self, path: str, weights_access_token: str | None = None
-    ) -> APIFuture[types.LoadWeightsResponse]:
-        return self.load_state_with_optimizer(path, weights_access_token)
+    load_state_with_optimizer_async = async_twin(load_state_with_optimizer)
 
     def save_weights_for_sampler(
         self, name: str, ttl_seconds: int | None = None, user_metadata: dict[str, str] | None = None
@@ -392,10 +355,7 @@ class TrainingClient:
         self._state.submit(op)
         return fut
 
-    async def save_weights_for_sampler_async(
-        self, name: str, ttl_seconds: int | None = None, user_metadata: dict[str, str] | None = None
-    ) -> APIFuture[types.SaveWeightsForSamplerResponse]:
-        return self.save_weights_for_sampler(name, ttl_seconds, user_metadata)
+    save_weights_for_sampler_async = async_twin(save_weights_for_sampler)
 
     def save_weights_external(
         self,
@@ -414,20 +374,13 @@ class TrainingClient:
         self._state.submit(op)
         return fut
 
-    async def save_weights_external_async(
-        self,
-        name: str,
-        ttl_seconds: int | None = None,
-        age_encryption_recipients: list[str] | None = None,
-    ) -> APIFuture[types.SaveWeightsExternalResponse]:
-        return self.save_weights_external(name, ttl_seconds, age_encryption_recipients)
+    save_weights_external_async = async_twin(save_weights_external)
 
     # ------------------------------------------------------------------ info
     def get_info(self) -> types.GetInfoResponse:
         return self._state.info
 
-    async def get_info_async(self) -> types.GetInfoResponse:
-        return self._state.info
+    get_info_async = async_twin(get_info)
 
     def get_tokenizer(self) -> Any:
         """The tokenizer of get_info's tokenizer_id, else of the model name (0.38's rules, one
@@ -473,13 +426,7 @@ class TrainingClient:
             "create_sampling_client",
         )
 
-    async def create_sampling_client_async(
-        self,
-        model_path: str,
-        retry_config: RetryConfig | None = None,
-        record_stability_info: bool = False,
-    ) -> SamplingClient:
-        return await self.create_sampling_client(model_path, retry_config, record_stability_info)
+    create_sampling_client_async = awaited_twin(create_sampling_client)
 
     def save_weights_and_get_sampling_client(
         self,
@@ -519,16 +466,7 @@ class TrainingClient:
 
         return self._sampling_client_future(create(), "save_weights_and_get_sampling_client")
 
-    async def save_weights_and_get_sampling_client_async(
-        self,
-        name: str | None = None,
-        retry_config: RetryConfig | None = None,
-        record_stability_info: bool = False,
-        kind: types.SamplingClientKind = "snapshot",
-    ) -> SamplingClient:
-        return await self.save_weights_and_get_sampling_client(
-            name, retry_config, record_stability_info, kind
-        )
+    save_weights_and_get_sampling_client_async = awaited_twin(save_weights_and_get_sampling_client)
 
     def get_telemetry(self) -> Any:
         return self._state.session.telemetry
@@ -539,6 +477,17 @@ def load_tokenizer(name: str) -> Any:
     from ..tokenizers import get_tokenizer
 
     return get_tokenizer(name)
+
+
+def _load_deprecated() -> None:
+    warnings.warn(
+        "TrainingClient.load_state*() is deprecated, as in tinker 0.38, and future versions "
+        "drop it: create a new TrainingClient from the checkpoint with "
+        "ServiceClient.create_training_client_from_state() or "
+        "create_training_client_from_state_with_optimizer() instead",
+        FutureWarning,
+        stacklevel=3,
+    )
 
 
 def _check_data_list(data: Any) -> None:
