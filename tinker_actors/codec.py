@@ -12,7 +12,9 @@ Every decoder raises :class:`tinker_actors.errors.DecodeError` on malformed inpu
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -90,8 +92,18 @@ def json_decode(data: bytes | str, type_: type[T] | Any = Any) -> T:
     try:
         return decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+        if _NON_FINITE.search(data if isinstance(data, bytes) else data.encode()):
+            # Python servers write NaN/Infinity (json.dumps' default), e.g. the metrics of a
+            # step whose weights went non-finite; msgspec's strict JSON refuses them
+            try:
+                return msgspec.convert(json.loads(data), type_, dec_hook=dec_hook)
+            except (ValueError, TypeError, msgspec.ValidationError):
+                pass
         name = getattr(type_, "__name__", str(type_))
         raise DecodeError(f"invalid {name} JSON: {exc}") from exc
+
+
+_NON_FINITE = re.compile(rb"(?<![\w\"])(?:NaN|-?Infinity)(?![\w\"])")
 
 
 # -- zstd --------------------------------------------------------------------------------

@@ -454,10 +454,16 @@ class Training:
                     "gradients were discarded: redo the step's forward_backward calls, "
                     "then optim_step"
                 )
-            return self.ctx.engine.optim_step(req.model_id, spec)
+            metrics = self.ctx.engine.optim_step(req.model_id, spec)
+            # engines that can tell (torch) report non-finite weights: the run is corrupted
+            finite = getattr(self.ctx.engine, "weights_finite", None)
+            return metrics, finite is None or finite(req.model_id)
 
-        def finish(metrics: dict[str, float]) -> Outcome:
+        def finish(result: tuple[dict[str, float], bool]) -> Outcome:
+            metrics, finite = result
             self.accumulated.pop(req.model_id, None)
+            if not finite:
+                self.store.update_model(req.model_id, corrupted=1)
             return json_outcome({"metrics": {k: float(v) for k, v in metrics.items()}})
 
         return self._sequenced(req.model_id, seq_id, digest, "OptimStep", work, finish)
