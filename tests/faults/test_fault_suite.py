@@ -151,11 +151,11 @@ async def test_issue9_mix_300_steps_and_a_sampling_burst_lose_nothing(
 ) -> None:
     server, engine = ledger_server
     async with service(fault_proxy.base_url) as sc:
-        tc = await sc.create_lora_training_client_async(MODEL, rank=2)
+        tc = await sc.create_lora_training_client(MODEL, rank=2)
         # backoff after a dropped submit: 50 ms, not 0.5 s (its length is not under test)
         tc._state.retry = dataclasses.replace(TRAINING, base_delay=0.05, max_delay=0.5)
         res = await training_loop(tc, 300, window=100)
-        sampler = await sc.create_sampling_client_async(base_model=MODEL)
+        sampler = await sc.create_sampling_client(base_model=MODEL)
         params = types.SamplingParams(max_tokens=4)
         prompts = [types.ModelInput.from_ints([1 + i % 200, 2, 3]) for i in range(300)]
         samples = await asyncio.wait_for(
@@ -188,7 +188,7 @@ async def test_ten_429s_at_once_on_optim_step(ledger_server: Any, fault_proxy: F
     assert STANDARD.max_attempts is not None and STANDARD.max_attempts < 10
     fault_proxy.burst_at(OPTIM, nth=100, count=10, retry_after=0.1)
     async with service(fault_proxy.base_url) as sc:
-        tc = await sc.create_lora_training_client_async(MODEL, rank=2)
+        tc = await sc.create_lora_training_client(MODEL, rank=2)
         res = await training_loop(tc, 300)
         model_id = tc.model_id
         steps_counted = server.model_counters()[model_id]["optimizer_steps"]
@@ -209,7 +209,7 @@ async def test_an_outage_of_503s_mid_loop(ledger_server: Any, fault_proxy: Fault
     server, engine = ledger_server
     fault_proxy.blackout_at(OPTIM, nth=120, seconds=OUTAGE_S)
     async with service(fault_proxy.base_url) as sc:
-        tc = await sc.create_lora_training_client_async(MODEL, rank=2)
+        tc = await sc.create_lora_training_client(MODEL, rank=2)
         # The budget (10 min) is the default; backoff is capped at 1 s instead of 30 s so the
         # loop resumes within a second of the outage's end instead of up to 30 s later. The
         # outage still costs the waiting optim_step more attempts than a count budget allows.
@@ -234,7 +234,7 @@ async def test_past_the_budget_the_sequence_breaks_and_says_how_long(
     # optim_step answers 503 from its 3rd request for longer than the test runs
     fault_proxy.blackout_at(OPTIM, nth=3, seconds=600.0, scope=OPTIM)
     async with service(fault_proxy.base_url) as sc:
-        tc = await sc.create_lora_training_client_async(MODEL, rank=2)
+        tc = await sc.create_lora_training_client(MODEL, rank=2)
         tc._state.retry = dataclasses.replace(TRAINING, max_total=2.0, max_delay=0.5)
         res = await training_loop(tc, 6, window=6)
         model_id = tc.model_id
@@ -311,7 +311,7 @@ async def test_sigkill_mid_loop_with_recovery_policy(tmp_path: Path) -> None:
     try:
         sc = service(srv.base_url, recovery_policy=tinker.RecoveryPolicy())
         async with sc:
-            tc = await sc.create_lora_training_client_async(MODEL, rank=2)
+            tc = await sc.create_lora_training_client(MODEL, rank=2)
             res = await training_loop(tc, 300, save_every=50, on_step=on_step)
             model_id = tc.model_id
             models = list(tc._state.server_model_ids)
