@@ -68,3 +68,78 @@ def text_datum(tinker: Any, tokenizer: Any, text: str) -> Any:
         model_input=tinker.ModelInput.from_ints(ids[:-1]),
         loss_fn_inputs={"target_tokens": ids[1:], "weights": [1.0] * (len(ids) - 1)},
     )
+
+
+def http(method: str, path: str, body: Any = None, *, auth: bool = True) -> tuple[int, Any]:
+    """One plain HTTP call to the server's ``/api/v1`` routes: ``(status, decoded JSON)``.
+
+    For the examples that show the wire protocol itself (no retries, no client runtime).
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    base_url, api_key = endpoint()
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{base_url}/api/v1/{path.lstrip('/')}", data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if auth:
+        req.add_header("X-API-Key", api_key)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def ensure_checkpoint(tinker: Any, service: Any, kind: str = "sampler") -> str:
+    """A tinker:// path of this user's to work with: the newest existing one of ``kind``
+    ("sampler" or "training"), else one saved now from a fresh LoRA model (said so)."""
+    rest = tinker.RestClient()
+    for ckpt in rest.list_user_checkpoints(limit=50).result().checkpoints:
+        if ckpt.checkpoint_type == kind:
+            return ckpt.tinker_path
+    print(f"(no {kind} checkpoint yet: saving one from a fresh model)")
+    training = service.create_lora_training_client(base_model=base_model(), rank=8).result()
+    if kind == "sampler":
+        return training.save_weights_for_sampler("example-sampler").result().path
+    return training.save_state("example-state").result().path
+
+
+def archive_url(tinker: Any, rest: Any, tinker_path: str) -> str:
+    """The signed download URL of a checkpoint's archive (RestClient's method; if it fails,
+    the same route over plain HTTP, reading the 302's Location, and a notice saying so)."""
+    try:
+        return rest.get_checkpoint_archive_url_from_tinker_path(tinker_path).result().url
+    except tinker.TinkerError as exc:
+        print(
+            "[workaround] RestClient.get_checkpoint_archive_url_from_tinker_path failed "
+            f"({type(exc).__name__}); reading the archive route's redirect over plain HTTP"
+        )
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    base_url, api_key = endpoint()
+    run_id, kind, name = tinker_path.removeprefix("tinker://").split("/")[:3]
+    req = urllib.request.Request(
+        f"{base_url}/api/v1/training_runs/{run_id}/checkpoints/{kind}/{name}/archive",
+        headers={"X-API-Key": api_key},
+    )
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(req, timeout=60) as resp:
+            import json
+
+            return str(json.loads(resp.read())["url"])
+    except urllib.error.HTTPError as err:
+        if err.code in (301, 302, 303, 307, 308):
+            return str(err.headers["Location"])
+        raise
