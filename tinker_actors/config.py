@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "RecoveryPolicy",
@@ -248,6 +249,13 @@ class RecoveryPolicy:
     with the server is carried to the rebuilt model once (``actors/training.py``).
     ``replay=False`` replays nothing and fails the requests still owed by the old model;
     ``max_replay`` bounds the requests kept between checkpoints.
+
+    Corrupted runs (Tinkex's Recovery.Policy; ``actors/recovery.py``): a RecoveryMonitor polls
+    ``get_training_run`` every ``poll_interval`` s; a RecoveryExecutor makes up to
+    ``max_attempts`` attempts, ``backoff * 2**(n-1)`` s apart (at most ``max_backoff``), then
+    calls ``on_failure(run_id, error)``; a success calls ``on_recovery(old_run_id,
+    new_run_id, checkpoint_path)``. Bad values raise at construction (Tinkex silently
+    substitutes defaults).
     """
 
     enabled: bool = True  # a policy passed by the user is on; recovery is off without one
@@ -255,6 +263,39 @@ class RecoveryPolicy:
     restore_optimizer: bool = True
     replay: bool = True
     max_replay: int = 10_000
+    max_attempts: int = 3
+    backoff: float = 5.0
+    max_backoff: float = 60.0
+    poll_interval: float = 30.0
+    on_recovery: Callable[[str, str, str | None], Any] | None = None
+    on_failure: Callable[[str, BaseException], Any] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("enabled", "restore_optimizer", "replay"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"RecoveryPolicy.{name} must be a bool")
+        for name in ("max_attempts", "max_replay"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"RecoveryPolicy.{name} must be an int >= 1, got {v!r}")
+        for name in ("backoff", "max_backoff", "poll_interval"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < float("inf"):
+                raise ValueError(
+                    f"RecoveryPolicy.{name} must be a number of seconds > 0, got {v!r}"
+                )
+        if self.max_backoff < self.backoff:
+            raise ValueError("RecoveryPolicy.max_backoff must be >= backoff")
+        if not isinstance(self.checkpoint, str) or not (
+            self.checkpoint == "latest" or self.checkpoint.startswith("tinker://")
+        ):
+            raise ValueError(
+                "RecoveryPolicy.checkpoint must be 'latest' or a tinker:// checkpoint path "
+                f"('best' is not supported), got {self.checkpoint!r}"
+            )
+        for name in ("on_recovery", "on_failure"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise TypeError(f"RecoveryPolicy.{name} must be callable or None")
 
     @classmethod
     def disabled(cls) -> RecoveryPolicy:

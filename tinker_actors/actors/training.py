@@ -121,6 +121,8 @@ class TrainingState:
         # how submissions are retried; the time budget is what a server outage may last
         self.retry: RetryPolicy = TRAINING
         self.actor: TrainingActor | None = None
+        # set by a RecoveryExecutor before it restarts the actor (actors/recovery.py)
+        self.recovery_request: tuple[RecoveryPolicy, concurrent.futures.Future[str]] | None = None
         self.server_model_ids: list[str] = [model_id]
 
     # -------------------------------------------------------------- caller side
@@ -236,17 +238,26 @@ class TrainingActor(Actor):
         if not self.recovering:
             return
         st = self.ts
-        policy = st.recovery
+        # A corrupted run (actors/recovery.py) brings its own policy and a waiter; its
+        # reported ops are rolled back, not replayed (one of them corrupted the weights).
+        request, st.recovery_request = st.recovery_request, None
+        policy = request[0] if request is not None else st.recovery
+        if request is not None:
+            st.replay_log = [o for o in st.replay_log if o.outcome != "ok"]
         if policy is not None and policy.enabled:
             try:
                 await self._recover(policy)
                 if self._early_failure is not None:  # no await from here to RUNNING
                     raise self._early_failure
-            except BaseException:
+            except BaseException as exc:
                 # a failed recovery counts as another crash; its polls must not outlive it
                 for task in list(self._children):
                     task.cancel()
+                if request is not None:
+                    reject(request[1], exc)
                 raise
+            if request is not None:
+                resolve(request[1], st.model_id)
         else:
             # No recovery: keep the model; re-poll what the server already accepted and
             # fail what never got a seq id through (the sequence is broken).
