@@ -143,3 +143,26 @@ def archive_url(tinker: Any, rest: Any, tinker_path: str) -> str:
         if err.code in (301, 302, 303, 307, 308):
             return str(err.headers["Location"])
         raise
+
+
+def run_cli(*args: str, check: bool = True) -> Any:
+    """Runs ``tinker-actors ARGS`` (``python -m tinker_actors``) against the examples' server.
+
+    The CLI never starts a server of its own, so it gets this process's URL and key (the
+    embedded server's when TINKER_BASE_URL is unset). Its output is echoed.
+    """
+    import shlex
+    import subprocess
+
+    base_url, api_key = endpoint()
+    env = {**os.environ, "TINKER_BASE_URL": base_url, "TINKER_API_KEY": api_key}
+    print(f"$ tinker-actors {shlex.join(args)}", flush=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tinker_actors", *args], env=env, capture_output=True, text=True
+    )
+    sys.stdout.write(proc.stdout)
+    sys.stdout.write(proc.stderr)
+    sys.stdout.flush()
+    if check and proc.returncode != 0:
+        fail(f"tinker-actors {args[0]} exited with {proc.returncode}")
+    return proc
