@@ -23,7 +23,7 @@ Automatic series: ``requests_total``, ``requests_success``, ``requests_failure``
 ``request_duration_ms`` (all also per ``route``), ``requests_429``, ``retries_total``,
 ``queue_pauses_total`` (per ``state``), gauge ``sampling_in_flight``, histogram
 ``training_step_ms`` (per ``request_type``), ``futures_failed_total`` (per ``outcome``),
-``custom_loss_ms``, ``regularizer_ms`` (per ``name``), ``recovery_total`` (per ``event``).
+``custom_loss_ms``, ``regularizer_ms`` (per ``regularizer``), ``recovery_total`` (per ``event``).
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ class _Histogram:
 
     def summary(self) -> dict[str, Any]:
         if not self.count:
-            return dict.fromkeys(("sum", "mean", "min", "max", "p50", "p95", "p99"), None) | {"count": 0}
+            return dict.fromkeys(("sum", "mean", "min", "max", "p50", "p95", "p99"), None) | {
+                "count": 0
+            }
         s = sorted(self.recent)
         n = len(s)
         mid = n // 2
@@ -121,24 +123,24 @@ class Registry:
         self.gauges: dict[str, float] = {}
         self.histograms: dict[str, _Histogram] = {}
 
-    def increment(self, name: str, delta: float = 1, **labels: Any) -> None:
+    def increment(self, name: str, delta: float = 1, /, **labels: Any) -> None:
         key = _key(name, labels)
         d = _number(delta, "delta")
         with self._lock:
             self.counters[key] = self.counters.get(key, 0) + d
 
-    def set_gauge(self, name: str, value: float, **labels: Any) -> None:
+    def set_gauge(self, name: str, value: float, /, **labels: Any) -> None:
         key = _key(name, labels)
         v = _number(value, "value")
         with self._lock:
             self.gauges[key] = v
 
-    def add_gauge(self, name: str, delta: float, **labels: Any) -> None:
+    def add_gauge(self, name: str, delta: float, /, **labels: Any) -> None:
         key = _key(name, labels)
         with self._lock:
             self.gauges[key] = self.gauges.get(key, 0) + delta
 
-    def record(self, name: str, value: float, **labels: Any) -> None:
+    def record(self, name: str, value: float, /, **labels: Any) -> None:
         key = _key(name, labels)
         v = float(_number(value, "value"))
         if not math.isfinite(v):
@@ -167,16 +169,16 @@ class Registry:
 REGISTRY = Registry()
 
 
-def increment(name: str, delta: float = 1, **labels: Any) -> None:
+def increment(name: str, delta: float = 1, /, **labels: Any) -> None:
     """Adds ``delta`` to a counter."""
     REGISTRY.increment(name, delta, **labels)
 
 
-def set_gauge(name: str, value: float, **labels: Any) -> None:
+def set_gauge(name: str, value: float, /, **labels: Any) -> None:
     REGISTRY.set_gauge(name, value, **labels)
 
 
-def record(name: str, value: float, **labels: Any) -> None:
+def record(name: str, value: float, /, **labels: Any) -> None:
     """Adds one sample (for durations: milliseconds) to a histogram."""
     REGISTRY.record(name, value, **labels)
 
@@ -247,7 +249,7 @@ def _on_event(name: str, m: Mapping[str, Any], md: Mapping[str, Any]) -> None:
     elif name == events.CUSTOM_LOSS_STOP:
         r.record("custom_loss_ms", float(m.get("duration", 0.0)) * 1000)
     elif name == events.REGULARIZER_STOP:
-        r.record("regularizer_ms", float(m.get("duration", 0.0)) * 1000, name=md.get("name"))
+        r.record("regularizer_ms", float(m.get("duration", 0.0)) * 1000, regularizer=md.get("name"))
     elif name.startswith("recovery."):
         r.increment("recovery_total", event=name.partition(".")[2])
 

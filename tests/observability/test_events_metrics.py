@@ -272,3 +272,115 @@ async def test_attach_logger_writes_tinkex_lines(caplog: pytest.LogCaptureFixtur
     assert lines[2] == "Queue state changed to paused_rate_limit (request_id=r9)"
     with pytest.raises(ValueError):
         telemetry.attach_logger(level="loud")
+
+
+# ---------------------------------------------------------------------------- domain events
+def test_regularizer_and_custom_loss_events(rec: Recorder, fresh_metrics: None) -> None:
+    import torch
+
+    from tinker_actors import types
+    from tinker_actors.actors.training import make_custom_backward
+    from tinker_actors.regularizers import Pipeline, RegularizerSpec
+
+    lp = torch.tensor([-1.0, -2.0], requires_grad=True)
+
+    def l2(data: Any, logprobs: Any) -> Any:
+        return (logprobs**2).sum(), {}
+
+    def broken(data: Any, logprobs: Any) -> Any:
+        raise ArithmeticError("bad term")
+
+    out = Pipeline.compute(
+        None, lp, lambda d, x: (-x.sum(), {}), regularizers=[RegularizerSpec(l2, 0.5, "l2")]
+    )
+    assert out.loss_total == pytest.approx(3.0 + 0.5 * 5.0)
+    with pytest.raises(Exception, match="bad term"):
+        Pipeline.compute(
+            None, lp, lambda d, x: (-x.sum(), {}), regularizers=[RegularizerSpec(broken, 1, "b")]
+        )
+    regs = [(n, md["name"]) for n, _, md in rec.seen if n.startswith("regularizer.")]
+    assert regs == [
+        (events.REGULARIZER_START, "l2"),
+        (events.REGULARIZER_STOP, "l2"),
+        (events.REGULARIZER_START, "b"),
+        (events.REGULARIZER_EXCEPTION, "b"),
+    ]
+    (stop,) = [m for n, m, _ in rec.seen if n == events.REGULARIZER_STOP]
+    assert stop["value"] == pytest.approx(5.0)
+
+    datum = types.Datum(
+        model_input=types.ModelInput.from_ints([1, 2]),
+        loss_fn_inputs={"target_tokens": [2, 3], "weights": [1.0, 1.0]},
+    )
+    fwd = types.ForwardBackwardOutput(
+        loss_fn_output_type="cross_entropy",
+        loss_fn_outputs=[{"logprobs": types.TensorData(data=[-0.5, -1.5], dtype="float32")}],
+        metrics={},
+    )
+    make_custom_backward([datum], lambda d, lps: (-lps[0].sum(), {}), fwd)
+    with pytest.raises(ZeroDivisionError):
+        make_custom_backward([datum], lambda d, lps: 1 / 0, fwd)
+    cl = [(n, m) for n, m, _ in rec.seen if n.startswith("custom_loss.")]
+    assert [n for n, _ in cl] == [
+        events.CUSTOM_LOSS_START,
+        events.CUSTOM_LOSS_STOP,
+        events.CUSTOM_LOSS_START,
+        events.CUSTOM_LOSS_EXCEPTION,
+    ]
+    assert cl[1][1]["loss"] == pytest.approx(2.0)
+    snap = metrics.snapshot()["histograms"]
+    assert (
+        snap["custom_loss_ms"]["count"] == 1
+        and snap["regularizer_ms{regularizer=l2}"]["count"] == 1
+    )
+
+
+# ---------------------------------------------------------------------------- end to end
+def test_sampling_metrics_against_the_local_server(local_server: Any, fresh_metrics: None) -> None:
+    import asyncio
+
+    import tinker_actors as tinker
+    from tests.conftest import TEST_API_KEY
+
+    async def run() -> None:
+        sc = tinker.ServiceClient(base_url=local_server.base_url, api_key=TEST_API_KEY)
+        sampler = await sc.create_sampling_client(base_model="tinker-actors/byte-1m")
+        params = tinker.SamplingParams(max_tokens=4)
+        prompt = tinker.ModelInput.from_ints([1, 2, 3])
+        seen_in_flight: list[float] = []
+
+        def peek(name: str, m: Any, md: Any) -> None:
+            seen_in_flight.append(m["in_flight"])
+
+        hid = events.attach(peek, events=events.SAMPLING_START)
+        try:
+            futs = [sampler.sample(prompt, 1, params) for _ in range(20)]
+            await asyncio.gather(*(f.result_async() for f in futs))
+        finally:
+            events.detach(hid)
+        assert max(seen_in_flight) > 1  # they really were in flight together
+        await sc.aclose()
+
+    asyncio.run(run())
+    snap = metrics.snapshot()
+    assert snap["gauges"]["sampling_in_flight"] == 0
+    c = snap["counters"]
+    assert c["requests_success{route=asample}"] == 20
+    assert c["requests_total{route=asample}"] == 20
+    assert "requests_failure" not in c
+
+
+def test_prometheus_export_reads_the_snapshot(fresh_metrics: None) -> None:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    reg = prometheus_client.CollectorRegistry()
+    metrics.export_prometheus(reg)
+    metrics.increment("requests_total", 3, route="asample")
+    metrics.set_gauge("sampling_in_flight", 2)
+    for v in (1.0, 2.0, 3.0):
+        metrics.record("request_duration_ms", v)
+    assert reg.get_sample_value("tinker_actors_requests_total", {"route": "asample"}) == 3
+    assert reg.get_sample_value("tinker_actors_sampling_in_flight") == 2
+    assert reg.get_sample_value("tinker_actors_request_duration_ms_count") == 3
+    assert reg.get_sample_value("tinker_actors_request_duration_ms_sum") == 6.0
+    q = reg.get_sample_value("tinker_actors_request_duration_ms_quantile", {"quantile": "0.50"})
+    assert q == 2.0
