@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from . import codec, errors, events, manifest, types
+from . import codec, errors, events, manifest, tracing, types
 from .config import SDK_VERSION, Settings
 from .runtime import Runtime
 from .telemetry import get_logger, redact
@@ -580,6 +580,17 @@ class Transport:
                 raise _Retry(err, retry_after_seconds(resp.headers))
             raise err
 
+        if tracing.ENABLED:  # opt-in OpenTelemetry: a span, traceparent (caller headers win)
+            with tracing.request_span(method, path, route, self.settings.base_url, hdrs) as span:
+                resp = await (
+                    self._observed(
+                        retry, attempt_once, method, url, log_context, path, route, lambda: attempt
+                    )
+                    if events.ON
+                    else self._retrying(retry, attempt_once, method, url, log_context)
+                )
+                tracing.set_status(span, resp.status)
+                return resp
         if events.ON:  # the only cost of the event catalogue when nobody listens
             return await self._observed(
                 retry, attempt_once, method, url, log_context, path, route, lambda: attempt

@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "telemetry": 0,
     "events": 0,  # the event catalogue: no I/O (issue 11); tinker_actors.telemetry re-exports it
     "metrics": 1,  # a listener of the event catalogue (issue 11)
+    "tracing": 1,  # opt-in OpenTelemetry spans and traceparent (issue 11)
     "config": 1,
     "runtime": 2,
     "transport": 2,
