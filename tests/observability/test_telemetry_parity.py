@@ -268,3 +268,26 @@ def test_session_end_is_sent_at_interpreter_exit(server: Any, tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
     events = [e["event"] for e in _events(server)]
     assert events == ["SESSION_START", "GENERIC_EVENT", "SESSION_END"]
+
+
+def test_enablement_precedence(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tinker_actors as tinker
+    from tinker_actors.actors.telemetry import telemetry_enabled
+
+    monkeypatch.setenv("TINKER_TELEMETRY", "off")
+    assert telemetry_enabled() is False
+    assert telemetry_enabled(None, True) is True  # the configured value beats the env
+    assert telemetry_enabled(False, True) is False  # the option beats both
+    with pytest.raises(TypeError):
+        telemetry_enabled("yes")  # type: ignore[arg-type]
+    monkeypatch.setenv("TINKER_TELEMETRY", "0")
+    on = tinker.ServiceClient(base_url=server.base_url, api_key=TEST_API_KEY, telemetry=True)
+    on.create_lora_training_client(base_model=BASE_MODEL, rank=4).result()
+    on.close("success").result()
+    monkeypatch.setenv("TINKER_TELEMETRY", "1")
+    off = tinker.ServiceClient(base_url=server.base_url, api_key=TEST_API_KEY, telemetry=False)
+    off.create_lora_training_client(base_model=BASE_MODEL, rank=4).result()
+    assert off.get_telemetry() is None
+    off.close("success").result()
+    sessions = {b["session_id"] for b in server.service.telemetry_log}
+    assert len(sessions) == 1  # only the client that opted in sent anything

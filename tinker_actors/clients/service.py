@@ -10,6 +10,7 @@ no ``TINKER_BASE_URL`` the first start-up starts the embedded local server (one 
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Coroutine, Mapping
 from types import TracebackType
@@ -18,6 +19,7 @@ from typing import Any, Literal, Self, TypeVar
 from .. import types
 from ..actors.session import Session
 from ..actors.supervisor import ChildSpec
+from ..actors.telemetry import telemetry_enabled
 from ..actors.training import TrainingActor, TrainingState, create_model, create_via_load, get_info
 from ..config import RecoveryPolicy, Restart, RestartPolicy, RetryConfig, Settings
 from ..errors import InvalidTinkerPathError
@@ -42,7 +44,8 @@ Status = Literal["success", "errored", "interrupted"]
 class ServiceClient:
     """Creates training and sampling clients; mirrors ``tinker.ServiceClient`` (0.38).
 
-    Extra keyword-only knobs (not in the official SDK): ``restart_policy`` (how often the
+    Extra keyword-only knobs (not in the official SDK): ``telemetry`` (True/False overrides
+    ``TINKER_TELEMETRY``), ``restart_policy`` (how often the
     supervisor restarts a crashed actor) and ``recovery_policy`` (opt-in: how a restarted
     training actor rebuilds its model from the last ``save_state`` checkpoint; without one
     nothing is kept for replay and a failed submit breaks that TrainingClient loudly).
@@ -59,6 +62,7 @@ class ServiceClient:
         default_headers_overrides: Mapping[str, str] | None = None,
         restart_policy: RestartPolicy | None = None,
         recovery_policy: RecoveryPolicy | None = None,
+        telemetry: bool | None = None,
         **kwargs: Any,
     ):
         if kwargs:
@@ -73,6 +77,8 @@ class ServiceClient:
             project_id=project_id,
             default_headers=dict(default_headers_overrides or {}),
         )
+        if telemetry is not None:  # Tinkex's precedence: this option, then TINKER_TELEMETRY
+            settings = dataclasses.replace(settings, telemetry_enabled=telemetry_enabled(telemetry))
         self._runtime = get_runtime()
         self._session = Session(
             settings,
