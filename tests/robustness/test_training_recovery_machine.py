@@ -11,7 +11,8 @@ Invariants, checked once everything has settled (a bounded wait, never a hang):
 - every future is answered, and ``Op.outcome`` says what its caller saw;
 - the op pointer and the pending set agree: nothing pending, the pointer past every token;
 - the model the client ends on holds exactly the ops reported successful, in order, once
-  each: no reported failure applied, no reported success lost, nothing doubled.
+  each: no reported failure applied, no reported success lost, nothing doubled (without a
+  RecoveryPolicy a model the server lost is gone, and the client reports it broken).
 
 Retries sleep on a virtual clock, so a fault schedule costs no real time.
 """
@@ -377,7 +378,12 @@ class TrainingUnderFaults(RuleBasedStateMachine):
             for op in sorted(self.ops, key=lambda o: o.first)
             if op.kind in MUTATING and op.outcome == "ok"
         ]
-        assert self.toy.models[st_.model_id].applied == told_ok
+        model = self.toy.models[st_.model_id]
+        if model.lost:
+            # only without recovery: the server lost the model and the client says so
+            assert st_.recovery is None and st_.dead is not None
+            return
+        assert model.applied == told_ok
 
     def teardown(self) -> None:
         try:
@@ -404,6 +410,18 @@ TrainingUnderFaults.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_training_under_fault_schedules = TrainingUnderFaults.TestCase
+
+
+class TrainingUnderFaultsWithoutRecovery(TrainingUnderFaults):
+    """No RecoveryPolicy: a killed actor resends with the same seq ids (the server
+    deduplicates); a submit that fails breaks the sequence and every later op fails at once.
+    The same invariants hold on the one model."""
+
+    recovery = None  # type: ignore[assignment]
+
+
+TrainingUnderFaultsWithoutRecovery.TestCase.settings = TrainingUnderFaults.TestCase.settings
+test_training_without_recovery_under_fault_schedules = TrainingUnderFaultsWithoutRecovery.TestCase
 
 
 # ============================================================================ the limits

@@ -139,7 +139,8 @@ class TrainingState:
 
     def _enqueue(self, op: Op) -> None:
         if self.dead is not None:
-            reject(op.cf, self.dead)
+            tell_failed(op, self.dead)
+            self.next_to_send = max(self.next_to_send, op.tokens.stop)
             return
         self.pending[op.first] = op
         self.wake.set()
@@ -155,15 +156,22 @@ class TrainingState:
             "pass recovery_policy=RecoveryPolicy() to recover automatically."
         )
         err.__cause__ = cause
-        self.dead = err
+        self._die(err)
         for pending in list(self.pending.values()):
             tell_failed(pending, err)
         self.pending.clear()
         log.error("training sequence broken", model_id=self.model_id, error=repr(cause))
 
+    def _die(self, exc: BaseException) -> None:
+        """From now on every op is failed at once: those reserved but not yet handed over are
+        failed by ``_enqueue``, so the pointer moves past every token taken so far."""
+        with self._lock:
+            self.dead = exc
+            self.next_to_send = self._next_token
+
     def fail_all(self, exc: BaseException) -> None:
         """Answers every future still owed (the supervisor gave up on this client)."""
-        self.dead = exc
+        self._die(exc)
         owed = [*self.pending.values(), *(op for op, _, _ in self.inflight.values())]
         owed += self.replay_log
         for op in owed:
