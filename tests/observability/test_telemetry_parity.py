@@ -188,7 +188,8 @@ def test_fatal_exception_waits_for_the_send_and_ends_the_session_once(server: An
     ]
     snap = tel.snapshot()
     assert snap["pushed"] == snap["flushed"] == 4 and snap["session_ended"]
-    assert tel.log("after", {"k": 1}) and tel.wait_until_drained(10)
+    assert tel.log("after", {"k": 1}) and tel.flush(wait=True, timeout=10)
+    assert tel.flush() and tel.wait_until_drained(10)  # nothing left: at once
     sc.close("success").result()
     assert [e["event"] for e in _events(server)][-1] == "GENERIC_EVENT"  # no second END
 
@@ -197,7 +198,7 @@ async def test_flush_and_wait_until_drained_async(server: Any) -> None:
     import tinker_actors as tinker
 
     sc = tinker.ServiceClient(base_url=server.base_url, api_key=TEST_API_KEY)
-    await sc.create_lora_training_client_async(base_model=BASE_MODEL, rank=4)
+    await sc.create_lora_training_client(base_model=BASE_MODEL, rank=4)
     tel = sc.get_telemetry()
     for i in range(250):
         assert tel.log("step", {"i": i})

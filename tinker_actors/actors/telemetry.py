@@ -419,9 +419,18 @@ class TelemetryActor(Actor, Telemetry):
                 tick.cancel()
                 woken.cancel()
             flush_now.clear()
-            await self.flush()
+            await self._drain()
 
-    async def flush(self) -> None:
+    def flush(self, wait: bool = False, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """Sends the queue now (Tinkex's ``flush``); with ``wait``, blocks until it is sent
+        (:meth:`wait_until_drained`). Thread-safe; True when nothing is left to send."""
+        if wait:
+            return self.wait_until_drained(timeout)
+        self.trigger_flush()
+        with self._lock:
+            return self.flushed >= self.pushed
+
+    async def _drain(self) -> None:
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
             req = types.TelemetrySendRequest(
@@ -447,7 +456,7 @@ class TelemetryActor(Actor, Telemetry):
         await super().stop(timeout)
         try:
             async with asyncio.timeout(timeout):
-                await self.flush()
+                await self._drain()
         except TimeoutError:
             log.debug("telemetry flush timed out at stop")
         if self.transport.telemetry is self:
@@ -463,7 +472,7 @@ class TelemetryActor(Actor, Telemetry):
         if end is not None:
             self._push(end)
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self.flush(), loop).result(timeout)
+            asyncio.run_coroutine_threadsafe(self._drain(), loop).result(timeout)
 
 
 # Live reporters, for the interpreter-exit flush. Registered once, at the first start: after
