@@ -20,7 +20,7 @@ import _common as c
 
 import tinker_actors as tinker
 from tinker_actors import events, metrics
-from tinker_actors.futures import QueueState
+from tinker_actors.lib.api_future_impl import QueueState  # the official module path
 from tinker_actors.types.fwdbwd import estimate_model_input_bytes
 
 
