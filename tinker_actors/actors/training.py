@@ -17,6 +17,8 @@ Recovery guarantees (each op records what its caller was told in ``Op.outcome``)
 - an op whose failure was reported is never sent again, so never applied afterwards;
 - every op whose success was reported is replayed onto the rebuilt model, and a replay that
   fails crashes the actor again (the supervisor's restart intensity bounds this);
+- a checkpoint becomes the recovery base only once every op before it is answered, so
+  recovery never needs the result of an op it can no longer replay;
 - an op lost with the server (its submit failed server-side: 410, 5xx, 429 or connection
   errors past the budget; or its result was lost: 410 or a "server" category failure) is
   carried to the rebuilt model once, then reported;
@@ -115,6 +117,9 @@ class TrainingState:
         # checkpoint: recovery is exact only while nothing after the checkpoint was dropped
         self.replay_dropped = 0
         self.checkpoint_token = 0
+        # save_state results not yet usable for recovery: an earlier op still awaits its
+        # result, and a checkpoint is only used once every op before it has an outcome
+        self.saved: list[tuple[Op, str]] = []
         self.wake = asyncio.Event()
         self.dead: BaseException | None = None
         self.queue_logger = QueueStateLogger(model_id, "Training")
@@ -161,6 +166,18 @@ class TrainingState:
             tell_failed(pending, err)
         self.pending.clear()
         log.error("training sequence broken", model_id=self.model_id, error=repr(cause))
+
+    def commit_checkpoints(self) -> None:
+        """Makes saved checkpoints the recovery base once every op before them is answered,
+        so recovery never needs the result of an op it can no longer replay."""
+        while self.saved:
+            op, path = self.saved[0]
+            if any(token < op.first for token in self.inflight):
+                return
+            self.saved.pop(0)
+            self.last_checkpoint = (path, True)
+            self.replay_log = [o for o in self.replay_log if o.first > op.first]
+            self.checkpoint_token = max(self.checkpoint_token, op.first)
 
     def _die(self, exc: BaseException) -> None:
         """From now on every op is failed at once: those reserved but not yet handed over are
@@ -500,7 +517,8 @@ class TrainingActor(Actor):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            st.inflight.pop(token, None)
+            # (an op the actor crashes for stays in ``inflight``: no checkpoint after it may
+            # become the recovery base before it is replayed)
             recovery = st.recovery is not None and st.recovery.enabled
             if op.outcome == "ok":
                 # a replay of an op reported done failed: the rebuilt model lacks it, so
@@ -514,14 +532,15 @@ class TrainingActor(Actor):
                 raise SequenceBrokenError(
                     f"the result of seq ids {list(op.tokens)} was lost ({exc!r}); recovering"
                 ) from exc
+            st.inflight.pop(token, None)
             tell_failed(op, exc)
+            st.commit_checkpoints()
             return
         st.inflight.pop(token, None)
         if op.kind == "save_state" and isinstance(result, types.SaveWeightsResponse):
-            st.last_checkpoint = (result.path, True)
-            st.replay_log = [o for o in st.replay_log if o.first > op.first]
-            st.checkpoint_token = max(st.checkpoint_token, op.first)
+            st.saved.append((op, result.path))
         tell_ok(op, result)
+        st.commit_checkpoints()
 
     def _shape(self, op: Op, result: Any) -> Any:
         if op.kind == "save_sampler":
@@ -563,6 +582,7 @@ class TrainingActor(Actor):
             if id(entry[0]) not in in_log and entry[0].outcome is None
         ]
         st.inflight.clear()
+        st.saved.clear()  # saves not yet committed are in the replay log: replayed below
         retry = st.retry
         if ckpt is not None:
             model_id = await create_via_load(
