@@ -533,6 +533,7 @@ class Transport:
             params = {k: _qv(v) for k, v in params.items() if v is not None}
 
         attempt = 0
+        started = time.time()
         billing_started: float | None = None
         jwt = self.jwt if authenticate else None
 
@@ -564,11 +565,15 @@ class Transport:
                         timeout=read_timeout,
                     )
             except errors.APIConnectionError as exc:  # APITimeoutError subclasses it
+                if self.telemetry is not None:
+                    self._report_failure(exc, route, attempt - 1, started)
                 raise _Retry(exc) from exc
             _deprecation(resp)
             if resp.status < 400 or not raise_for_status:
                 return resp
             err = status_error(resp.status, resp.body, resp.headers)
+            if self.telemetry is not None and not (resp.status == 402 and retry.billing_pause):
+                self._report_failure(err, route, attempt - 1, started)
             if resp.status == 402 and retry.billing_pause:
                 now = self.clock()
                 billing_started = billing_started or now
@@ -596,6 +601,37 @@ class Transport:
                 retry, attempt_once, method, url, log_context, path, route, lambda: attempt
             )
         return await self._retrying(retry, attempt_once, method, url, log_context)
+
+    def _report_failure(
+        self, exc: BaseException, route: str | None, attempts: int, started: float
+    ) -> None:
+        """0.38's ``execute_with_retries`` telemetry: one generic event per failed attempt of
+        the calls it wraps (not session/model/sampler creation, polls or heartbeats)."""
+        if route is None or route in _NOT_EXECUTE_WITH_RETRIES:
+            return
+        status = getattr(exc, "status_code", None)
+        retryable = isinstance(exc, errors.APIConnectionError) or (
+            isinstance(status, int) and (status in (408, 409, 429) or status >= 500)
+        )
+        user = self.telemetry.is_user_error(exc)
+        now = time.time()
+        self.telemetry.log(
+            "InternalClientHolder.execute_with_retries.exception",
+            {
+                "func": route,
+                "exception": redact(str(exc)),
+                "exception_type": type(exc).__name__,
+                "exception_stack": None,
+                "status_code": status,
+                "is_retryable": retryable,
+                "is_user_error": user,
+                "attempt_count": attempts,
+                "start_time": started,
+                "current_time": now,
+                "elapsed_time": now - started,
+            },
+            "WARNING" if retryable or user else "ERROR",
+        )
 
     async def _observed(
         self,
@@ -784,6 +820,18 @@ class Transport:
             return None
         return codec.json_decode(resp.body, rtype)
 
+
+# routes 0.38 calls directly, not through execute_with_retries (protocol.md 9.2)
+_NOT_EXECUTE_WITH_RETRIES = frozenset(
+    {
+        "create_session",
+        "create_model",
+        "create_sampling_session",
+        "retrieve_future",
+        "session_heartbeat",
+        "telemetry",
+    }
+)
 
 # the official SDK's connection-pool kind per route, for the http.request events' metadata
 _POOLS = {

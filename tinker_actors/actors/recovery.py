@@ -33,6 +33,7 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -391,7 +392,7 @@ class RecoveryMonitor(Actor):
             log.warning("training run is corrupted", run_id=run_id)
             done = self.executor.recover(st, policy, run_id=run_id)
             if done is not None:
-                done.add_done_callback(lambda f, k=key: self._after(k, f))
+                done.add_done_callback(functools.partial(self._after, key))
 
     def _after(self, key: int, f: concurrent.futures.Future[str]) -> None:
         """An exhausted recovery stops the watch (as in Tinkex); a success keeps it."""

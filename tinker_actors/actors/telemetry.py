@@ -107,10 +107,13 @@ def telemetry_enabled(option: bool | None = None, configured: bool | None = None
 def report_failures(
     telemetry: Callable[[], Telemetry | None] | Telemetry | None,
     cf: concurrent.futures.Future[Any],
+    *,
+    fatal: bool = True,
 ) -> None:
     """Reports ``cf``'s exception, if it fails, as 0.38 reports a failed public call: a
-    fatal exception (``user_error`` or ``UNHANDLED_EXCEPTION``, then SESSION_END). Never
-    blocks the thread that completes ``cf``; a cancel is not reported."""
+    fatal exception (``user_error`` or ``UNHANDLED_EXCEPTION``, then SESSION_END; with
+    ``fatal=False`` the exception event only). Never blocks the thread that completes
+    ``cf``; a cancel is not reported."""
 
     def done(f: concurrent.futures.Future[Any]) -> None:
         if f.cancelled():
@@ -119,8 +122,12 @@ def report_failures(
         if exc is None:
             return
         tel = telemetry() if callable(telemetry) else telemetry
-        if tel is not None:
+        if tel is None:
+            return
+        if fatal:
             tel.log_fatal_exception_sync(exc)
+        else:
+            tel.log_exception_sync(exc)
 
     if telemetry is not None:
         cf.add_done_callback(done)
@@ -141,6 +148,11 @@ class Telemetry:
 
     def _push(self, event: Any) -> bool:
         raise NotImplementedError
+
+    @staticmethod
+    def is_user_error(exc: BaseException) -> bool:
+        """0.38's test: a 4xx other than 408, or a user-category failure, in the cause chain."""
+        return _user_error(exc) is not None
 
     def wait_until_drained(self, timeout: float = FLUSH_TIMEOUT) -> bool:
         raise NotImplementedError

@@ -19,7 +19,7 @@ from typing import Any, Literal, Self, TypeVar
 from .. import types
 from ..actors.session import Session
 from ..actors.supervisor import ChildSpec
-from ..actors.telemetry import telemetry_enabled
+from ..actors.telemetry import report_failures, telemetry_enabled
 from ..actors.training import TrainingActor, TrainingState, create_model, create_via_load, get_info
 from ..config import RecoveryPolicy, Restart, RestartPolicy, RetryConfig, Settings
 from ..errors import InvalidTinkerPathError
@@ -127,7 +127,10 @@ class ServiceClient:
             coro.close()
             raise RuntimeError("ServiceClient is closed")
         with sdk_method_scope(f"ServiceClient.{method}"):
-            return APIFuture.from_coro(self._runtime, coro)
+            fut = APIFuture.from_coro(self._runtime, coro)
+        # 0.38 reports these failures as capture_exceptions does (fatal but for custom losses)
+        report_failures(self.get_telemetry, fut.future(), fatal=method != "create_custom_loss")
+        return fut
 
     async def _started(self) -> Session:
         await self._session.ensure_started()
