@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from . import codec, errors, events, manifest, types
 from .runtime import Runtime, await_concurrent, warn_if_blocking_async
 from .telemetry import get_logger
-from .transport import NO_RETRY, Response
+from .transport import NO_RETRY, Response, retry_after_seconds
 
 if TYPE_CHECKING:
     from .transport import Transport
@@ -41,6 +41,10 @@ __all__ = [
 log = get_logger(__name__)
 
 POLL_TIMEOUT = 45.0
+# Back-off of consecutive 5xx answers to a poll: the first re-poll at once, then 0.25 s
+# doubling up to 10 s.
+POLL_5XX_BASE = 0.25
+POLL_5XX_CAP = 10.0
 
 
 def _result_routes() -> dict[str, manifest.Route]:
@@ -310,6 +314,7 @@ async def poll_future(
     """
     iteration = 0
     conn_errors = 0
+    server_errors = 0
     bad_requests = 0
     billing_since: float | None = None
     reservation: Any = None
@@ -349,6 +354,8 @@ async def poll_future(
                 await sleep(delay)
                 continue
             status = resp.status
+            if status < 500:
+                server_errors = 0
             if status == 200:
                 conn_errors = 0
                 bad_requests = 0
@@ -393,9 +400,14 @@ async def poll_future(
             if status == 410:
                 raise PromiseExpiredError(f"Promise expired/broken for request {request_id}")
             if status >= 500:
+                # The first re-poll goes at once (a long-poll worker restarting is routine);
+                # a run of them backs off, capped, so an outage is not hammered.
+                server_errors += 1
+                if server_errors > 1:
+                    await sleep(min(POLL_5XX_BASE * 2 ** (server_errors - 2), POLL_5XX_CAP))
                 continue
             if status == 429:
-                delay = min(2**conn_errors, 30)
+                delay = retry_after_seconds(resp.headers) or min(2**conn_errors, 30)
                 conn_errors += 1
                 await sleep(delay)
                 continue

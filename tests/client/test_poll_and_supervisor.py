@@ -78,6 +78,18 @@ async def test_5xx_repolls_immediately_and_429_backs_off() -> None:
     assert sleeps == [1, 2]
 
 
+async def test_a_run_of_5xx_backs_off_capped_and_429_honours_retry_after() -> None:
+    async with ScriptedServer() as m:
+        for _ in range(8):
+            m.post(P, status=503)
+        m.post(P, status=429, headers={"Retry-After": "3"})
+        m.post(P, payload={"ok": True})
+        res, sleeps = await poll(m)
+    assert res == {"ok": True}
+    # the first 503 re-polls at once; then 0.25 s doubling, capped at 10 s; then Retry-After
+    assert sleeps == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 3.0]
+
+
 async def test_410_is_promise_expired() -> None:
     async with ScriptedServer() as m:
         m.post(P, status=410)
