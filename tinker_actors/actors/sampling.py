@@ -42,6 +42,7 @@ from .admission import (
     SamplingAdmission,
     backoff_seconds,
 )
+from .telemetry import retry_handler_exception
 
 if TYPE_CHECKING:
     from ..transport import Transport
@@ -419,11 +420,15 @@ class SamplingActor(Actor):
             if config.enable_stuck_detection and len(book.running) == 1:
                 book.wake.set()
             attempt = 0
+            started = time.time()
             while True:
                 try:
                     response = await self._attempt(call)
                 except Exception as exc:
-                    if not config.enable_retry_logic or not is_retryable(exc, config):
+                    retry = config.enable_retry_logic and is_retryable(exc, config)
+                    if (tel := self.session.telemetry) is not None:
+                        retry_handler_exception(tel, exc, retry, attempt + 1, started)
+                    if not retry:
                         raise
                     delay = retry_delay(attempt, config, self.rand())
                     attempt += 1

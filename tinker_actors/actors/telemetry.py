@@ -22,6 +22,7 @@ import datetime as dt
 import os
 import platform
 import threading
+import time
 import traceback
 import uuid
 import weakref
@@ -43,6 +44,7 @@ __all__ = [
     "is_user_error",
     "process_uuid",
     "report_failures",
+    "retry_handler_exception",
     "telemetry_enabled",
 ]
 
@@ -131,6 +133,37 @@ def report_failures(
 
     if telemetry is not None:
         cf.add_done_callback(done)
+
+
+def retry_handler_exception(
+    telemetry: Telemetry, exc: BaseException, should_retry: bool, attempts: int, started: float
+) -> None:
+    """0.38's RetryHandler event for each failed sampling attempt (``attempts`` counts this
+    one); WARNING when it will be retried or is the user's fault, else ERROR."""
+    user = is_user_error(exc)
+    now = time.time()
+    tb = (
+        "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if exc.__traceback__ is not None
+        else None
+    )
+    telemetry.log(
+        "RetryHandler.execute.exception",
+        {
+            "func": "SamplingClient.sample",
+            "exception": redact(str(exc)),
+            "exception_type": type(exc).__name__,
+            "exception_stack": redact(tb) if tb else None,
+            "status_code": getattr(exc, "status_code", None),
+            "should_retry": should_retry,
+            "is_user_error": user,
+            "attempt_count": attempts,
+            "start_time": started,
+            "current_time": now,
+            "elapsed_time": now - started,
+        },
+        "WARNING" if should_retry or user else "ERROR",
+    )
 
 
 def is_user_error(exc: BaseException) -> bool:
