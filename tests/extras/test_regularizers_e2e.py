@@ -94,8 +94,16 @@ def test_bad_regularizers_fail_the_call_naming_the_regularizer(
                 nll,
                 regularizers=[RegularizerSpec(L1(), 1, "a"), RegularizerSpec(L1(), 1, "a")],
             )
+        before = tc.forward(DATA, "cross_entropy").result().metrics["loss:sum"]
         fut = tc.forward_backward_custom(
             DATA, nll, regularizers=[RegularizerSpec(broken, 1.0, "broken")]
         )
         with pytest.raises(Exception, match="'broken'"):
             fut.result()
+        # The failed call's promised seq ids were filled with a zero-weight backward: the
+        # client keeps working, and the step after it applies no gradient from the failure.
+        tc.optim_step(types.AdamParams(learning_rate=1e-2)).result()
+        after = tc.forward(DATA, "cross_entropy").result().metrics["loss:sum"]
+        assert after == pytest.approx(before, abs=1e-6)
+        ok = tc.forward_backward_custom(DATA, nll).result()
+        assert ok.metrics["loss:sum"] > 0

@@ -214,23 +214,23 @@ class TrainingClient:
         )
         state = self._state
 
+        def regroup(flat: list[types.Datum]) -> list[list[types.Datum]]:
+            out, i = [], 0
+            for c in chunks:
+                out.append(flat[i : i + len(c)])
+                i += len(c)
+            return out
+
         async def run() -> None:
+            loss_error: BaseException | None = None
             try:
                 forward = await asyncio.wrap_future(fwd_cf)
-                new_data, metrics, loss_sum = await asyncio.to_thread(
-                    make_custom_backward, data, loss_fn, forward
-                )
-                sizes = [len(c) for c in chunks]
-                bchunks, i = [], 0
-                for s in sizes:
-                    bchunks.append(new_data[i : i + s])
-                    i += s
             except BaseException as exc:
                 broken = Op(
                     "broken",
                     tokens[n:],
                     concurrent.futures.Future(),
-                    {"error": SequenceBrokenError(f"custom loss failed: {exc!r}")},
+                    {"error": SequenceBrokenError(f"custom loss forward failed: {exc!r}")},
                     sdk_method=sdk,
                 )
                 state._enqueue(broken)
@@ -238,6 +238,17 @@ class TrainingClient:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 return
+            try:
+                new_data, metrics, loss_sum = await asyncio.to_thread(
+                    make_custom_backward, data, loss_fn, forward
+                )
+                bchunks = regroup(new_data)
+            except Exception as exc:
+                # The user's loss (or a regularizer) failed. The backward's seq ids are
+                # already promised, so fill them with a zero-weight backward: it adds nothing
+                # to the gradient, and the client keeps working after the error.
+                loss_error = exc
+                bchunks = regroup([_zero_weights(d) for d in fwd_data])
             bwd_cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
             state._enqueue(
                 Op(
@@ -256,7 +267,10 @@ class TrainingClient:
             try:
                 res = await asyncio.wrap_future(bwd_cf)
             except BaseException as exc:
-                reject(user_cf, exc)
+                reject(user_cf, loss_error or exc)
+                return
+            if loss_error is not None:
+                reject(user_cf, loss_error)
                 return
             surrogate = res.metrics.pop("loss:sum")
             res.metrics.update(metrics)
@@ -477,6 +491,20 @@ def load_tokenizer(name: str) -> Any:
     from ..tokenizers import get_tokenizer
 
     return get_tokenizer(name)
+
+
+def _zero_weights(d: types.Datum) -> types.Datum:
+    """``d`` with every loss weight 0: a backward pass that contributes no gradient."""
+    import numpy as np
+
+    tt = d.loss_fn_inputs["target_tokens"]
+    zeros = types.TensorData.from_numpy(np.zeros(tt.to_numpy().shape, dtype=np.float32))
+    return types.Datum(
+        model_input=d.model_input,
+        loss_fn_inputs={"target_tokens": tt, "weights": zeros},
+        model_input_spans=d.model_input_spans,
+        loss_fn_input_spans=d.loss_fn_input_spans,
+    )
 
 
 def _load_deprecated() -> None:
