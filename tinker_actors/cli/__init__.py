@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "openapi": ("tinker_actors.cli.apps:openapi", "Print the OpenAPI document of the manifest."),
     "demo": ("tinker_actors.cli.apps:demo", "Fine-tune a built-in model on a task, then sample."),
     "exec": ("tinker_actors.cli.apps:exec_", "Run unedited `tinker` code on tinker_actors."),
+    "bench": ("tinker_actors.bench.cli:cli", "Load-test a Tinker endpoint: sampling and training."),
 }
 
 
