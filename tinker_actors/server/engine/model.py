@@ -132,6 +132,117 @@ class KVCache:
         self.v = [v.index_select(0, rows) for v in self.v]
 
 
+class RowCache:
+    """Keys/values [layers][rows, H, L, D] for continuous batching (``forward_rows``): a row is
+    a slot that one sequence holds from its prefill to its last token, its keys at positions
+    0..len-1 of the slot, so rows of any length decode side by side and join or leave at any
+    step."""
+
+    def __init__(self, cfg: ModelConfig, rows: int, max_len: int, device, dtype) -> None:
+        self._heads, self._hd = cfg.num_kv_heads, cfg.head_dim
+        self.device, self.dtype, self.layers = device, dtype, cfg.num_layers
+        self.k: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        self.rows = self.max_len = 0
+        self.grow(rows, max_len)
+
+    def grow(self, rows: int, max_len: int) -> None:
+        """At least ``rows`` x ``max_len`` (copies what is there). Zeros, not garbage: a
+        masked key still multiplies its value by 0, and garbage may be NaN."""
+        rows, max_len = max(rows, self.rows), max(max_len, self.max_len)
+        if rows == self.rows and max_len == self.max_len:
+            return
+        shape = (rows, self._heads, max_len, self._hd)
+        for kv in (self.k, self.v):
+            for i in range(self.layers):
+                t = torch.zeros(shape, device=self.device, dtype=self.dtype)
+                if len(kv) > i:
+                    t[: self.rows, :, : self.max_len] = kv[i]
+                    kv[i] = t
+                else:
+                    kv.append(t)
+        self.rows, self.max_len = rows, max_len
+
+    def move(self, src: torch.Tensor, dst: torch.Tensor, keys: int) -> None:
+        """Copies rows ``src`` to rows ``dst`` (their first ``keys`` positions)."""
+        for kv in (self.k, self.v):
+            for t in kv:
+                t[dst, :, :keys] = t[src, :, :keys]
+
+
+def forward_rows(
+    module: LlamaLM,
+    cache: RowCache,
+    tok: torch.Tensor,
+    positions: torch.Tensor,
+    key_mask: torch.Tensor,
+    ids: torch.Tensor | None,
+    slots: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward of a continuous batch: one token ``tok`` [B] for each of rows 0..B-1 at
+    its own ``positions`` [B] (``key_mask`` [B, keys] says which keys each sees, its own
+    included), and the prefill of right-padded prompts ``ids`` [n, T] into rows ``slots``
+    (positions 0..T-1, causal within the block, so no real token sees the padding after it).
+
+    Both kinds share every linear layer (the tokens are flattened into one matrix: a prefill
+    costs its extra rows, not a forward of its own); only attention is per kind. The cache
+    writes of the decode rows come before those of the prefill (a row just admitted may sit
+    in the batch as a hole whose dummy token writes position 0). Same layers and arithmetic
+    as ``LlamaLM.forward``. Returns logits [B, V] and [n, T, V] (None without a prefill).
+    """
+    b = tok.shape[0]
+    n, t = (0, 0) if ids is None else ids.shape
+    attn0 = module.model.layers[0].self_attn
+    nh, nkv, hd = attn0.nh, attn0.nkv, attn0.hd
+    dev = tok.device
+    flat_ids, flat_pos = tok, positions
+    if n:
+        prefill_pos = torch.arange(t, device=dev).repeat(n)
+        flat_ids = torch.cat((tok, ids.reshape(-1)))
+        flat_pos = torch.cat((positions, prefill_pos))
+    freqs = flat_pos.to(torch.float32)[:, None] * module.inv_freq.to(dev)
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [N, 1, D]
+    cos, sin = emb.cos(), emb.sin()
+    x = module.model.embed_tokens(flat_ids)  # [N, d]
+    rows = torch.arange(b, device=dev)
+    mask = key_mask[:, None, None, :]
+    gqa = nh != nkv
+    for i, layer in enumerate(module.model.layers):
+        attn = layer.self_attn
+        h = layer.input_layernorm(x)
+        q = attn.q_proj(h).view(-1, nh, hd)
+        k = attn.k_proj(h).view(-1, nkv, hd)
+        v = attn.v_proj(h).view(-1, nkv, hd)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        outs = []
+        if b:
+            kc, vc = cache.k[i], cache.v[i]
+            kc[rows, :, positions] = k[:b]
+            vc[rows, :, positions] = v[:b]
+            keys = key_mask.shape[1]
+            o = F.scaled_dot_product_attention(
+                q[:b, :, None],
+                kc[:b, :, :keys],
+                vc[:b, :, :keys],
+                attn_mask=mask,
+                enable_gqa=gqa,
+            )
+            outs.append(o.reshape(b, nh * hd))
+        if n:
+            qp = q[b:].view(n, t, nh, hd).transpose(1, 2)
+            kp = k[b:].view(n, t, nkv, hd).transpose(1, 2)
+            vp = v[b:].view(n, t, nkv, hd).transpose(1, 2)
+            cache.k[i][slots, :, :t] = kp
+            cache.v[i][slots, :, :t] = vp
+            o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=gqa)
+            outs.append(o.transpose(1, 2).reshape(n * t, nh * hd))
+        x = x + attn.o_proj(outs[0] if len(outs) == 1 else torch.cat(outs))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    logits = module.lm_head(module.model.norm(x))
+    return logits[:b], (logits[b:].view(n, t, -1) if n else None)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -289,6 +400,14 @@ class Backend:
     def select(self, cache, rows: torch.Tensor):
         raise NotImplementedError
 
+    # continuous batching (engine/sampling.py); a backend without it samples batch by batch
+    def new_row_cache(self, rows: int, max_len: int) -> RowCache | None:
+        return None
+
+    def forward_rows(self, cache: RowCache, tok, positions, key_mask, ids, slots):
+        """See ``forward_rows``."""
+        raise NotImplementedError
+
 
 class NativeBackend(Backend):
     def __init__(self, name: str, device: torch.device, tokenizer_dir: str) -> None:
@@ -328,6 +447,12 @@ class NativeBackend(Backend):
     def select(self, cache: KVCache, rows: torch.Tensor) -> KVCache:
         cache.select(rows)
         return cache
+
+    def new_row_cache(self, rows: int, max_len: int) -> RowCache:
+        return RowCache(self.cfg, rows, max_len, self.device, torch.float32)
+
+    def forward_rows(self, cache: RowCache, tok, positions, key_mask, ids, slots):
+        return forward_rows(self.module, cache, tok, positions, key_mask, ids, slots)
 
 
 class HFBackend(Backend):

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .base import EngineUserError, SampledSeq, SampleJob, SampleOutcome
+from .lora import use_adapter
 from .model import Backend
 
 DEFAULT_MAX_TOKENS = 256
@@ -342,3 +343,381 @@ def _prompt_logprobs(
             ids[1:, :kk] = top.indices.cpu().numpy()
             vals[1:, :kk] = top.values.cpu().numpy()
         out.topk_prompt_logprobs = (ids, vals)
+
+
+# --------------------------------------------------------------------------------------------
+# continuous batching
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One admitted job: the caller's handle and the sequences still decoding."""
+
+    job: SampleJob
+    handle: object
+    outcome: SampleOutcome
+    seqs: list[SampledSeq | None]
+    left: int
+
+
+@dataclass(slots=True)
+class _Row:
+    """One sequence in a slot of the running batch."""
+
+    entry: _Entry
+    index: int  # sample index within the job
+    max_new: int
+    stops: frozenset[int]
+    stop_strings: tuple[str, ...]
+    window: int
+    stream: Callable[[int, int, int, float], bool] | None
+    tokens: list[int]
+    logprobs: list[float]
+    active: bool = False  # decoding (its prefill is done)
+    random: bool = False  # temperature > 0
+
+
+@dataclass(slots=True)
+class _Prefill:
+    """A job admitted since the last step: its prompt goes into ``slots[0]`` (and is copied
+    to its other samples' slots)."""
+
+    entry: _Entry
+    prompt: np.ndarray
+    slots: list[int]
+    max_new: int
+
+
+class ContinuousBatch:
+    """A running batch that jobs join and leave at any decode step (continuous batching).
+
+    Every sequence holds a slot (a row of a ``RowCache``) from its prefill to its last token;
+    a row's keys sit at positions 0..len-1 of its slot, so rows of any length decode together
+    (each at its own position, its mask hiding the rest of the slot). ``admit`` gives new
+    jobs their slots; the next ``step`` is one forward (``Backend.forward_rows``) that
+    prefills them (right-padded, flattened into the same linear layers as the decode, as
+    vLLM's mixed prefill/decode batches do) and decodes one token for every running row, and
+    picks the first token of the new rows with the others. A finished sequence frees its
+    slot at once, and a job's outcome is returned by the step in which its last sequence
+    finished. Freed slots are reused by the next admissions; when many lie below the top, the
+    top rows move down (a copy of those rows only), so the forward pass does not carry holes.
+
+    Per-row state (length, temperature, uniforms, last token) lives in tensors indexed by
+    slot. Seeds, stops, streams and logprobs behave as in ``sample_batch``: each sequence
+    draws its uniforms from its own generator, so its tokens do not depend on its neighbours.
+
+    Thread-confined: one thread at a time calls ``admit``/``step``; ``step`` runs under the
+    sampler's weights (``weights`` for ``use_adapter``) and inference mode.
+    """
+
+    def __init__(
+        self, backend: Backend, weights, decode: Callable[[list[int]], str] | None
+    ) -> None:
+        self.backend = backend
+        self._weights = weights
+        self._decode = decode
+        self._dev = backend.device
+        self._cache = None
+        self._rows: list[_Row | None] = []  # by slot; len(self._rows) is the batch height
+        self._free: list[int] = []  # free slots below the top
+        self._cap = 0
+        self._ucap = 0
+        self._random = 0  # rows with temperature > 0
+        self._active = 0  # rows decoding (prefilled)
+        self._pending: list[_Prefill] = []  # admitted, prefilled by the next step
+        self.jobs = 0  # admitted jobs not finished
+
+    @property
+    def live(self) -> int:
+        return len(self._rows) - len(self._free)
+
+    # state ------------------------------------------------------------------------------
+    def _grow(self, rows: int, ucap: int) -> None:
+        if rows <= self._cap and ucap <= self._ucap:
+            return
+        cap = self._cap if rows <= self._cap else max(rows, 2 * self._cap, 8)
+        ucap = max(ucap, self._ucap)
+        dev, old = self._dev, self._cap
+        specs = {
+            "_len": torch.int64,
+            "_step": torch.int64,
+            "_alive": torch.int64,
+            "_tok": torch.int64,
+            "_temps": torch.float32,
+            "_topk": torch.int64,
+            "_topp": torch.float32,
+        }
+        for name, dtype in specs.items():
+            t = torch.zeros(cap, device=dev, dtype=dtype)
+            if old:
+                t[:old] = getattr(self, name)
+            setattr(self, name, t)
+        u = torch.zeros((cap, ucap), device=dev)
+        if old:
+            u[:old, : self._ucap] = self._u
+        self._u = u
+        if old:
+            self._topk[old:] = self.backend.vocab_size
+            self._topp[old:] = 1.0
+        else:
+            self._topk.fill_(self.backend.vocab_size)
+            self._topp.fill_(1.0)
+        self._cap, self._ucap = cap, ucap
+
+    def _take_slot(self) -> int:
+        if self._free:
+            self._free.sort()
+            return self._free.pop(0)
+        self._rows.append(None)
+        return len(self._rows) - 1
+
+    def _release(self, slot: int) -> None:
+        row = self._rows[slot]
+        if row is not None:
+            self._random -= row.random
+            self._active -= row.active
+        self._rows[slot] = None
+        self._alive[slot] = 0
+        self._len[slot] = 0
+        self._temps[slot] = 0.0
+        self._free.append(slot)
+        while self._rows and self._rows[-1] is None:
+            self._rows.pop()
+            self._free.remove(len(self._rows))
+
+    def _compact(self) -> None:
+        """Moves the top rows into the holes below them once holes are a quarter of the batch."""
+        if len(self._free) * 4 < len(self._rows) or not self._free or self._pending:
+            return
+        self._free.sort()
+        src, dst = [], []
+        top = len(self._rows) - 1
+        for hole in self._free:
+            while top > hole and self._rows[top] is None:
+                top -= 1
+            if top <= hole:
+                break
+            src.append(top)
+            dst.append(hole)
+            self._rows[hole], self._rows[top] = self._rows[top], None
+            top -= 1
+        if not src:
+            return
+        s = torch.tensor(src, device=self._dev)
+        d = torch.tensor(dst, device=self._dev)
+        keys = int(self._len[s].max()) + 1
+        self._cache.move(s, d, min(keys, self._cache.max_len))
+        for name in ("_len", "_step", "_alive", "_tok", "_temps", "_topk", "_topp", "_u"):
+            t = getattr(self, name)
+            t[d] = t[s]
+        for name in ("_len", "_alive", "_temps"):
+            getattr(self, name)[s] = 0
+        while self._rows and self._rows[-1] is None:
+            self._rows.pop()
+        self._free = [i for i in range(len(self._rows)) if self._rows[i] is None]
+
+    # admission ---------------------------------------------------------------------------
+    def admit(self, items: list[tuple[SampleJob, object]]) -> list[tuple[object, object]]:
+        """Queues ``items`` (job, handle) for the prefill of the next ``step``, which also
+        picks their first tokens. Returns (handle, EngineUserError) for the bad ones."""
+        backend, dev = self.backend, self._dev
+        vocab, ctx = backend.vocab_size, backend.max_context_length
+        done: list[tuple[object, object]] = []
+        ok: list[tuple[SampleJob, object, int]] = []
+        for i, (job, handle) in enumerate(items):
+            try:
+                ok.append((job, handle, validate_job(job, vocab, ctx, i)))
+            except EngineUserError as exc:
+                done.append((handle, exc))
+        if not ok:
+            return done
+        eos = backend.eos_id
+        new_rows: list[int] = []
+        for job, handle, max_new in ok:
+            prompt = np.asarray(job.prompt, dtype=np.int64)
+            e = _Entry(job, handle, SampleOutcome(sequences=[]), [None] * job.num_samples, 0)
+            self.jobs += 1
+            stops = set(job.stop_tokens)
+            if job.stop_at_eos and eos is not None:
+                stops.add(int(eos))
+            longest = max((len(x.encode()) for x in job.stop_strings), default=0)
+            # a job with nothing to generate holds one slot for its prefill only
+            slots = [self._take_slot() for _ in range(job.num_samples if max_new else 1)]
+            self._grow(len(self._rows), max_new)
+            base_seed = secrets.randbits(62) if job.seed is None else int(job.seed)
+            for k, slot in enumerate(slots):
+                row = _Row(
+                    e,
+                    k,
+                    max_new,
+                    frozenset(stops),
+                    tuple(job.stop_strings),
+                    4 * longest + 8,
+                    job.on_token,
+                    [],
+                    [],
+                )
+                self._rows[slot] = row
+                if max_new:
+                    g = torch.Generator().manual_seed((base_seed + k) % (1 << 63))
+                    self._u[slot, :max_new] = torch.rand(max_new, generator=g).to(dev)
+                    row.random = job.temperature > 0
+                    self._random += row.random
+                    new_rows.append(slot)
+            e.left = job.num_samples if max_new else 0
+            self._pending.append(_Prefill(e, prompt, slots, max_new))
+        need = max(p.prompt.shape[0] + p.max_new for p in self._pending)
+        if self._cache is None:
+            self._cache = backend.new_row_cache(self._cap, min(ctx, _round_up(need)))
+        else:
+            cur = self._cache.max_len
+            length = cur if need <= cur else min(ctx, max(_round_up(need), 2 * cur))
+            self._cache.grow(self._cap, length)
+        if new_rows:
+            s_t = torch.tensor(new_rows, device=dev)
+            jobs = [self._rows[x].entry.job for x in new_rows]
+            self._temps[s_t] = torch.tensor([j.temperature for j in jobs], device=dev)
+            self._topk[s_t] = torch.tensor(
+                [j.top_k if j.top_k > 0 else vocab for j in jobs], device=dev
+            )
+            self._topp[s_t] = torch.tensor([j.top_p for j in jobs], device=dev)
+            self._step[s_t] = 0
+        return done
+
+    # decoding ----------------------------------------------------------------------------
+    def step(self) -> list[tuple[object, object]]:
+        """One forward: the prefill of the jobs admitted since the last step (their first
+        tokens) and the next token of every decoding row. Returns (handle, SampleOutcome) of
+        the jobs that finished."""
+        with torch.inference_mode(), use_adapter(self._weights):
+            return self._step_once()
+
+    def _step_once(self) -> list[tuple[object, object]]:
+        h = len(self._rows)
+        if h == 0:
+            return []
+        backend, dev = self.backend, self._dev
+        pend, self._pending = self._pending, []
+        ids = first = None
+        if pend:
+            plen = [p.prompt.shape[0] for p in pend]
+            arr = np.full((len(pend), max(plen)), backend.pad_id, dtype=np.int64)
+            for i, p in enumerate(pend):
+                arr[i, : plen[i]] = p.prompt
+            ids = torch.from_numpy(arr).to(dev)
+            first = torch.tensor([p.slots[0] for p in pend], device=dev)
+        b = h if self._active else 0  # the decode part (rows 0..h-1, holes included)
+        lens = self._len[:b]
+        keys = int(lens.max()) + 1 if b else 1
+        key_mask = torch.arange(keys, device=dev)[None] <= lens[:, None]
+        dec, pre = backend.forward_rows(self._cache, self._tok[:b], lens, key_mask, ids, first)
+        last = dec if b else torch.zeros((h, backend.vocab_size), device=dev)
+        fresh: list[int] = []
+        done: list[tuple[object, object]] = []
+        if pend:
+            assert pre is not None and ids is not None
+            src, dst, rows_src, fresh_len = [], [], [], []
+            for i, p in enumerate(pend):
+                job = p.entry.job
+                if job.prompt_logprobs or job.topk_prompt_logprobs:
+                    _prompt_logprobs(p.entry.outcome, pre[i, : plen[i]], p.prompt, job)
+                if not p.max_new:
+                    continue
+                for slot in p.slots:
+                    fresh.append(slot)
+                    rows_src.append(i)
+                    fresh_len.append(plen[i])
+                    if slot != p.slots[0]:
+                        src.append(p.slots[0])
+                        dst.append(slot)
+            if src:  # the other samples of a job start from its prefill
+                self._cache.move(
+                    torch.tensor(src, device=dev), torch.tensor(dst, device=dev), ids.shape[1]
+                )
+            if fresh:
+                f_t = torch.tensor(fresh, device=dev)
+                r_t = torch.tensor(rows_src, device=dev)
+                last[f_t] = pre[r_t, torch.tensor(fresh_len, device=dev) - 1]
+        u = self._u[torch.arange(h, device=dev), self._step[:h].clamp(max=self._ucap - 1)]
+        tok, lp = _choose(
+            last, self._temps[:h], self._topk[:h], self._topp[:h], u, self._random > 0
+        )
+        alive = self._alive[:h]
+        self._len[:h] += alive
+        self._step[:h] += alive
+        if fresh:
+            self._len[f_t] = torch.tensor(fresh_len, device=dev)
+            self._step[f_t] = 1
+            self._alive[f_t] = 1
+            for slot in fresh:
+                self._rows[slot].active = True
+            self._active += len(fresh)
+        self._tok[:h] = tok
+        for p in pend:
+            if not p.max_new:  # nothing to generate: done with its prefill
+                for k in range(p.entry.job.num_samples):
+                    p.entry.seqs[k] = _empty_seq()
+                self._release(p.slots[0])
+                self._finish_entry(p.entry, done)
+        live = [x for x in range(len(self._rows)) if (r := self._rows[x]) is not None and r.active]
+        self._after(live, tok.tolist(), lp.tolist(), done)
+        self._compact()
+        return done
+
+    def _after(
+        self, slots: list[int], tl: list[int], ll: list[float], done: list[tuple[object, object]]
+    ) -> None:
+        """Records each row's new token (``tl``/``ll`` are by slot) and retires the rows that
+        stop: their slots are free at once, and a job whose last row stopped is done."""
+        decode = self._decode
+        for slot in slots:
+            row = self._rows[slot]
+            t, lp = tl[slot], ll[slot]
+            step = len(row.tokens)
+            row.tokens.append(t)
+            row.logprobs.append(lp)
+            stopped = t in row.stops
+            if row.stream is not None and not row.stream(row.index, step, t, lp):
+                stopped = True
+            if not stopped and row.stop_strings and decode is not None:
+                text = decode(row.tokens[-row.window :])
+                stopped = any(x and x in text for x in row.stop_strings)
+            if stopped or step + 1 >= row.max_new:
+                e = row.entry
+                e.seqs[row.index] = SampledSeq(
+                    tokens=np.asarray(row.tokens, dtype=np.int32),
+                    logprobs=np.asarray(row.logprobs, dtype=np.float32),
+                    stop_reason="stop" if stopped else "length",
+                )
+                e.left -= 1
+                self._release(slot)
+                if e.left == 0:
+                    self._finish_entry(e, done)
+
+    def _finish_entry(self, e: _Entry, done: list[tuple[object, object]]) -> None:
+        e.outcome.sequences = [s for s in e.seqs if s is not None]
+        self.jobs -= 1
+        done.append((e.handle, e.outcome))
+
+    def abort(self) -> list[object]:
+        """Drops every row; returns the handles of the unfinished jobs."""
+        handles = {id(r.entry): r.entry.handle for r in self._rows if r is not None}
+        handles.update((id(p.entry), p.entry.handle) for p in self._pending)
+        self._rows, self._free, self._pending = [], [], []
+        self._random = self._active = self.jobs = 0
+        self._cache = None
+        self._cap = 0
+        self._ucap = 0
+        return list(handles.values())
+
+
+def _round_up(n: int, to: int = 64) -> int:
+    return -(-n // to) * to
+
+
+def _empty_seq() -> SampledSeq:
+    return SampledSeq(
+        tokens=np.zeros(0, dtype=np.int32),
+        logprobs=np.zeros(0, dtype=np.float32),
+        stop_reason="length",
+    )

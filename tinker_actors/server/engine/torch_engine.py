@@ -59,7 +59,7 @@ from .checkpoints import (
 from .lora import Adapter, LoraPair, merge_adapter, merged_nbytes, use_adapter
 from .losses import build_batch, compute_loss, resolve_config, target_logprobs
 from .model import BUILTIN_MODELS, Backend, HFBackend, NativeBackend, builtin_spec, is_hf_dir
-from .sampling import sample_batch
+from .sampling import ContinuousBatch, sample_batch
 from .tokenizer import EOS_ID, byte_tokenizer_dir, load_fast_tokenizer
 
 
@@ -351,6 +351,21 @@ class TorchEngine:
         weights = self._sampling_weights(sampler_id, s)
         with torch.inference_mode(), use_adapter(weights):
             return sample_batch(s.base, jobs, decode)
+
+    def continuous_sampler(self, sampler_id: str) -> ContinuousBatch | None:
+        """A running batch for this sampler's jobs (continuous batching; the server's lane
+        drives it from one thread at a time), or None where the backend cannot (a Hugging
+        Face model): then ``sample`` serves it batch by batch. It keeps the sampler's weights
+        for its life, so all its rows use one form even if the LRU evicts the merged copy."""
+        with self._lock:
+            s = self._samplers.get(sampler_id)
+        if s is None:
+            raise EngineUserError(f"unknown sampler {sampler_id!r}")
+        if type(s.base).new_row_cache is Backend.new_row_cache:
+            return None
+        tok = load_fast_tokenizer(s.base.tokenizer_dir)
+        decode = None if tok is None else (lambda ids: tok.decode(ids, skip_special_tokens=True))
+        return ContinuousBatch(s.base, self._sampling_weights(sampler_id, s), decode)
 
     def close_sampler(self, sampler_id: str) -> None:
         with self._lock:

@@ -1,0 +1,346 @@
+"""Continuous batching: jobs join a running decode between two steps and leave it the step they
+finish, with the tokens they sample alone (per-row generators), through the engine's
+``ContinuousBatch`` and through the server's ``ContinuousLane``. Progress is observed through
+the decode's own per-token hook and the futures' events (no timers)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from tinker_actors.server.engine.base import EngineUserError, LoraSpec, SampleJob
+from tinker_actors.server.engine.sampling import ContinuousBatch
+from tinker_actors.server.engine.tokenizer import BOS_ID, EOS_ID
+from tinker_actors.server.engine.torch_engine import TorchEngine
+from tinker_actors.server.futures import FutureRegistry, Outcome
+from tinker_actors.server.sampling import ContinuousLane
+from tinker_actors.server.store import Store
+
+M1 = "tinker-actors/byte-1m"
+
+
+def _prompt(text: str) -> np.ndarray:
+    return np.array([BOS_ID, *text.encode()], dtype=np.int64)
+
+
+def _jobs() -> list[SampleJob]:
+    """Mixed prompt lengths, stops and settings, so rows join and finish at different steps."""
+    return [
+        SampleJob(prompt=_prompt("hello"), num_samples=3, max_tokens=20, seed=1),
+        SampleJob(prompt=_prompt("a longer prompt here"), max_tokens=7, seed=2, top_k=5),
+        SampleJob(prompt=_prompt("x"), max_tokens=25, temperature=0.0, stop_tokens=(101, 32)),
+        SampleJob(prompt=_prompt("the"), max_tokens=30, seed=4, stop_strings=("e", "zz")),
+        SampleJob(prompt=_prompt("q"), max_tokens=0, seed=5, prompt_logprobs=True),
+        SampleJob(prompt=_prompt("abc"), num_samples=2, max_tokens=16, seed=6, top_p=0.8),
+        SampleJob(prompt=_prompt("eos"), max_tokens=40, seed=7, stop_tokens=(EOS_ID,)),
+        SampleJob(
+            prompt=_prompt("logprobs please"),
+            max_tokens=9,
+            seed=8,
+            temperature=0.7,
+            prompt_logprobs=True,
+            topk_prompt_logprobs=3,
+        ),
+        SampleJob(prompt=_prompt("long one"), max_tokens=90, seed=9, stop_at_eos=False),
+    ]
+
+
+def _lora_engine(cache_dir: Path) -> TorchEngine:
+    eng = TorchEngine(cache_dir=cache_dir)
+    eng.create_model("m", M1, LoraSpec(rank=4, seed=3))
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(5)
+        for pair in eng._models["m"].adapter.pairs.values():
+            pair.b.copy_(torch.randn(pair.b.shape, generator=g) * 0.05)
+    eng.snapshot_sampler("lora", "m")
+    eng.create_sampler("base", M1, None)
+    return eng
+
+
+@pytest.fixture(scope="module")
+def engine(cache_dir) -> TorchEngine:
+    return _lora_engine(cache_dir)
+
+
+def _alone(engine: TorchEngine, sampler: str, job: SampleJob):
+    (out,) = engine.sample(sampler, [job])
+    return out
+
+
+def _assert_same(a, b) -> None:
+    assert [(s.tokens.tolist(), s.stop_reason) for s in a.sequences] == [
+        (s.tokens.tolist(), s.stop_reason) for s in b.sequences
+    ]
+    for x, y in zip(a.sequences, b.sequences, strict=True):
+        assert x.tokens.dtype == y.tokens.dtype and x.logprobs.dtype == y.logprobs.dtype
+        np.testing.assert_allclose(x.logprobs, y.logprobs, atol=1e-4)
+    if a.prompt_logprobs is None:
+        assert b.prompt_logprobs is None
+    else:
+        np.testing.assert_allclose(a.prompt_logprobs, b.prompt_logprobs, atol=1e-4)
+    if a.topk_prompt_logprobs is None:
+        assert b.topk_prompt_logprobs is None
+    else:
+        assert (a.topk_prompt_logprobs[0] == b.topk_prompt_logprobs[0]).all()
+        np.testing.assert_allclose(a.topk_prompt_logprobs[1], b.topk_prompt_logprobs[1], atol=1e-4)
+
+
+def _drain(batch: ContinuousBatch, got: dict[Any, Any]) -> None:
+    while batch.jobs:
+        got.update(batch.step())
+
+
+@pytest.mark.parametrize("sampler", ["base", "lora"])
+def test_jobs_joining_a_running_batch_sample_what_they_sample_alone(engine, sampler):
+    jobs = _jobs()
+    alone = [_alone(engine, sampler, j) for j in jobs]
+    batch = engine.continuous_sampler(sampler)
+    got: dict[Any, Any] = {}
+    # the long job first, then one job joins every third step; two arrive together once
+    got.update(batch.admit([(jobs[-1], len(jobs) - 1)]))
+    pending = list(enumerate(jobs[:-1]))
+    while pending:
+        for _ in range(3):
+            got.update(batch.step())
+        take, pending = (
+            (pending[:2], pending[2:]) if len(pending) == 4 else (pending[:1], pending[1:])
+        )
+        got.update(batch.admit([(j, i) for i, j in take]))
+    _drain(batch, got)
+    assert sorted(got) == list(range(len(jobs)))
+    for i in range(len(jobs)):
+        _assert_same(alone[i], got[i])
+    assert batch.live == 0 and batch.jobs == 0
+
+
+def test_a_short_job_finishes_while_a_long_one_decodes_and_its_slot_is_reused(engine):
+    long_job = SampleJob(prompt=_prompt("long"), max_tokens=200, seed=1, stop_at_eos=False)
+    short = [
+        SampleJob(prompt=_prompt(f"short {i}"), max_tokens=3 + i, seed=10 + i, stop_at_eos=False)
+        for i in range(6)
+    ]
+    batch = engine.continuous_sampler("base")
+    assert batch.admit([(long_job, "long")]) == []
+    heights = []
+    for i, job in enumerate(short):
+        batch.step()
+        assert batch.admit([(job, i)]) == []
+        done: dict[Any, Any] = {}
+        steps = 0
+        while i not in done:
+            done.update(batch.step())
+            steps += 1
+        assert steps == job.max_tokens  # the first step prefills it and picks its first token
+        assert "long" not in done and batch.jobs == 1  # the long job is still decoding
+        _assert_same(_alone(engine, "base", job), done[i])
+        heights.append(len(batch._rows))
+    assert heights == [1] * len(short)  # a finished row's slot is free for the next job
+    got: dict[Any, Any] = {}
+    _drain(batch, got)
+    _assert_same(_alone(engine, "base", long_job), got["long"])
+
+
+def test_holes_below_the_top_are_compacted_without_changing_samples(engine):
+    jobs = [
+        SampleJob(prompt=_prompt("p" * (1 + i % 5)), max_tokens=4 + 7 * (i % 4), seed=i)
+        for i in range(16)
+    ]
+    batch = engine.continuous_sampler("base")
+    got = dict(batch.admit([(j, i) for i, j in enumerate(jobs)]))
+    heights = []
+    while batch.jobs:
+        got.update(batch.step())
+        heights.append((len(batch._rows), batch.live))
+    assert all(h <= max(live + live // 3 + 1, 1) for h, live in heights if live)
+    for i, job in enumerate(jobs):
+        _assert_same(_alone(engine, "base", job), got[i])
+
+
+def test_a_bad_job_fails_alone(engine):
+    batch = engine.continuous_sampler("base")
+    good = SampleJob(prompt=_prompt("ok"), max_tokens=3, seed=1)
+    bad = SampleJob(prompt=np.array([1, 10**6], dtype=np.int64), max_tokens=3)
+    done = dict(batch.admit([(bad, "bad"), (good, "good")]))
+    assert isinstance(done.pop("bad"), EngineUserError)
+    _drain(batch, done)
+    _assert_same(_alone(engine, "base", good), done["good"])
+
+
+def test_streams_see_each_token_and_can_stop_their_row(engine):
+    seen: list[tuple[int, int, int]] = []
+
+    def on_token(index: int, step: int, token: int, logprob: float) -> bool:
+        seen.append((index, step, token))
+        return not (index == 1 and step == 4)  # sample 1 stops after its fifth token
+
+    job = SampleJob(
+        prompt=_prompt("stream"),
+        num_samples=2,
+        max_tokens=10,
+        seed=3,
+        stop_at_eos=False,
+        on_token=on_token,
+    )
+    batch = engine.continuous_sampler("base")
+    got = dict(batch.admit([(job, 0)]))
+    _drain(batch, got)
+    seqs = got[0].sequences
+    assert [len(s.tokens) for s in seqs] == [10, 5]
+    assert [s.stop_reason for s in seqs] == ["length", "stop"]
+    for k, s in enumerate(seqs):
+        assert [t for i, _, t in seen if i == k] == s.tokens.tolist()
+        assert [st for i, st, _ in seen if i == k] == list(range(len(s.tokens)))
+
+
+# --------------------------------------------------------------------------------------------
+# the server's lane
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> FutureRegistry:
+    return FutureRegistry(Store(tmp_path / "db.sqlite"), 3600.0)
+
+
+class _Results:
+    """The lane's ``finish``: keeps each engine outcome by seq id."""
+
+    def __init__(self) -> None:
+        self.by_seq: dict[int, Any] = {}
+
+    def finish(self, seq: int):
+        def f(value: Any) -> Outcome:
+            self.by_seq[seq] = value
+            return Outcome("json", b"{}")
+
+        return f
+
+
+async def _lane(registry, engine, pool, batch_size=64) -> ContinuousLane:
+    return ContinuousLane(
+        "base",
+        registry,
+        pool,
+        engine.sample,
+        engine.continuous_sampler,
+        None,
+        100,
+        batch_size,
+    )
+
+
+def _submit(lane, registry, results, seq, job):
+    rec = registry.create("Sample", sampler_id="base", seq_id=seq)
+    lane.submit(seq, str(seq), rec, job, results.finish(seq))
+    return rec
+
+
+@pytest.mark.asyncio
+async def test_a_request_arriving_mid_decode_finishes_before_the_running_one(engine, registry):
+    """Issue 15's acceptance: the long request is decoding (its hook has seen tokens) when the
+    short one is submitted; the short one is answered while the long one still decodes (it
+    cannot stop before ``release``), with the tokens it samples alone."""
+    decoding, release = threading.Event(), threading.Event()
+    steps_at_short_done: list[int] = []
+    long_steps: list[int] = []
+
+    def on_token(index: int, step: int, token: int, logprob: float) -> bool:
+        long_steps.append(step)
+        if step == 3:
+            decoding.set()
+        return not release.is_set()
+
+    long_job = SampleJob(
+        prompt=_prompt("a long story"),
+        max_tokens=1000,
+        seed=1,
+        stop_at_eos=False,
+        on_token=on_token,
+    )
+    short_job = SampleJob(prompt=_prompt("short"), max_tokens=5, seed=2, temperature=0.8)
+    alone = _alone(engine, "base", short_job)
+    results = _Results()
+    with ThreadPoolExecutor(2) as pool:
+        lane = await _lane(registry, engine, pool)
+        long_rec = _submit(lane, registry, results, 1, long_job)
+        assert await asyncio.to_thread(decoding.wait, 60)
+        short_rec = _submit(lane, registry, results, 2, short_job)
+        await asyncio.wait_for(short_rec.event.wait(), 60)
+        steps_at_short_done.append(len(long_steps))
+        assert short_rec.state == "done"
+        assert not long_rec.finished and lane.depth == 1  # still decoding
+        _assert_same(alone, results.by_seq[2])
+        release.set()
+        await asyncio.wait_for(long_rec.event.wait(), 60)
+        await lane.close("test over")
+    (seq,) = results.by_seq[1].sequences
+    assert seq.stop_reason == "stop"
+    assert steps_at_short_done[0] < len(seq.tokens) < 1000
+    # the short job ran its 4 decode steps beside the long one: a few steps, not a whole batch
+    assert steps_at_short_done[0] <= 4 + 4 + 5
+
+
+@pytest.mark.asyncio
+async def test_a_burst_through_the_lane_equals_each_job_alone(engine, registry):
+    jobs = _jobs()
+    alone = [_alone(engine, "base", j) for j in jobs]
+    results = _Results()
+    with ThreadPoolExecutor(2) as pool:
+        lane = await _lane(registry, engine, pool, batch_size=3)  # more jobs than room
+        recs = [_submit(lane, registry, results, i, j) for i, j in enumerate(jobs)]
+        await asyncio.wait_for(asyncio.gather(*(r.event.wait() for r in recs)), 120)
+        assert lane.depth == 0
+        await lane.close("test over")
+    assert all(r.state == "done" for r in recs)
+    for i in range(len(jobs)):
+        _assert_same(alone[i], results.by_seq[i])
+
+
+@pytest.mark.asyncio
+async def test_bad_jobs_cancelled_jobs_and_close_fail_their_futures(engine, registry):
+    release = threading.Event()
+    running = threading.Event()
+
+    def on_token(index: int, step: int, token: int, logprob: float) -> bool:
+        running.set()
+        return not release.is_set()
+
+    results = _Results()
+    with ThreadPoolExecutor(2) as pool:
+        lane = await _lane(registry, engine, pool)
+        bad = _submit(
+            lane, registry, results, 1, SampleJob(prompt=np.array([5, 10**6]), max_tokens=2)
+        )
+        await asyncio.wait_for(bad.event.wait(), 60)
+        assert bad.state == "failed" and bad.category == "user"
+        long_job = SampleJob(
+            prompt=_prompt("x"), max_tokens=1000, stop_at_eos=False, on_token=on_token
+        )
+        held = _submit(lane, registry, results, 2, long_job)
+        assert await asyncio.to_thread(running.wait, 60)
+        await lane.close("the sampler was released")
+        assert held.state == "failed" and held.error == "the sampler was released"
+        release.set()
+    assert lane.depth == 0
+
+
+def test_a_backend_without_row_caches_is_served_batch_by_batch(engine):
+    class NoRows(type(engine._samplers["base"].base)):
+        new_row_cache = ContinuousBatch.__init__.__globals__["Backend"].new_row_cache
+
+    s = engine._samplers["base"]
+    original = s.base.__class__
+    s.base.__class__ = NoRows
+    try:
+        assert engine.continuous_sampler("base") is None
+    finally:
+        s.base.__class__ = original
+    assert isinstance(engine.continuous_sampler("base"), ContinuousBatch)
+    with pytest.raises(EngineUserError, match="unknown sampler"):
+        engine.continuous_sampler("nope")
