@@ -50,6 +50,7 @@ LAYERS: dict[str, int] = {
     "dropin": 5,  # tinker_actors.install(): `import tinker` served from tinker_actors
     "_layout": 5,  # the official module paths, one alias table
     "launcher": 6,  # tinker-actors exec
+    "bench": 6,  # tinker-actors bench: the load generator (issue 16)
     "_bootstrap": 6,  # the sitecustomize the launcher puts on PYTHONPATH
 }
 
