@@ -27,9 +27,12 @@ def main() -> None:
         training = service.create_lora_training_client(base_model=c.base_model(), rank=8).result()
         # The limits the server announced at start-up (client/config), as the client uses them.
         cfg = service.holder.client_config
-        sizes = [len(chunk) for chunk, _ in chunk_data(
-            data, cfg.fwdbwd_max_chunk_len, cfg.fwdbwd_max_chunk_bytes_count
-        )]
+        sizes = [
+            len(chunk)
+            for chunk, _ in chunk_data(
+                data, cfg.fwdbwd_max_chunk_len, cfg.fwdbwd_max_chunk_bytes_count
+            )
+        ]
         print(f"[info] chunk preview (byte-based): {sizes}")
 
         out = training.forward_backward(data, "cross_entropy").result()

@@ -33,7 +33,9 @@ def download(url: str, dest: Path) -> None:
 
 
 def main() -> None:
-    out_dir = Path(c.env_str("TINKER_OUTPUT_DIR", os.path.join(tempfile.gettempdir(), "tinker_checkpoints")))
+    out_dir = Path(
+        c.env_str("TINKER_OUTPUT_DIR", os.path.join(tempfile.gettempdir(), "tinker_checkpoints"))
+    )
     force = c.env_flag("FORCE", False)
     with tinker.ServiceClient() as service:
         path = os.environ.get("TINKER_CHECKPOINT_PATH") or c.ensure_checkpoint(tinker, service)

@@ -22,7 +22,8 @@ def main() -> None:
     with tinker.ServiceClient() as service:
         training = service.create_lora_training_client(base_model=c.base_model(), rank=8).result()
         *paths, keep = [
-            training.save_state(f"multi-delete-{stamp}-{s}").result().path for s in ("a", "b", "keep")
+            training.save_state(f"multi-delete-{stamp}-{s}").result().path
+            for s in ("a", "b", "keep")
         ]
         for p in (*paths, keep):
             print(f"Saved checkpoint {p}")
@@ -33,10 +34,15 @@ def main() -> None:
 
         proc = c.run_cli("-f", "json", "checkpoint", "delete", *paths, "--yes")
         summary = json.loads(proc.stdout)
-        print(f"Multi-delete summary: deleted={summary['deleted_count']} failed={summary['failed']}")
+        print(
+            f"Multi-delete summary: deleted={summary['deleted_count']} failed={summary['failed']}"
+        )
 
         run_id = paths[0].split("/")[2]
-        left = {ck.tinker_path for ck in tinker.RestClient().list_checkpoints(run_id).result().checkpoints}
+        left = {
+            ck.tinker_path
+            for ck in tinker.RestClient().list_checkpoints(run_id).result().checkpoints
+        }
         print(f"Still listed after delete: {sorted(left & set(paths)) or 'none'}; kept {keep}")
 
 

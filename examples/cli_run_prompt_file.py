@@ -25,14 +25,24 @@ def main() -> None:
         else:
             prompt_file.write_text(c.env_str("TINKER_PROMPT", "Hello from a prompt file"))
         c.run_cli(
-            "sample", "--base-model", c.base_model(), "--prompt-file", str(prompt_file),
-            "--max-tokens", str(c.env_int("TINKER_MAX_TOKENS", 16)), "--json", "--output", str(out_file),
+            "sample",
+            "--base-model",
+            c.base_model(),
+            "--prompt-file",
+            str(prompt_file),
+            "--max-tokens",
+            str(c.env_int("TINKER_MAX_TOKENS", 16)),
+            "--json",
+            "--output",
+            str(out_file),
         )
         print(f"JSON output written to {out_file}")
         result = json.loads(out_file.read_text())
         seq = result["sequences"][0]
-        print(f"Preview: {len(result['sequences'])} sequence(s); first has {len(seq['tokens'])} tokens, "
-              f"stop_reason={seq['stop_reason']}, tokens[:8]={seq['tokens'][:8]}")
+        print(
+            f"Preview: {len(result['sequences'])} sequence(s); first has {len(seq['tokens'])} tokens, "
+            f"stop_reason={seq['stop_reason']}, tokens[:8]={seq['tokens'][:8]}"
+        )
 
 
 if __name__ == "__main__":

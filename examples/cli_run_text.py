@@ -13,11 +13,16 @@ import _common as c
 def main() -> None:
     args = [
         "sample",
-        "--base-model", c.base_model(),
-        "--prompt", c.env_str("TINKER_PROMPT", "Hello from the CLI runner"),
-        "--max-tokens", str(c.env_int("TINKER_MAX_TOKENS", 32)),
-        "--temperature", str(c.env_float("TINKER_TEMPERATURE", 0.7)),
-        "--num-samples", str(c.env_int("TINKER_NUM_SAMPLES", 1)),
+        "--base-model",
+        c.base_model(),
+        "--prompt",
+        c.env_str("TINKER_PROMPT", "Hello from the CLI runner"),
+        "--max-tokens",
+        str(c.env_int("TINKER_MAX_TOKENS", 32)),
+        "--temperature",
+        str(c.env_float("TINKER_TEMPERATURE", 0.7)),
+        "--num-samples",
+        str(c.env_int("TINKER_NUM_SAMPLES", 1)),
     ]
     c.run_cli(*args)  # the API key travels in the environment, never on the command line
 

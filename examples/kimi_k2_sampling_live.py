@@ -26,7 +26,9 @@ def main() -> None:
     if c.is_local():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ref = tokenizers.resolve(model)
-    print(f"Tokenizer: {ref.tokenizer_id} revision={ref.revision} trust_remote_code={ref.trust_remote_code}")
+    print(
+        f"Tokenizer: {ref.tokenizer_id} revision={ref.revision} trust_remote_code={ref.trust_remote_code}"
+    )
     try:
         ids = tokenizers.encode(prompt, model, add_special_tokens=False)
         print(f"Token IDs (first 32): {ids[:32]} ({len(ids)} total)")
@@ -46,9 +48,12 @@ def main() -> None:
             return
         sampler = service.create_sampling_client(base_model=model).result()
         params = tinker.SamplingParams(
-            max_tokens=c.env_int("TINKER_MAX_TOKENS", 32), temperature=c.env_float("TINKER_TEMPERATURE", 0.7)
+            max_tokens=c.env_int("TINKER_MAX_TOKENS", 32),
+            temperature=c.env_float("TINKER_TEMPERATURE", 0.7),
         )
-        res = sampler.sample(tinker.ModelInput.from_ints(ids), c.env_int("TINKER_NUM_SAMPLES", 1), params).result()
+        res = sampler.sample(
+            tinker.ModelInput.from_ints(ids), c.env_int("TINKER_NUM_SAMPLES", 1), params
+        ).result()
         for i, seq in enumerate(res.sequences, 1):
             print(f"Sample {i}: {tokenizers.decode(seq.tokens, model)!r}")
 

@@ -39,7 +39,9 @@ def main() -> None:
         tokenizer = sampler.get_tokenizer()
         ids = tokenizer.encode(prompt, add_special_tokens=False)
         print(f"{model} tokenizer: {len(ids)} ids {ids[:16]}")
-        params = tinker.SamplingParams(max_tokens=c.env_int("TINKER_MAX_TOKENS", 16), temperature=0.7)
+        params = tinker.SamplingParams(
+            max_tokens=c.env_int("TINKER_MAX_TOKENS", 16), temperature=0.7
+        )
         res = sampler.sample(tinker.ModelInput.from_ints(ids), 1, params).result()
         print(f"Decoded first sequence: {tokenizer.decode(res.sequences[0].tokens)!r}")
 

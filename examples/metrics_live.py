@@ -20,9 +20,12 @@ def main() -> None:
         sampler = service.create_sampling_client(base_model=c.base_model()).result()
         ids = sampler.get_tokenizer().encode(prompt, add_special_tokens=False)
         params = tinker.SamplingParams(
-            max_tokens=c.env_int("TINKER_MAX_TOKENS", 32), temperature=c.env_float("TINKER_TEMPERATURE", 0.7)
+            max_tokens=c.env_int("TINKER_MAX_TOKENS", 32),
+            temperature=c.env_float("TINKER_TEMPERATURE", 0.7),
         )
-        res = sampler.sample(tinker.ModelInput.from_ints(ids), c.env_int("TINKER_NUM_SAMPLES", 1), params)
+        res = sampler.sample(
+            tinker.ModelInput.from_ints(ids), c.env_int("TINKER_NUM_SAMPLES", 1), params
+        )
         res.result(timeout=c.env_int("TINKER_SAMPLE_TIMEOUT", 30_000) / 1000)
     metrics.flush()
     snap = metrics.snapshot()
@@ -37,8 +40,10 @@ def main() -> None:
     if not lat or not lat["count"]:
         print("  no data yet")
     else:
-        print(f"  count={lat['count']} mean={lat['mean']:.2f} p50={lat['p50']:.2f} "
-              f"p95={lat['p95']:.2f} p99={lat['p99']:.2f}")
+        print(
+            f"  count={lat['count']} mean={lat['mean']:.2f} p50={lat['p50']:.2f} "
+            f"p95={lat['p95']:.2f} p99={lat['p99']:.2f}"
+        )
     per_route = {k: v for k, v in snap["counters"].items() if k.startswith("requests_total{")}
     print("Requests by route:")
     for name, value in sorted(per_route.items()):

@@ -38,10 +38,16 @@ def main() -> None:
     print(f"[tinker] created session_id={session_id}")
 
     rank = c.env_int("TINKER_LORA_RANK", 8)
-    status, body = c.http("POST", "create_model", {
-        "session_id": session_id, "model_seq_id": 0, "base_model": c.base_model(),
-        "lora_config": {"rank": rank},
-    })
+    status, body = c.http(
+        "POST",
+        "create_model",
+        {
+            "session_id": session_id,
+            "model_seq_id": 0,
+            "base_model": c.base_model(),
+            "lora_config": {"rank": rank},
+        },
+    )
     if status != 200:
         c.fail(f"create_model failed: HTTP {status} {body}")
     model_id = poll(body["request_id"], "create_model")["model_id"]

@@ -26,18 +26,31 @@ def sample_with_image(service: tinker.ServiceClient) -> None:
     served = [m.model_name or "" for m in service.get_server_capabilities().supported_models]
     model = os.environ.get("TINKER_BASE_MODEL") or next((m for m in served if "-VL" in m), None)
     if model is None:
-        c.not_available(f"no vision-capable model is served here ({', '.join(served)}): image sampling skipped")
+        c.not_available(
+            f"no vision-capable model is served here ({', '.join(served)}): image sampling skipped"
+        )
         return
     print(f"Using vision-capable model: {model}")
-    image = Path(c.env_str("TINKER_IMAGE_PATH", str(Path(__file__).with_name("assets") / "vision_sample.png")))
+    image = Path(
+        c.env_str(
+            "TINKER_IMAGE_PATH", str(Path(__file__).with_name("assets") / "vision_sample.png")
+        )
+    )
     expected = os.environ.get("TINKER_IMAGE_EXPECTED_TOKENS")
     sampler = service.create_sampling_client(base_model=model).result()
     tokenizer = sampler.get_tokenizer()
-    prompt = tinker.ModelInput(chunks=[
-        types.EncodedTextChunk(tokens=tokenizer.encode("Describe this image: ", add_special_tokens=False)),
-        types.ImageChunk(data=image.read_bytes(), format="png",
-                         expected_tokens=int(expected) if expected else None),
-    ])
+    prompt = tinker.ModelInput(
+        chunks=[
+            types.EncodedTextChunk(
+                tokens=tokenizer.encode("Describe this image: ", add_special_tokens=False)
+            ),
+            types.ImageChunk(
+                data=image.read_bytes(),
+                format="png",
+                expected_tokens=int(expected) if expected else None,
+            ),
+        ]
+    )
     res = sampler.sample(prompt, 1, tinker.SamplingParams(max_tokens=32)).result()
     print(f"Sampled {len(res.sequences)} sequence(s) with image + text.")
     print(repr(tokenizer.decode(res.sequences[0].tokens)))
@@ -46,7 +59,9 @@ def sample_with_image(service: tinker.ServiceClient) -> None:
 def resume(service: tinker.ServiceClient) -> str:
     cached = Path("tmp/checkpoints/default.path")
     path = os.environ.get("TINKER_CHECKPOINT_PATH") or (
-        cached.read_text().strip() if cached.is_file() else c.ensure_checkpoint(tinker, service, "training")
+        cached.read_text().strip()
+        if cached.is_file()
+        else c.ensure_checkpoint(tinker, service, "training")
     )
     print(f"Restoring weights + optimizer from {path}")
     try:

@@ -17,15 +17,17 @@ import logging
 import sys
 
 import _common as c
+from tinker_actors.lib.api_future_impl import QueueState  # the official module path
 
 import tinker_actors as tinker
 from tinker_actors import events, metrics
-from tinker_actors.lib.api_future_impl import QueueState  # the official module path
 from tinker_actors.types.fwdbwd import estimate_model_input_bytes
 
 
 def main() -> None:
-    logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="[%(levelname)s] %(message)s")
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.WARNING, format="[%(levelname)s] %(message)s"
+    )
     hid = events.attach(
         lambda name, m, md: print(
             f"[queue] state={md.get('queue_state')}, reason={md.get('queue_state_reason')}, "
@@ -44,7 +46,9 @@ def main() -> None:
         prompt = tinker.ModelInput.from_ints(
             sampler.get_tokenizer().encode(prompt_text, add_special_tokens=False)
         )
-        print(f"[info] estimated prompt bytes: {estimate_model_input_bytes(prompt)} ({prompt.length} tokens)")
+        print(
+            f"[info] estimated prompt bytes: {estimate_model_input_bytes(prompt)} ({prompt.length} tokens)"
+        )
 
         burst = c.env_int("TINKER_BURST", 32)
         params = tinker.SamplingParams(max_tokens=8)
@@ -54,9 +58,13 @@ def main() -> None:
 
         results = asyncio.run(run_burst())
         snap = metrics.snapshot()["counters"]
-        print(f"[info] burst of {burst}: 429s={snap.get('requests_429', 0):g} retries={snap.get('retries_total', 0):g}")
+        print(
+            f"[info] burst of {burst}: 429s={snap.get('requests_429', 0):g} retries={snap.get('retries_total', 0):g}"
+        )
         res = sampler.sample(prompt, 2, params).result()
-        print(f"[ok] sample returned {len(res.sequences)} sequence(s) (and {len(results)} in the burst)")
+        print(
+            f"[ok] sample returned {len(res.sequences)} sequence(s) (and {len(results)} in the burst)"
+        )
     events.detach(hid)
 
 

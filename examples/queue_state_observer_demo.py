@@ -40,20 +40,28 @@ def main() -> None:
         else:
             print("[info] Using telemetry events only")
             hid = events.attach(
-                lambda n, m, md: (seen.append(md.get("queue_state")),
-                                  print(f"[telemetry] queue {md.get('queue_state')} ({md.get('queue_state_reason')})")),
+                lambda n, m, md: (
+                    seen.append(md.get("queue_state")),
+                    print(
+                        f"[telemetry] queue {md.get('queue_state')} ({md.get('queue_state_reason')})"
+                    ),
+                ),
                 events.QUEUE_STATE_CHANGE,
             )
 
         print("[step] sampling")
         tok = sampler.get_tokenizer()
         ids = tok.encode("queue state demo", add_special_tokens=False)
-        res = sampler.sample(tinker.ModelInput.from_ints(ids), 2, tinker.SamplingParams(max_tokens=8)).result()
+        res = sampler.sample(
+            tinker.ModelInput.from_ints(ids), 2, tinker.SamplingParams(max_tokens=8)
+        ).result()
         print(f"[success] Got {len(res.sequences)} sample(s)")
 
         print("[step] forward_backward")
         try:
-            out = training.forward_backward([c.text_datum(tinker, tok, "queue state demo")], "cross_entropy").result()
+            out = training.forward_backward(
+                [c.text_datum(tinker, tok, "queue state demo")], "cross_entropy"
+            ).result()
             print(f"[success] forward_backward loss:sum={out.metrics['loss:sum']:.4f}")
         except tinker.RateLimitError as exc:
             print(f"[warning] Training failed (this is expected if rate limited): {exc}")

@@ -31,12 +31,18 @@ def main() -> None:
         recovered.set()
 
     policy = tinker.RecoveryPolicy(
-        poll_interval=0.5, backoff=1.0, max_backoff=10.0, max_attempts=5,
-        on_recovery=on_recovery, on_failure=on_failure,
+        poll_interval=0.5,
+        backoff=1.0,
+        max_backoff=10.0,
+        max_attempts=5,
+        on_recovery=on_recovery,
+        on_failure=on_failure,
     )
     with tinker.ServiceClient() as service:
         training = service.create_lora_training_client(base_model=c.base_model(), rank=8).result()
-        datum = c.text_datum(tinker, training.get_tokenizer(), "the quick brown fox jumps over the lazy dog")
+        datum = c.text_datum(
+            tinker, training.get_tokenizer(), "the quick brown fox jumps over the lazy dog"
+        )
         executor = RecoveryExecutor.start_for(service, max_concurrent=1)
         monitor = RecoveryMonitor.start_for(service, executor)
         monitor.monitor(training, policy)
@@ -52,7 +58,11 @@ def main() -> None:
         print("Injecting a fault: one optim_step with learning_rate=1e30")
         step(1e30)
         loss = step(1e-2)
-        print(f"Next loss: {loss} (the weights are no longer finite)" if math.isnan(loss) else f"Next loss: {loss}")
+        print(
+            f"Next loss: {loss} (the weights are no longer finite)"
+            if math.isnan(loss)
+            else f"Next loss: {loss}"
+        )
         if not recovered.wait(c.env_float("TINKER_RECOVERY_TIMEOUT", 120)):
             c.fail("[error] the corrupted run was not recovered in time")
         if "new" not in seen:

@@ -19,7 +19,9 @@ def main() -> None:
     hid = events.attach(
         lambda name, m, md: print(f"   [event] {name} attempt={md.get('attempt', '-')}"), "recovery"
     )
-    policy = tinker.RecoveryPolicy(backoff=0.1, max_backoff=0.4, max_attempts=3, restore_optimizer=True)
+    policy = tinker.RecoveryPolicy(
+        backoff=0.1, max_backoff=0.4, max_attempts=3, restore_optimizer=True
+    )
     with tinker.ServiceClient() as service:
         training = service.create_lora_training_client(base_model=c.base_model(), rank=8).result()
         datum = c.text_datum(tinker, training.get_tokenizer(), "recovery demo text")
@@ -42,7 +44,9 @@ def main() -> None:
 
         run = tinker.RestClient().get_training_run(training.model_id).result()
         last = run.last_checkpoint.tinker_path if run.last_checkpoint else None
-        print(f"Final run status: run={run.training_run_id} corrupted={run.corrupted} last_checkpoint={last}")
+        print(
+            f"Final run status: run={run.training_run_id} corrupted={run.corrupted} last_checkpoint={last}"
+        )
     events.detach(hid)
 
 

@@ -13,15 +13,15 @@ import contextlib
 import time
 
 import _common as c
+from tinker_actors.lib.retry_handler import RetryConfig, RetryHandler
 
 import tinker_actors as tinker
-from tinker_actors.lib.retry_handler import RetryConfig, RetryHandler
 
 
 def main() -> None:
     base = c.env_float("TINKER_RETRY_BASE_DELAY", 0.2)
     with tinker.ServiceClient() as service:
-        service.holder  # start the session, so it has its reporter
+        _ = service.holder  # start the session, so it has its reporter
         reporter = service.get_telemetry()
         if reporter is not None:
             print("Telemetry reporter started for the session.")
@@ -41,7 +41,9 @@ def main() -> None:
                 raise tinker.InternalServerError("synthetic 500 for retry demo", status_code=500)
             return f"succeeded on attempt {attempts}"
 
-        handler = RetryHandler(RetryConfig(retry_delay_base=base, jitter_factor=0.0), telemetry=reporter)
+        handler = RetryHandler(
+            RetryConfig(retry_delay_base=base, jitter_factor=0.0), telemetry=reporter
+        )
         capture = reporter.capture_exceptions(fatal=True) if reporter else contextlib.nullcontext()
         with capture:
             result = asyncio.run(handler.execute(flaky))

@@ -56,15 +56,22 @@ async def main() -> None:
     adam = tinker.AdamParams(learning_rate=c.env_float("TINKER_RL_LR", 0.02))
 
     service = tinker.ServiceClient()
-    training = await service.create_lora_training_client(base_model=c.base_model(), rank=16, seed=seed)
+    training = await service.create_lora_training_client(
+        base_model=c.base_model(), rank=16, seed=seed
+    )
     tok = training.get_tokenizer()
-    prompts = [tok.encode(f"Q{i}: write a word:", add_special_tokens=False) for i in range(n_prompts)]
+    prompts = [
+        tok.encode(f"Q{i}: write a word:", add_special_tokens=False) for i in range(n_prompts)
+    ]
 
     def request_batch(sampler: tinker.SamplingClient, step: int) -> list[tinker.APIFuture]:
         return [
             sampler.sample(
-                tinker.ModelInput.from_ints(p), group,
-                tinker.SamplingParams(**{**params.model_dump(), "seed": seed * 100_003 + step * 1009 + i}),
+                tinker.ModelInput.from_ints(p),
+                group,
+                tinker.SamplingParams(
+                    **{**params.model_dump(), "seed": seed * 100_003 + step * 1009 + i}
+                ),
             )
             for i, p in enumerate(prompts)
         ]
@@ -88,12 +95,17 @@ async def main() -> None:
         await opt
         sampler = await training.save_weights_and_get_sampling_client()
         history.append(statistics.fmean(rewards))
-        print(f"step {step + 1:3d}/{steps}  mean reward {history[-1]:.3f}  ({len(data)} trajectories)", flush=True)
+        print(
+            f"step {step + 1:3d}/{steps}  mean reward {history[-1]:.3f}  ({len(data)} trajectories)",
+            flush=True,
+        )
     await asyncio.gather(*pending)
 
     q = max(1, steps // 4)
     first, last = statistics.fmean(history[:q]), statistics.fmean(history[-q:])
-    print(f"{steps} steps in {time.perf_counter() - started:.1f}s; mean reward {first:.3f} -> {last:.3f}")
+    print(
+        f"{steps} steps in {time.perf_counter() - started:.1f}s; mean reward {first:.3f} -> {last:.3f}"
+    )
     print(f"RESULT first={first:.4f} last={last:.4f}")
     await service.aclose()
 

@@ -35,11 +35,17 @@ async def main() -> None:
     service = tinker.ServiceClient()
     sampler = await service.create_sampling_client(base_model=c.base_model())
     tok = sampler.get_tokenizer()
-    prompts = [tinker.ModelInput.from_ints(tok.encode(f"request {i}:", add_special_tokens=False)) for i in range(total)]
+    prompts = [
+        tinker.ModelInput.from_ints(tok.encode(f"request {i}:", add_special_tokens=False))
+        for i in range(total)
+    ]
 
     started = time.perf_counter()
     futures = [asyncio.ensure_future(sampler.sample(p, 1, params)) for p in prompts]
-    print(f"{total} requests submitted in {time.perf_counter() - started:.2f}s; waiting for results", flush=True)
+    print(
+        f"{total} requests submitted in {time.perf_counter() - started:.2f}s; waiting for results",
+        flush=True,
+    )
 
     done = failed = tokens = 0
     next_report = 0.1
@@ -62,7 +68,9 @@ async def main() -> None:
             next_report += 0.1
     elapsed = time.perf_counter() - started
     n429 = metrics.snapshot()["counters"].get("requests_429", 0)
-    print(f"{done - failed} samples ({tokens} tokens) in {elapsed:.1f}s: {(done - failed) / elapsed:.0f} samples/s")
+    print(
+        f"{done - failed} samples ({tokens} tokens) in {elapsed:.1f}s: {(done - failed) / elapsed:.0f} samples/s"
+    )
     print(f"RESULT completed={done - failed} failed={failed} tokens={tokens} 429s={n429:g}")
     await service.aclose()
 

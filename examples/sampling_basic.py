@@ -22,7 +22,9 @@ def main() -> None:
     with tinker.ServiceClient() as service:
         sampler = service.create_sampling_client(base_model=model)
         tokenizer = sampler.get_tokenizer()
-        model_input = tinker.ModelInput.from_ints(tokenizer.encode(prompt, add_special_tokens=False))
+        model_input = tinker.ModelInput.from_ints(
+            tokenizer.encode(prompt, add_special_tokens=False)
+        )
         params = tinker.SamplingParams(max_tokens=max_tokens, temperature=temperature)
         print(f"Sampling {num_samples} sequence(s) from {model} ...")
         try:

@@ -24,7 +24,9 @@ def main() -> None:
         tokenizer = sampler.get_tokenizer()
         print("[tokenizer] resolved sampler tokenizer from sampler metadata")
         ids = tokenizer.encode(prompt, add_special_tokens=False)
-        params = tinker.SamplingParams(max_tokens=c.env_int("TINKER_MAX_TOKENS", 32), temperature=0.7)
+        params = tinker.SamplingParams(
+            max_tokens=c.env_int("TINKER_MAX_TOKENS", 32), temperature=0.7
+        )
         res = sampler.sample(tinker.ModelInput.from_ints(ids), 1, params).result()
         print("== SAMPLE ==")
         seq = res.sequences[0]

@@ -78,13 +78,17 @@ def section(n: int, title: str) -> None:
 def show(out: object) -> None:
     for name, r in out.regularizers.items():
         grad = "" if r.grad_norm is None else f" grad_norm={r.grad_norm:.4f}"
-        print(f"   {name:17s} value={r.value:9.4f} weight={r.weight:<6} contribution={r.contribution:.6f}{grad}")
+        print(
+            f"   {name:17s} value={r.value:9.4f} weight={r.weight:<6} contribution={r.contribution:.6f}{grad}"
+        )
 
 
 def main() -> None:
     section(1, "Baseline (no regularizers)")
     base = Pipeline.compute(DATA, LOGPROBS, nll)
-    print(f"   loss_total={base.loss_total:.4f} perplexity={base.base_loss['custom']['perplexity']:.4f}")
+    print(
+        f"   loss_total={base.loss_total:.4f} perplexity={base.base_loss['custom']['perplexity']:.4f}"
+    )
 
     section(2, f"All {len(SPECS)} regularizers, in parallel")
     out = Pipeline.compute(DATA, LOGPROBS, nll, regularizers=SPECS)
@@ -111,7 +115,9 @@ def main() -> None:
         await asyncio.sleep(0.01)
         return logprobs.abs().sum()
 
-    out = Pipeline.compute(DATA, LOGPROBS, nll, regularizers=[RegularizerSpec(slow_l1, 0.1, "async_l1", async_=True)])
+    out = Pipeline.compute(
+        DATA, LOGPROBS, nll, regularizers=[RegularizerSpec(slow_l1, 0.1, "async_l1", async_=True)]
+    )
     show(out)
 
     section(6, "Executor and GradientTracker directly")
@@ -119,7 +125,9 @@ def main() -> None:
     print(f"   execute_one(l1): value={one.value:.4f} grad_norm={one.grad_norm:.4f}")
     outs = Executor.execute_all(SPECS[:3], DATA, LOGPROBS)
     print(f"   execute_all: {[o.name for o in outs]}")
-    print(f"   grad norm of sum(logprobs) = {GradientTracker.compute_grad_norm(torch.sum, LOGPROBS):.4f} (sqrt(10) = {math.sqrt(10):.4f})")
+    print(
+        f"   grad norm of sum(logprobs) = {GradientTracker.compute_grad_norm(torch.sum, LOGPROBS):.4f} (sqrt(10) = {math.sqrt(10):.4f})"
+    )
 
     section(7, "Event log (custom_loss.* and regularizer.* events)")
     hid = telemetry.attach(
@@ -130,7 +138,10 @@ def main() -> None:
     telemetry.detach(hid)
 
     section(8, "JSON")
-    print("   " + json.dumps(Pipeline.compute(DATA, LOGPROBS, nll, regularizers=SPECS[:2]).to_dict())[:300])
+    print(
+        "   "
+        + json.dumps(Pipeline.compute(DATA, LOGPROBS, nll, regularizers=SPECS[:2]).to_dict())[:300]
+    )
 
     section(9, "Errors for bad specs")
     try:
@@ -145,10 +156,17 @@ def main() -> None:
     section(10, "A module-style regularizer (an object with compute)")
 
     class MeanAbs:
-        def compute(self, data: object, logprobs: torch.Tensor, opts: dict) -> tuple[torch.Tensor, dict]:
+        def compute(
+            self, data: object, logprobs: torch.Tensor, opts: dict
+        ) -> tuple[torch.Tensor, dict]:
             return logprobs.abs().mean(), {"scale": opts.get("scale", 1)}
 
-    out = Pipeline.compute(DATA, LOGPROBS, nll, regularizers=[RegularizerSpec(MeanAbs, 0.5, "mean_abs", opts={"scale": 2})])
+    out = Pipeline.compute(
+        DATA,
+        LOGPROBS,
+        nll,
+        regularizers=[RegularizerSpec(MeanAbs, 0.5, "mean_abs", opts={"scale": 2})],
+    )
     show(out)
     print("\nDone: every regularizer ran offline.")
 

@@ -30,12 +30,16 @@ def main() -> None:
             reporter.log("example.start", {"prompt_chars": len(prompt)})
         tokenizer = sampler.get_tokenizer()
         ids = tokenizer.encode(prompt, add_special_tokens=False)
-        res = sampler.sample(tinker.ModelInput.from_ints(ids), 1, tinker.SamplingParams(max_tokens=16)).result()
+        res = sampler.sample(
+            tinker.ModelInput.from_ints(ids), 1, tinker.SamplingParams(max_tokens=16)
+        ).result()
         print(f"Sampled sequences: {[tokenizer.decode(s.tokens) for s in res.sequences]!r}")
         if reporter is not None:
             reporter.log("example.complete", {"sequences": len(res.sequences)})
             drained = reporter.wait_until_drained(10)
-            print(f"Flushed telemetry (drained={drained}, {reporter.snapshot()['flushed']} events sent); detach logger and exit.")
+            print(
+                f"Flushed telemetry (drained={drained}, {reporter.snapshot()['flushed']} events sent); detach logger and exit."
+            )
     telemetry.detach(handler_id)
 
 

@@ -41,10 +41,14 @@ def main() -> None:
         print("3) Logged a non-fatal exception")
 
         ids = sampler.get_tokenizer().encode(prompt, add_special_tokens=False)
-        res = sampler.sample(tinker.ModelInput.from_ints(ids), 1, tinker.SamplingParams(max_tokens=8)).result()
+        res = sampler.sample(
+            tinker.ModelInput.from_ints(ids), 1, tinker.SamplingParams(max_tokens=8)
+        ).result()
         reporter.log("demo.sampling_complete", {"tokens": len(res.sequences[0].tokens)})
         sent.append("demo.sampling_complete")
-        print(f"4) Sampled {len(res.sequences[0].tokens)} tokens; drained={reporter.wait_until_drained(10)}")
+        print(
+            f"4) Sampled {len(res.sequences[0].tokens)} tokens; drained={reporter.wait_until_drained(10)}"
+        )
 
         for i in range(5):
             reporter.log("demo.batch_event", {"i": i})
@@ -54,7 +58,9 @@ def main() -> None:
         print(f"6) Counters before close: {reporter.snapshot()}")
     # Closing the ServiceClient stops the reporter: SESSION_END, then a final flush.
     snap = reporter.snapshot()
-    print(f"7) Session closed: session_ended={snap['session_ended']} flushed={snap['flushed']}/{snap['pushed']}")
+    print(
+        f"7) Session closed: session_ended={snap['session_ended']} flushed={snap['flushed']}/{snap['pushed']}"
+    )
     print("Summary: events sent: " + ", ".join(sent) + ", SESSION_START, SESSION_END")
 
 

@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 
 import _common as c
@@ -45,10 +44,27 @@ class ServerProcess:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tinker_actors", "serve", "--port", str(self.port),
-             "--data-dir", self.data_dir, "--engine", self.engine, "--api-key", KEY,
-             "--stats", "--quiet", "--long-poll", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tinker_actors",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                self.data_dir,
+                "--engine",
+                self.engine,
+                "--api-key",
+                KEY,
+                "--stats",
+                "--quiet",
+                "--long-poll",
+                "2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         assert self.proc.stdout is not None
         for line in self.proc.stdout:  # it prints TINKER_BASE_URL=... once it serves
@@ -67,7 +83,9 @@ class ServerProcess:
             self.proc.wait(30)
 
     def optimizer_steps(self, model_id: str) -> int:
-        req = urllib.request.Request(f"{self.base_url}/api/v1/_local/stats", headers={"X-API-Key": KEY})
+        req = urllib.request.Request(
+            f"{self.base_url}/api/v1/_local/stats", headers={"X-API-Key": KEY}
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             return int(json.load(resp)["models"][model_id]["optimizer_steps"])
 
@@ -85,8 +103,12 @@ def main() -> None:
             service = tinker.ServiceClient(
                 base_url=server.base_url, api_key=KEY, recovery_policy=tinker.RecoveryPolicy()
             )
-            training = service.create_lora_training_client(base_model=c.base_model(), rank=8, seed=0).result()
-            datum = c.text_datum(tinker, training.get_tokenizer(), "the quick brown fox jumps over the lazy dog")
+            training = service.create_lora_training_client(
+                base_model=c.base_model(), rank=8, seed=0
+            ).result()
+            datum = c.text_datum(
+                tinker, training.get_tokenizer(), "the quick brown fox jumps over the lazy dog"
+            )
             models, ok, failed = {training.model_id}, 0, 0
             kill_before = steps // 2 + save_every // 2 + 1  # mid-interval: steps to replay
             for step in range(1, steps + 1):
@@ -108,10 +130,17 @@ def main() -> None:
                 models.add(training.model_id)
                 if step % save_every == 0:
                     training.save_state(f"step-{step}").result()
-                print(f"step {step:3d}/{steps}  loss {loss:8.3f}  model {training.model_id}", flush=True)
+                print(
+                    f"step {step:3d}/{steps}  loss {loss:8.3f}  model {training.model_id}",
+                    flush=True,
+                )
             server_steps = server.optimizer_steps(training.model_id)
-            print(f"the server applied {server_steps} steps to the rebuilt model; the loop was told {ok} succeeded")
-            print(f"RESULT steps={steps} ok={ok} failed={failed} server_steps={server_steps} models={len(models)}")
+            print(
+                f"the server applied {server_steps} steps to the rebuilt model; the loop was told {ok} succeeded"
+            )
+            print(
+                f"RESULT steps={steps} ok={ok} failed={failed} server_steps={server_steps} models={len(models)}"
+            )
             service.close("success").result()
         finally:
             server.stop()

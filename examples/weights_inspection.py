@@ -27,11 +27,15 @@ def main() -> None:
         rest = tinker.RestClient()
 
         print("--- Training Runs ---")
-        for run in rest.list_training_runs(limit=5, access_scope="accessible").result().training_runs:
+        for run in (
+            rest.list_training_runs(limit=5, access_scope="accessible").result().training_runs
+        ):
             last = run.last_checkpoint.tinker_path if run.last_checkpoint else None
             print(f"{run.training_run_id}")
             print(f"  Base Model: {run.base_model}  Is LoRA: {run.is_lora}  Rank: {run.lora_rank}")
-            print(f"  Corrupted: {run.corrupted}  Last Checkpoint: {last}  Owner: {run.model_owner}")
+            print(
+                f"  Corrupted: {run.corrupted}  Last Checkpoint: {last}  Owner: {run.model_owner}"
+            )
 
         run_id = os.environ.get("TINKER_RUN_ID") or path.split("/")[2]
         run = rest.get_training_run(run_id).result()
@@ -44,7 +48,9 @@ def main() -> None:
 
         print("--- Weights Info ---")
         info = rest.get_weights_info_by_tinker_path(path).result()
-        print(f"{path}: base_model={info.base_model} is_lora={info.is_lora} lora_rank={info.lora_rank}")
+        print(
+            f"{path}: base_model={info.base_model} is_lora={info.is_lora} lora_rank={info.lora_rank}"
+        )
 
         print("--- Archive URL ---")
         url = c.archive_url(tinker, rest, path)
@@ -57,7 +63,9 @@ def main() -> None:
             sampler_id = samplers[0] if samplers else None
         if sampler_id:
             sampler = rest.get_sampler(sampler_id).result()
-            print(f"{sampler.sampler_id}: base_model={sampler.base_model} model_path={sampler.model_path}")
+            print(
+                f"{sampler.sampler_id}: base_model={sampler.base_model} model_path={sampler.model_path}"
+            )
         else:
             print("(no sampler in this session)")
 

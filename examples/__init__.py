@@ -1,0 +1,1 @@
+"""Runnable examples; each script is run directly (``python examples/<name>.py``)."""
