@@ -19,6 +19,7 @@ import tinker_actors as tinker
 from tinker_actors import errors, types
 from tinker_actors.server import LocalServer
 from tinker_actors.server.engine import torch_engine
+from tinker_actors.server.engine.sampling import ContinuousBatch
 from tinker_actors.streaming import SampleStreamChunk, parse_sse
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +28,8 @@ PROMPT = types.ModelInput.from_ints(list(b"hello world"))
 
 
 class DecodeProbe:
-    """Wraps the engine's decode: sees every token it hands over, and when it finishes."""
+    """Wraps the engine's decode (batch by batch or continuous): sees every token it hands
+    over, and when it finishes."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.tokens = 0
@@ -50,6 +52,28 @@ class DecodeProbe:
                     self.finished.set()
 
         monkeypatch.setattr(torch_engine, "sample_batch", sample_batch)
+
+        # the server's continuous batching decodes through ContinuousBatch instead
+        streamed: set[int] = set()
+        real_admit, real_step = ContinuousBatch.admit, ContinuousBatch.step
+
+        def seen(done: list[Any]) -> list[Any]:
+            if any(id(handle) in streamed for handle, _ in done):
+                self.finished.set()
+            return done
+
+        def admit(batch: Any, items: list[Any]) -> list[Any]:
+            streamed.update(id(h) for j, h in items if j.on_token is not None)
+            wrapped = [
+                (dataclasses.replace(j, on_token=self._wrap(j.on_token)), h)
+                if j.on_token is not None
+                else (j, h)
+                for j, h in items
+            ]
+            return seen(real_admit(batch, wrapped))
+
+        monkeypatch.setattr(ContinuousBatch, "admit", admit)
+        monkeypatch.setattr(ContinuousBatch, "step", lambda batch: seen(real_step(batch)))
 
     def _wrap(self, inner: Any) -> Any:
         def on_token(index: int, step: int, token_id: int, logprob: float) -> bool:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,11 +21,237 @@ from tinker_actors.server.checkpoints import Checkpoints
 from tinker_actors.server.context import Context, implicit_session, session_of
 from tinker_actors.server.engine.base import EngineUserError, SampleJob
 from tinker_actors.server.errors import HttpError, bad_request, conflict, gone, not_found
-from tinker_actors.server.futures import FutureRecord, Outcome
-from tinker_actors.server.scheduler import SamplerLane
+from tinker_actors.server.futures import FutureRecord, FutureRegistry, Outcome
+from tinker_actors.server.scheduler import (
+    SEEN_WINDOW,
+    SamplerLane,
+    _Job,
+    _run_finish,
+    _SampleItem,
+)
 from tinker_actors.server.sessions import Sessions
 from tinker_actors.server.store import SamplerRow, SessionRow
 from tinker_actors.server.users import caller
+from tinker_actors.telemetry import get_logger
+
+log = get_logger("tinker_actors.server")
+
+
+# A runner gives its pool thread back this often (and queues itself again), so samplers that
+# never go idle do not starve the others (or create_sampling_session) of the sampling pool.
+RUNNER_SLICE_S = 0.25
+
+
+class ContinuousLane(SamplerLane):
+    """A sampler lane that batches continuously: a job joins the running decode at its next
+    step (``ContinuousBatch.admit`` prefills it between two steps), and a job's result is
+    delivered the moment its last sequence finishes, not when the batch ends.
+
+    A runner on the sampling pool owns the engine's batch: it admits what the lane queued (up
+    to ``batch_size`` jobs decoding at once), decodes a step, posts finished jobs to the loop,
+    and repeats until nothing is queued or decoding. It hands its thread back every
+    ``RUNNER_SLICE_S`` (queueing itself again). With nothing to batch against, it needs no
+    burst window: the first job of a burst starts at once and the rest join a step later.
+    An engine that answers ``continuous_sampler`` with None (a Hugging Face backend) is served
+    batch by batch through ``engine.sample``, as by ``SamplerLane``.
+    """
+
+    def __init__(
+        self,
+        sampler_id: str,
+        registry: FutureRegistry,
+        pool: ThreadPoolExecutor,
+        sample_fn: Callable[[str, list[SampleJob]], list[Any]],
+        continuous_fn: Callable[[str], Any],
+        prepare: Callable[[], None] | None,
+        max_depth: int,
+        batch_size: int,
+    ) -> None:
+        super().__init__(sampler_id, registry, pool, sample_fn, prepare, max_depth, batch_size)
+        self._continuous_fn = continuous_fn
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._inbox: deque[_SampleItem] = deque()  # guarded by _lock
+        self._running = False  # a runner is queued or running; guarded by _lock
+        self._closed = False
+        self._items: dict[int, _SampleItem] = {}  # submitted, not answered (loop thread)
+        self._batch: Any = None  # the runner's (runner thread only)
+
+    async def _run(self) -> None:
+        return  # the runners do the work
+
+    @property
+    def depth(self) -> int:
+        return len(self._items)
+
+    def submit(
+        self,
+        seq_id: int | None,
+        digest: str,
+        rec: FutureRecord,
+        job: SampleJob,
+        finish: Callable[[Any], Outcome],
+    ) -> None:
+        if seq_id is not None:
+            self._remember(seq_id, digest, rec.request_id)
+        item = _SampleItem(rec, job, finish)
+        self._items[id(item)] = item
+        with self._lock:
+            self._inbox.append(item)
+            start = not self._running
+            self._running = True
+        if start:
+            self._spawn()
+
+    def _remember(self, seq_id: int, digest: str, request_id: str) -> None:
+        self._seen[seq_id] = (digest, request_id)
+        if len(self._seen) > 4 * SEEN_WINDOW:
+            for old in list(self._seen)[: len(self._seen) - SEEN_WINDOW]:
+                del self._seen[old]
+
+    # the runner (a sampling pool thread) ----------------------------------------------------
+    def _take(self, batch: Any) -> list[_SampleItem] | None:
+        """What may join ``batch`` now (up to ``batch_size`` jobs decoding); None when there is
+        nothing to do: the lane is then idle (the next submit starts a runner) and the batch
+        is dropped, so an idle sampler holds no cache and no weights."""
+        with self._lock:
+            if not self._inbox and not batch.jobs:
+                self._running = False
+                self._batch = None
+                return None
+            out = []
+            while self._inbox and len(out) + batch.jobs < self._batch_size:
+                out.append(self._inbox.popleft())
+            return out
+
+    def _runner(self) -> None:
+        deadline = time.monotonic() + RUNNER_SLICE_S
+        taken: list[_SampleItem] = []
+        try:
+            if self._prepare is not None:
+                self._prepare()
+                self._prepare = None
+            if self._batch is None:
+                self._batch = self._continuous_fn(self.sampler_id) or _BatchByBatch(
+                    self._sample_fn, self.sampler_id
+                )
+            batch = self._batch
+            while not self._closed:
+                taken = self._take(batch)
+                if taken is None:
+                    return
+                done: list[tuple[Any, Any]] = []
+                fresh = []
+                for item in taken:
+                    if item.rec.cancelled:
+                        done.append((item, _Failure("cancelled by the client", "user")))
+                    else:
+                        fresh.append((item.job, item))
+                if fresh:
+                    done += batch.admit(fresh)
+                taken = []
+                if batch.jobs:
+                    done += batch.step()
+                if done:
+                    self._post(done)
+                if time.monotonic() > deadline and not self._closed:
+                    self._spawn()
+                    return
+            self._abort("the local server stopped before sampling", "server", [], everything=True)
+        except EngineUserError as exc:  # the lazy load of the sampler's weights
+            self._abort(str(exc), "user", taken, everything=True)
+        except Exception as exc:
+            log.exception("sample_error", sampler_id=self.sampler_id)
+            self._abort(f"engine error: {type(exc).__name__}: {exc}", "server", taken)
+
+    def _abort(
+        self, message: str, category: str, taken: list[_SampleItem], everything: bool = False
+    ) -> None:
+        """Fails what the runner holds (and, with ``everything``, what is queued); a runner
+        starts again for what stays queued, so the lane stays usable."""
+        batch, self._batch = self._batch, None
+        items = list(taken) + (batch.abort() if batch is not None else [])
+        with self._lock:
+            if everything:
+                items += list(self._inbox)
+                self._inbox.clear()
+            restart = bool(self._inbox) and not self._closed
+            self._running = restart
+        self._post([(item, _Failure(message, category)) for item in items])
+        if restart:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        """Queues a runner on the pool (refused once the server shut it down: then the lane
+        is as closed, and what it holds fails)."""
+        try:
+            self._pool.submit(self._runner)
+        except RuntimeError:
+            self._closed = True
+            self._abort("the local server stopped before sampling", "server", [], True)
+
+    def _post(self, done: list[tuple[Any, Any]]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, done)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            self._closed = True
+
+    # back on the loop ----------------------------------------------------------------------
+    def _deliver(self, done: list[tuple[Any, Any]]) -> None:
+        for item, result in done:
+            if self._items.pop(id(item), None) is None:
+                continue  # answered already (the lane closed)
+            if isinstance(result, _Failure):
+                self._registry.fail(item.rec, result.message, result.category)
+            elif isinstance(result, EngineUserError):
+                self._registry.fail(item.rec, str(result), "user")
+            else:
+                _run_finish(self._registry, _Job(item.rec, _no_work, item.finish), result)
+
+    async def close(self, reason: str) -> None:
+        self._closed = True
+        with self._lock:
+            self._inbox.clear()
+        items, self._items = list(self._items.values()), {}
+        for item in items:
+            self._registry.fail(item.rec, reason)
+        await super().close(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    message: str
+    category: str
+
+
+def _no_work() -> None:
+    return None
+
+
+class _BatchByBatch:
+    """``ContinuousBatch``'s interface over ``engine.sample``: a backend that cannot join
+    rows into a running decode gets each admission as one whole batch."""
+
+    jobs = 0
+
+    def __init__(self, sample_fn: Callable[[str, list[SampleJob]], list[Any]], sid: str) -> None:
+        self._fn, self._sid = sample_fn, sid
+
+    def admit(self, items: list[tuple[SampleJob, Any]]) -> list[tuple[Any, Any]]:
+        try:
+            results = self._fn(self._sid, [job for job, _ in items])
+        except EngineUserError as exc:
+            return [(handle, exc) for _, handle in items]
+        if len(results) != len(items):
+            failure = _Failure("engine returned the wrong number of results", "server")
+            return [(handle, failure) for _, handle in items]
+        return [(handle, r) for (_, handle), r in zip(items, results, strict=True)]
+
+    def step(self) -> list[tuple[Any, Any]]:
+        return []
+
+    def abort(self) -> list[Any]:
+        return []
 
 
 @dataclass(slots=True)
@@ -94,6 +321,20 @@ class Sampling:
         # A benchmark engine answers at once: it has nothing to batch, so waiting for a burst
         # would only add latency to what the benchmarks measure.
         wait = not getattr(self.ctx.engine, "benchmark", False)
+        continuous = getattr(self.ctx.engine, "continuous_sampler", None)
+        if continuous is not None and self.ctx.config.sample_batch_size > 1:
+            lane: SamplerLane = ContinuousLane(
+                sampler_id,
+                self.ctx.registry,
+                self.pool,
+                self.ctx.engine.sample,
+                continuous,
+                prepare,
+                self.ctx.config.sample_queue_depth,
+                self.ctx.config.sample_batch_size,
+            )
+            self.lanes[sampler_id] = lane
+            return lane
         lane = SamplerLane(
             sampler_id,
             self.ctx.registry,
