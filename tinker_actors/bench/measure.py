@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,7 +67,8 @@ class EventTally:
         "future",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self.http_status: Counter[str] = Counter()
         self.http_exceptions: Counter[str] = Counter()
@@ -76,7 +77,7 @@ class EventTally:
         # request_id -> (since, waiting) of its last state; closed spans add to waited
         self._open: dict[str, tuple[float, bool]] = {}
         self.queue_wait_s = 0.0
-        self.queue_wait_by_type: Counter[str] = Counter()
+        self.queue_wait_by_type: dict[str, float] = {}
         self._types: dict[str, str] = {}
         self._hid: str | None = None
 
@@ -89,7 +90,7 @@ class EventTally:
             events.detach(self._hid)
             self._hid = None
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             for rid in list(self._open):
                 self._close(rid, now)
 
@@ -97,10 +98,13 @@ class EventTally:
         since, waiting = self._open.pop(rid)
         if waiting:
             self.queue_wait_s += now - since
-            self.queue_wait_by_type[self._types.get(rid) or "unknown"] += now - since
+            kind = self._types.get(rid) or "unknown"
+            self.queue_wait_by_type[kind] = self.queue_wait_by_type.get(kind, 0.0) + now - since
 
-    def _on_event(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
-        now = time.monotonic()
+    def _on_event(
+        self, name: str, measurements: Mapping[str, Any], metadata: Mapping[str, Any]
+    ) -> None:
+        now = self._clock()
         with self._lock:
             if name == events.HTTP_STOP:
                 self.http_status[str(measurements.get("status"))] += 1
