@@ -181,7 +181,7 @@ _OTHER_MODULES: dict[str, dict[str, str]] = {
     "lib.public_interfaces.admin_client": _pick(_CLIENTS, "AdminClient"),
     "lib.public_interfaces.api_future": _pick(_CLIENTS, "APIFuture AwaitableConcurrentFuture"),
     "lib.public_interfaces.backcompat_client_future": {
-        "BackcompatClientFuture": "tinker_actors.clients.training:ClientFuture",
+        "BackcompatClientFuture": "tinker_actors.clients.backcompat:BackcompatClientFuture",
     },
     "lib.public_interfaces.backcompat_sampling_client_future": _pick(
         _CLIENTS, "BackcompatSamplingClientFuture"
