@@ -201,7 +201,7 @@ def test_train_steps_and_tokens_add_up(local_server: Any, tmp_path: Path) -> Non
     [
         (["sample", "-c", "2", "-r", "5"], "not both"),
         (["sample", "-c", "0"], "must be positive"),
-        (["sample", "-c", "two"], "is not a int"),
+        (["sample", "-c", "two"], "is not a whole number"),
         (["sample", "-c", "2,2"], "repeats a value"),
         (["sample", "-r", "inf"], "must be positive and finite"),
         (["sample", "--prompt-len", "uniform:5"], "uniform takes 2 parameter(s)"),
@@ -300,3 +300,20 @@ def test_queue_wait_comes_from_queue_state_events() -> None:
     assert snap["queue_wait_s"] == pytest.approx(2.0 + 1.5)
     assert snap["queue_state_changes"] == {"paused_rate_limit": 1, "active": 2}
     assert snap["http_429"] == 1 and snap["retries"] == 1
+
+
+def test_root_help_does_not_import_bench_and_the_module_runs() -> None:
+    import subprocess
+
+    code = (
+        "import sys\nfrom tinker_actors.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('LOADED' if 'tinker_actors.bench.cli' in sys.modules else 'LAZY')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "bench" in out.stdout and out.stdout.strip().endswith("LAZY"), out
+    out = subprocess.run(
+        [sys.executable, "-m", "tinker_actors.bench", "sample", "-c", "x"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and "is not a whole number" in out.stderr, out

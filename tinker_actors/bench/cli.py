@@ -50,7 +50,10 @@ class _List(click.ParamType):
                 v = self.kind(part)
             except ValueError:
                 self.fail(
-                    f"{part!r} is not a {self.kind.__name__} (use a list like 1,16,64)", param, ctx
+                    f"{part!r} is not a {'whole ' if self.kind is int else ''}number "
+                    "(use a list like 1,16,64)",
+                    param,
+                    ctx,
                 )
             if not (v > 0 and math.isfinite(v)):
                 self.fail(f"{part!r} must be positive and finite", param, ctx)
