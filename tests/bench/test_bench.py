@@ -317,3 +317,30 @@ def test_root_help_does_not_import_bench_and_the_module_runs() -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 2 and "is not a whole number" in out.stderr, out
+
+
+@pytest.mark.parametrize("load", [["-c", "2"], ["-r", "300", "--max-concurrency", "2"]])
+def test_duration_bounded_points_still_add_up(
+    local_server: Any, tmp_path: Path, load: list[str]
+) -> None:
+    doc = run_json(local_server, tmp_path, "--duration", "0.3", *load)
+    (point,) = doc["results"]
+    check_counts(point)
+    assert point["num_requests"] >= 1 and asample_count(local_server) == point["num_requests"]
+    assert point["max_concurrent_requests"] <= 2
+
+
+def test_model_path_samples_from_a_checkpoint(local_server: Any, tmp_path: Path) -> None:
+    import tinker_actors as tinker
+
+    service = tinker.ServiceClient(base_url=local_server.base_url, api_key=local_server.api_key)
+    try:
+        training = service.create_lora_training_client(base_model=MODEL, rank=4).result()
+        path = training.save_weights_for_sampler("bench").result().path
+    finally:
+        service.close().result()
+    out = tmp_path / "ckpt.json"
+    r = bench(local_server, "sample", "--model-path", path, "-n", "4", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc["config"]["model_path"] == path and doc["results"][0]["completed"] == 4
