@@ -204,7 +204,10 @@ def forward_rows(
     emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [N, 1, D]
     cos, sin = emb.cos(), emb.sin()
     x = module.model.embed_tokens(flat_ids)  # [N, d]
-    rows = torch.arange(b, device=dev)
+    # where each decode row's new key goes in a layer's cache viewed as [rows * H * L, D]
+    heads = torch.arange(nkv, device=dev)[None] * cache.max_len
+    flat = (torch.arange(b, device=dev) * (nkv * cache.max_len))[:, None] + heads
+    flat = (flat + positions[:, None]).reshape(-1)
     mask = key_mask[:, None, None, :]
     gqa = nh != nkv
     for i, layer in enumerate(module.model.layers):
@@ -218,8 +221,8 @@ def forward_rows(
         outs = []
         if b:
             kc, vc = cache.k[i], cache.v[i]
-            kc[rows, :, positions] = k[:b]
-            vc[rows, :, positions] = v[:b]
+            kc.view(-1, hd).index_copy_(0, flat, k[:b].reshape(-1, hd))
+            vc.view(-1, hd).index_copy_(0, flat, v[:b].reshape(-1, hd))
             keys = key_mask.shape[1]
             o = F.scaled_dot_product_attention(
                 q[:b, :, None],
