@@ -241,7 +241,7 @@ def document(
         "schema": SCHEMA_ID,
         "kind": kind,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": ["tinker-actors", "bench", *sys.argv[1:]] if sys.argv else [],
+        "command": [os.path.basename(sys.argv[0]), *sys.argv[1:]] if sys.argv else [],
         "config": config,
         "endpoint": run["endpoint"],
         "model": run.get("model"),
