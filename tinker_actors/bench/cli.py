@@ -356,7 +356,19 @@ def _execute(kind: str, target: Any, cfg: Any, runner: Any, opts: dict[str, Any]
     from tinker_actors.cli.core import CliError, cli_context, handle_errors
 
     progress = report.live_progress("req" if kind == "sample" else "step")
-    run = handle_errors(lambda: asyncio.run(runner(target, cfg, progress)))()
+
+    def go() -> Any:
+        from tinker_actors.errors import APIConnectionError
+
+        try:
+            return asyncio.run(runner(target, cfg, progress))
+        except APIConnectionError as exc:
+            raise CliError(
+                f"Connection failed: could not reach {target.base_url}",
+                f"Is the server running? Check --base-url / TINKER_BASE_URL.\nDetails: {exc}",
+            ) from exc
+
+    run = handle_errors(go)()
     doc = report.document(kind, cfg.as_json(), run, load_client(target.client))
     if opts["json_path"]:
         Path(opts["json_path"]).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")

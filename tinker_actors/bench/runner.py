@@ -197,6 +197,7 @@ async def run_sample(
                 point["server_requests"] = _delta(before, _server_counts(ep))
                 results.append(point)
         finally:
+            progress.stop()  # idempotent: a point cut short leaves no live display behind
             await driver.close()
     ep.pop("server", None)
     ep.pop("api_key", None)  # never into the report
@@ -407,6 +408,7 @@ async def run_train(
                 point["server_requests"] = _delta(before, _server_counts(ep))
                 results.append(point)
         finally:
+            progress.stop()  # idempotent: a point cut short leaves no live display behind
             await driver.close()
     ep.pop("server", None)
     ep.pop("api_key", None)
