@@ -344,3 +344,25 @@ def test_model_path_samples_from_a_checkpoint(local_server: Any, tmp_path: Path)
     assert r.exit_code == 0, r.output
     doc = json.loads(out.read_text())
     assert doc["config"]["model_path"] == path and doc["results"][0]["completed"] == 4
+
+
+def test_plot_command_overlays_runs(local_server: Any, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    docs = []
+    for client in ("tinker_actors", "official"):
+        out = tmp_path / f"{client}.json"
+        r = bench(local_server, "sample", "--client", client, "-c", "1,2", "-n", "2",
+                  "--json", str(out))  # fmt: skip
+        assert r.exit_code == 0, r.output
+        docs.append(str(out))
+    png = tmp_path / "cmp.png"
+    r = bench(local_server, "plot", *docs, "-o", str(png))
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    train = tmp_path / "train.json"
+    assert bench(local_server, "train", "-n", "1", "--json", str(train)).exit_code == 0
+    r = bench(local_server, "plot", docs[0], str(train), "-o", str(tmp_path / "x.png"))
+    assert r.exit_code == 2 and "cannot share axes" in r.output
+    (tmp_path / "junk.json").write_text("{}")
+    r = bench(local_server, "plot", str(tmp_path / "junk.json"), "-o", str(tmp_path / "y.png"))
+    assert r.exit_code == 2 and "not a tinker-actors-bench/1 document" in r.output

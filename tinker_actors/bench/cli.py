@@ -323,6 +323,41 @@ def train(**opts: Any) -> int:
     return _execute("train", target, cfg, run_train, opts)
 
 
+@cli.command(name="plot", context_settings=_CONTEXT)
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    required=True,
+    help="The image to write (PNG, SVG, PDF: by its extension).",
+)
+def plot_cmd(runs: tuple[str, ...], output: str) -> int:
+    """Plot the --json documents of one or more runs on shared axes (say, the same sweep
+    through tinker_actors and through --client official)."""
+    from tinker_actors.bench import report
+
+    try:
+        report.check_plot_support()
+    except ImportError as exc:
+        raise click.UsageError(str(exc)) from None
+    docs = []
+    for path in runs:
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(f"{path}: not a JSON document ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("schema") != report.SCHEMA_ID:
+            raise click.BadParameter(f"{path}: not a {report.SCHEMA_ID} document (bench --json)")
+        docs.append(doc)
+    try:
+        report.plot(docs, output)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"wrote {output}", err=True)
+    return 0
+
+
 # ------------------------------------------------------------------------------ shared
 def _target(opts: dict[str, Any]) -> Any:
     from tinker_actors.bench.drivers import DriverError, load_client

@@ -431,51 +431,95 @@ def check_plot_support() -> None:
         raise ImportError(PLOT_HINT) from exc
 
 
-def plot(doc: dict[str, Any], path: str) -> None:
-    """Latency percentiles (and throughput) against concurrency, request rate or depth."""
+def _axis(doc: dict[str, Any]) -> tuple[list[float], str, list[str], str, str]:
+    points = doc["results"]
+    if doc["kind"] == "sample":
+        open_loop = points[0]["mode"] == "open"
+        xs = [p["request_rate"] if open_loop else p["max_concurrency"] for p in points]
+        xlabel = "request rate (req/s)" if open_loop else "concurrency"
+        metrics = ["e2el"] + (["ttft", "itl"] if doc["config"].get("stream") else [])
+        return xs, xlabel, metrics, "output_throughput", "output tokens/s"
+    return [p["depth"] for p in points], "pipeline depth", ["step"], "tokens_per_s", "tokens/s"
+
+
+def plot(doc: dict[str, Any] | list[dict[str, Any]], path: str) -> None:
+    """Latency percentiles (and throughput) against concurrency, request rate or depth.
+
+    Several documents of the same kind and sweep axis (say, the same sweep through
+    ``--client official``) share the axes: one line style per document.
+    """
     check_plot_support()
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = doc["results"]
-    pcts = doc["config"].get("percentiles") or [50, 90, 99]
-    if doc["kind"] == "sample":
-        open_loop = points[0]["mode"] == "open"
-        xs = [p["request_rate"] if open_loop else p["max_concurrency"] for p in points]
-        xlabel = "request rate (req/s)" if open_loop else "concurrency"
-        metrics = ["e2el"] + (["ttft", "itl"] if doc["config"].get("stream") else [])
-        thr_key, thr_label = "output_throughput", "output tokens/s"
-    else:
-        xs = [p["depth"] for p in points]
-        xlabel = "pipeline depth"
-        metrics = ["step"]
-        thr_key, thr_label = "tokens_per_s", "tokens/s"
+    docs = doc if isinstance(doc, list) else [doc]
+    if not docs:
+        raise ValueError("nothing to plot")
+    first = docs[0]
+    _, xlabel, metrics, thr_key, thr_label = _axis(first)
+    for other in docs[1:]:
+        if other["kind"] != first["kind"] or _axis(other)[1] != xlabel:
+            raise ValueError(
+                f"cannot share axes: a {other['kind']} run against {_axis(other)[1]} "
+                f"and a {first['kind']} run against {xlabel}"
+            )
+    pcts = first["config"].get("percentiles") or [50, 90, 99]
+    labels = [f"{pct}" for pct in ["median", *(f"p{p:g}" for p in pcts if p != 50)]]
+    colors = ["tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:gray"]
+    styles = ["-", "--", ":", "-."]
+    names = [d["endpoint"].get("client") or f"run {i + 1}" for i, d in enumerate(docs)]
+    if len(set(names)) < len(names):
+        names = [f"{n} ({i + 1})" for i, n in enumerate(names)]
+    all_xs = [x for d in docs for x in _axis(d)[0]]
+    log_x = len(set(all_xs)) > 1 and min(all_xs) > 0 and max(all_xs) / min(all_xs) >= 8
+
     fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(5 * (len(metrics) + 1), 4))
     for ax, metric in zip(axes, metrics, strict=False):
-        for pct in ["median", *(f"p{p:g}" for p in pcts if p != 50)]:
-            ys = [p.get(f"{pct}_{metric}_ms") for p in points]
-            if all(y is None for y in ys):
-                continue
-            ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", label=pct)
+        for d, (name, style) in enumerate(zip(names, styles * len(docs), strict=False)):
+            xs, points = _axis(docs[d])[0], docs[d]["results"]
+            for label, color in zip(labels, colors * len(labels), strict=False):
+                ys = [p.get(f"{label}_{metric}_ms") for p in points]
+                if all(y is None for y in ys):
+                    continue
+                ax.plot(
+                    xs,
+                    [float("nan") if y is None else y for y in ys],
+                    marker="o",
+                    linestyle=style,
+                    color=color,
+                    label=f"{name} {label}" if len(docs) > 1 else label,
+                )
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{metric} (ms)")
         ax.set_title(f"{metric} latency")
         ax.grid(True, alpha=0.3)
-        ax.legend()
-        if len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 8:
+        ax.legend(fontsize="small")
+        if log_x:
             ax.set_xscale("log", base=2)
     ax = axes[-1]
-    ax.plot(xs, [p[thr_key] for p in points], marker="o", color="tab:green")
-    if len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 8:
+    for d, (name, style) in enumerate(zip(names, styles * len(docs), strict=False)):
+        ax.plot(
+            _axis(docs[d])[0],
+            [p[thr_key] for p in docs[d]["results"]],
+            marker="o",
+            linestyle=style,
+            color="tab:green",
+            label=name,
+        )
+    if len(docs) > 1:
+        ax.legend(fontsize="small")
+    if log_x:
         ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(thr_label)
     ax.set_title("throughput")
     ax.grid(True, alpha=0.3)
-    client = doc["endpoint"].get("client")
-    fig.suptitle(f"{doc['kind']}: {doc.get('model')} via {client} at {doc['endpoint']['base_url']}")
+    via = " vs ".join(names)
+    fig.suptitle(
+        f"{first['kind']}: {first.get('model')} via {via} at {first['endpoint']['base_url']}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
