@@ -1,8 +1,7 @@
 """Save a training client's weights and get a SamplingClient on them in one call
 (save_weights_and_get_sampling_client), resolve the sampler's tokenizer, and sample.
 
-Env: TINKER_BASE_MODEL, TINKER_PROMPT, TINKER_MAX_TOKENS (32), TINKER_LORA_RANK (8),
-TINKER_SAVE_TTL_SECONDS (accepted for parity; the sampler-weights save here is ephemeral).
+Env: TINKER_BASE_MODEL, TINKER_PROMPT, TINKER_MAX_TOKENS (32), TINKER_LORA_RANK (8).
 """
 
 from __future__ import annotations
