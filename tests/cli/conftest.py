@@ -95,6 +95,14 @@ def run_official(args: list[str], env: dict[str, str], input: str | None = None)
     # do the same here so both CLIs are compared on what a shell sees.
     from tinker.cli.exceptions import TinkerCliError
 
+    # A real CLI run is a fresh process. In-process, the official SDK keeps one session-less
+    # holder per (base_url, api_key) argument pair for the life of the process, and RestClient()
+    # passes (None, None): a holder made for an earlier test server would serve every later
+    # one. Forget them, as a new process would.
+    from tinker.lib.internal_client_holder import sessionless_holder_cache
+
+    with sessionless_holder_cache._lock:
+        sessionless_holder_cache._holders.clear()
     runner = CliRunner()
     try:
         r = runner.invoke(main_cli, args, env=env, input=input, catch_exceptions=True)

@@ -93,7 +93,7 @@ def cli(ctx: click.Context, format_: str) -> None:
     """tinker-actors: the Tinker management CLI, plus a local server and tools."""
     from tinker_actors.cli.core import CliContext
 
-    ctx.obj = CliContext(format=format_)
+    ctx.obj = CliContext(format="json" if format_ == "json" else "table")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ def _apikey_me(method: str, key: str) -> dict[str, Any]:
     """``/auth/apikey/me`` with the key itself as credential (no stored key is needed)."""
     from tinker_actors.manifest import format_path
 
-    base = endpoint()["base_url"]
+    base, _ = endpoint()
     path = format_path("get_api_key_me")
     req = urllib.request.Request(base + path, method=method, headers={"X-API-Key": key})
     try:
@@ -63,7 +63,7 @@ def login() -> None:
             "Already logged in", "Run 'tinker-actors auth logout' before logging in again."
         )
     host = socket.gethostname().split(".", 1)[0].strip() or "unknown"
-    base = endpoint()["base_url"]
+    base, _ = endpoint()
     click.echo(f"Create an API key for this machine (name: tinker-cli-{host}) at {base},")
     click.echo("or paste the key a local server printed when it started.")
     click.echo()

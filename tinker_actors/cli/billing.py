@@ -81,11 +81,11 @@ def present_usage(resp: Any, params: dict[str, Any]) -> Output | None:
     display = []
     for row in _flat(data):
         row = dict(row)
-        for key in _NULLABLE.get(row.get("type"), ()):
+        for key in _NULLABLE.get(str(row.get("type")), ()):
             if row.get(key) is None:
                 row[key] = "null"
         display.append(row)
-    cols, rows = _table(display)
+    cols, cells = _table(display)
     n = len(data)
     return Output(
         {
@@ -96,7 +96,7 @@ def present_usage(resp: Any, params: dict[str, Any]) -> Output | None:
             else through.isoformat().replace("+00:00", "Z"),
         },
         cols,
-        rows,
+        cells,
         "No billing usage in this window" if n == 0 else f"{n} hourly usage row(s)",
     )
 

@@ -8,7 +8,7 @@ import datetime as dt
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -389,11 +389,12 @@ def save(
     if model_path is not None:
         parse_path(model_path)
     sc = service_client(base_url, api_key)
-    status = "errored"
+    status: Literal["success", "errored"] = "errored"
     try:
         if model_path is not None:
             tc = sc.create_training_client_from_state(model_path).result()
         else:
+            assert base_model is not None
             tc = sc.create_lora_training_client(
                 base_model,
                 rank=rank,

@@ -59,7 +59,7 @@ def cli_context() -> CliContext:
 
 
 # ------------------------------------------------------------------------------ clients
-def endpoint(base_url: str | None = None, api_key: str | None = None) -> dict[str, str | None]:
+def endpoint(base_url: str | None = None, api_key: str | None = None) -> tuple[str, str | None]:
     """Where the CLI talks to: ``base_url`` or TINKER_BASE_URL, never an implicit server.
 
     The library starts an embedded server when no URL is set; a command line that did so
@@ -68,7 +68,7 @@ def endpoint(base_url: str | None = None, api_key: str | None = None) -> dict[st
     url = base_url or os.environ.get("TINKER_BASE_URL", "").strip() or None
     if url is None:
         raise CliError("No Tinker server configured", NO_SERVER_HINT)
-    return {"base_url": url, "api_key": api_key}
+    return url, api_key
 
 
 def _setup_errors(build: Callable[[], Any]) -> Any:
@@ -80,7 +80,10 @@ def _setup_errors(build: Callable[[], Any]) -> Any:
         raise
     except (InvalidInputError, ValueError) as exc:
         raise CliError(f"Configuration error: {exc}", _key_hint(exc)) from exc
-    except TinkerError as exc:
+    except TinkerError as exc:  # a client that checks in at construction: the server answered
+        mapped = _mapped(exc)
+        if mapped is not None and type(exc) is not TinkerError:
+            raise mapped from exc
         raise CliError(f"Configuration error: {exc}", _key_hint(exc)) from exc
 
 
@@ -98,7 +101,8 @@ def rest_client(base_url: str | None = None, api_key: str | None = None) -> Rest
     def build() -> RestClient:
         from tinker_actors.clients.rest import RestClient
 
-        return RestClient(**endpoint(base_url, api_key))
+        url, key = endpoint(base_url, api_key)
+        return RestClient(base_url=url, api_key=key)
 
     return _setup_errors(build)
 
@@ -107,7 +111,8 @@ def admin_client() -> AdminClient:
     def build() -> AdminClient:
         from tinker_actors.clients.admin import AdminClient
 
-        return AdminClient(**endpoint())
+        url, key = endpoint()
+        return AdminClient(base_url=url, api_key=key)
 
     return _setup_errors(build)
 
@@ -118,7 +123,8 @@ def service_client(
     def build() -> ServiceClient:
         from tinker_actors.clients.service import ServiceClient
 
-        return ServiceClient(**endpoint(base_url, api_key), **kwargs)
+        url, key = endpoint(base_url, api_key)
+        return ServiceClient(base_url=url, api_key=key, **kwargs)
 
     return _setup_errors(build)
 
@@ -146,8 +152,8 @@ def _mapped(exc: BaseException) -> CliError | None:
     if isinstance(exc, e.NotFoundError):
         return CliError(
             "Resource not found",
-            f"{detail}\nList what exists with `tinker-actors checkpoint list` or "
-            "`tinker-actors run list`.",
+            f"{detail}\nCheck the id or path: `tinker-actors run list`, `checkpoint list` and "
+            "`session list` show what exists.",
         )
     if isinstance(exc, e.AuthenticationError):
         return CliError(

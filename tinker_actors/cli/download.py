@@ -18,7 +18,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -159,7 +159,7 @@ def download_checkpoint(rest: Any, tinker_path: str, dest: Path, *, show: bool) 
             err=True,
         )
     sc = service_client(user_metadata={"created_by": "tinker-actors checkpoint download"})
-    status = "errored"
+    status: Literal["success", "errored"] = "errored"
     try:
         tc = sc.create_training_client_from_state(
             tinker_path, user_metadata={"created_by": "tinker checkpoint download"}

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass
@@ -37,7 +37,7 @@ def _no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
 
 
-def _color_system() -> str | None:
+def _color_system() -> Literal["auto"] | None:
     """No escape codes at all (colour or style) under NO_COLOR."""
     return None if _no_color() else "auto"
 
@@ -54,8 +54,9 @@ def jsonable(value: Any) -> Any:
     """Builtins for JSON: wire types dumped with all fields, times as ISO 8601."""
     import msgspec
 
-    if hasattr(value, "model_dump") and isinstance(value, msgspec.Struct):
-        return value.model_dump(mode="json")
+    dump = getattr(value, "model_dump", None)
+    if dump is not None and isinstance(value, msgspec.Struct):
+        return dump(mode="json")
     if isinstance(value, msgspec.Struct):
         return jsonable(msgspec.structs.asdict(value))
     if isinstance(value, dict):
