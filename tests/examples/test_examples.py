@@ -11,6 +11,7 @@ backpressure path really runs; ``training_survives_restart`` runs its own server
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import os
 import re
 import subprocess
@@ -28,8 +29,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-sys.path.insert(0, str(EXAMPLES))
-import run_all  # noqa: E402
+_spec = importlib.util.spec_from_file_location("examples_run_all", EXAMPLES / "run_all.py")
+assert _spec is not None and _spec.loader is not None
+run_all = importlib.util.module_from_spec(_spec)  # the list of examples, without sys.path edits
+_spec.loader.exec_module(run_all)
 
 RUN_TIMEOUT = 300  # seconds per script
 BURST = 100  # sampling_at_scale's requests, against a server whose queue holds 16
