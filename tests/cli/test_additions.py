@@ -367,3 +367,29 @@ def test_exec_runs_unedited_tinker_code_and_passes_its_status(tmp_path: Path) ->
         timeout=60,
     )
     assert r.returncode == 127 and "command not found" in r.stderr
+
+
+def test_auth_login_stores_a_checked_key_and_logout_removes_it(
+    seeded: Seeded, tmp_path: Path
+) -> None:
+    env = {**seeded.env, "HOME": str(tmp_path), "TINKER_API_KEY": "", "TINKER_CREDENTIAL_CMD": ""}
+    r = run_ours(["auth", "status"], env)
+    assert r.code == 1 and "Credentials available: no" in r.stdout and "auth login" in r.stderr
+    r = run_ours(["auth", "login"], env, input="tml-wrong-key-000\n")
+    assert r.code == 1 and "Could not validate the API key" in r.stderr
+    assert not (tmp_path / ".tinker" / "credentials.json").exists()
+    r = run_ours(["auth", "login"], env, input=seeded.server.api_key + "\n")
+    assert r.code == 0, r
+    assert "Logged in as " in r.stdout and "as the default credential" in r.stdout
+    assert seeded.server.api_key not in r.stdout + r.stderr
+    stored = tmp_path / ".tinker" / "credentials.json"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    r = run_ours(["auth", "status"], env)
+    assert r.code == 0 and "Tinker accessible: yes" in r.stdout
+    assert run_ours(["-f", "json", "run", "list"], env).code == 0  # the stored key is used
+    r = run_ours(["auth", "login"], env, input=seeded.server.api_key + "\n")
+    assert r.code == 1 and "Already logged in" in r.stderr
+    r = run_ours(["auth", "logout"], env)
+    assert r.code == 0 and "The API key is still active" in r.stdout
+    r = run_ours(["auth", "logout"], env)
+    assert r.code == 1 and "No default credential is stored" in r.stderr

@@ -94,6 +94,8 @@ def fetch_pages(
     """
     from tinker_actors.manifest import route as get_route
 
+    if limit < 0:
+        raise click.BadParameter("must be 0 (all) or more", param_hint="'--limit'")
     r = get_route(route_name)
     key = _list_field(r.response_type)
     offset0 = int(params.get("offset") or 0)
