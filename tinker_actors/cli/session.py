@@ -59,7 +59,8 @@ def export_trace(session_id: str, output: str | None, url_only: bool) -> None:
     try:
         url = rest_client().export_session_trace(session_id).result()
     except RuntimeError as exc:
-        raise CliError(f"Trace export failed: {exc}", "This server cannot export traces.") from exc
+        why = str(exc).removeprefix("trace export failed: ")
+        raise CliError(f"Trace export failed: {why}", "Nothing was exported.") from exc
     if url_only:
         if fmt == "json":
             _output(session_id, url=url).print(fmt)
