@@ -39,7 +39,10 @@ def main() -> None:
 
     print("== Live sampling")
     with tinker.ServiceClient() as service:
-        served = {m.model_name for m in service.get_server_capabilities().supported_models}
+        served = {
+            m.model_name
+            for m in tinker.RestClient().get_server_capabilities().result().supported_models
+        }
         if model not in served:
             c.not_available(f"{model} is not served here (models: {', '.join(sorted(served))})")
             return

@@ -14,7 +14,7 @@ import tinker_actors as tinker
 def main() -> None:
     prompt = c.env_str("TINKER_PROMPT", "Hello from tinker_actors!")
     with tinker.ServiceClient() as service:
-        caps = service.get_server_capabilities()
+        caps = tinker.RestClient().get_server_capabilities().result()
         names = [m.model_name for m in caps.supported_models if m.model_name]
         print("== Server capabilities ==")
         print(f"Supported models ({len(names)} available):")

@@ -23,7 +23,10 @@ from tinker_actors import types
 
 
 def sample_with_image(service: tinker.ServiceClient) -> None:
-    served = [m.model_name or "" for m in service.get_server_capabilities().supported_models]
+    served = [
+        m.model_name or ""
+        for m in tinker.RestClient().get_server_capabilities().result().supported_models
+    ]
     model = os.environ.get("TINKER_BASE_MODEL") or next((m for m in served if "-VL" in m), None)
     if model is None:
         c.not_available(

@@ -20,7 +20,7 @@ def main() -> None:
     timeout_s = c.env_int("TINKER_SAMPLE_TIMEOUT", 30_000) / 1000
 
     with tinker.ServiceClient() as service:
-        sampler = service.create_sampling_client(base_model=model)
+        sampler = service.create_sampling_client(base_model=model).result()
         tokenizer = sampler.get_tokenizer()
         model_input = tinker.ModelInput.from_ints(
             tokenizer.encode(prompt, add_special_tokens=False)

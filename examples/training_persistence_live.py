@@ -8,6 +8,7 @@ Env: TINKER_BASE_MODEL, TINKER_SAVE_TTL_SECONDS (86400).
 from __future__ import annotations
 
 import time
+import warnings
 
 import _common as c
 
@@ -28,8 +29,10 @@ def main() -> None:
         path = training.save_state(name, ttl_seconds=ttl).result().path
         print(f"Saved checkpoint to {path}")
 
-        training.load_state_with_optimizer(path).result()
-        print("Reloaded checkpoint with optimizer state")
+        with warnings.catch_warnings():  # deprecated in 0.38 (the next step is the new way)
+            warnings.simplefilter("ignore", FutureWarning)
+            training.load_state_with_optimizer(path).result()
+        print("Reloaded checkpoint with optimizer state (load_state_with_optimizer, deprecated)")
 
         restored = service.create_training_client_from_state_with_optimizer(path).result()
         print(f"Created a fresh training client from checkpoint: {restored.model_id}")
