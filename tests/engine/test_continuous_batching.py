@@ -344,3 +344,60 @@ def test_a_backend_without_row_caches_is_served_batch_by_batch(engine):
     assert isinstance(engine.continuous_sampler("base"), ContinuousBatch)
     with pytest.raises(EngineUserError, match="unknown sampler"):
         engine.continuous_sampler("nope")
+
+
+@pytest.mark.asyncio
+async def test_a_lane_without_a_continuous_batch_samples_batch_by_batch(engine, registry):
+    """A backend that cannot join rows (continuous_sampler answers None): each admission is
+    one ``engine.sample`` call, and its results are answered in order."""
+    calls: list[int] = []
+
+    def sample(sampler_id: str, jobs: list[SampleJob]):
+        calls.append(len(jobs))
+        return engine.sample(sampler_id, jobs)
+
+    jobs = _jobs()[:4]
+    alone = [_alone(engine, "base", j) for j in jobs]
+    results = _Results()
+    with ThreadPoolExecutor(2) as pool:
+        lane = ContinuousLane("base", registry, pool, sample, lambda _: None, None, 100, 64)
+        recs = [_submit(lane, registry, results, i, j) for i, j in enumerate(jobs)]
+        await asyncio.wait_for(asyncio.gather(*(r.event.wait() for r in recs)), 120)
+        await lane.close("test over")
+    assert sum(calls) == len(jobs) and all(r.state == "done" for r in recs)
+    for i in range(len(jobs)):
+        _assert_same(alone[i], results.by_seq[i])
+
+
+@pytest.mark.e2e
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+async def test_through_the_server_a_short_request_overtakes_a_long_one(tmp_path):
+    """The real server and client: a short seeded request sent while a 1000-token request
+    decodes is answered first (the long one cannot finish in the few steps the short one
+    needs), with the tokens it gets alone. A batch-by-batch lane answers it only after the
+    long one."""
+    import tinker_actors as tinker
+    from tinker_actors.server import LocalServer
+
+    prompt = tinker.types.ModelInput.from_ints([BOS_ID, *b"Once upon a time"])
+    short = tinker.types.SamplingParams(max_tokens=6, seed=7, temperature=0.9)
+    long = tinker.types.SamplingParams(max_tokens=1000, seed=1, stop=[])
+    async with LocalServer(engine="torch", data_dir=tmp_path) as srv:
+        service = tinker.ServiceClient(base_url=srv.base_url, api_key=srv.api_key)
+        try:
+            sampler = await service.create_sampling_client_async(base_model=M1)
+            alone = await sampler.sample(prompt, 1, short)
+            stream = sampler.sample_stream(prompt, long, 1)
+            first = await stream.__anext__()  # the long request is decoding
+            assert first.event_type == "token"
+
+            async def rest() -> int:
+                return 1 + sum([c.event_type == "token" async for c in stream])
+
+            long_task = asyncio.ensure_future(rest())
+            res = await sampler.sample(prompt, 1, short)
+            assert not long_task.done()  # about 990 decode steps to go
+            assert res.sequences[0].tokens == alone.sequences[0].tokens
+            assert await long_task == 1000
+        finally:
+            await service.aclose()
