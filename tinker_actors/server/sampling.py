@@ -44,8 +44,9 @@ RUNNER_SLICE_S = 0.25
 
 class ContinuousLane(SamplerLane):
     """A sampler lane that batches continuously: a job joins the running decode at its next
-    step (``ContinuousBatch.admit`` prefills it between two steps), and a job's result is
-    delivered the moment its last sequence finishes, not when the batch ends.
+    step (``ContinuousBatch``: that step's forward prefills it beside the running rows), and
+    a job's result is delivered the moment its last sequence finishes, not when the batch
+    ends. Jobs of one lane share one sampler's weights, so one forward serves them all.
 
     A runner on the sampling pool owns the engine's batch: it admits what the lane queued (up
     to ``batch_size`` jobs decoding at once), decodes a step, posts finished jobs to the loop,
