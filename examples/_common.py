@@ -36,8 +36,12 @@ def base_model() -> str:
 
 
 def is_local() -> bool:
-    """True when the examples talk to the embedded local server (no TINKER_BASE_URL)."""
-    return not os.environ.get("TINKER_BASE_URL")
+    """True when the examples talk to a server on this machine: the embedded one (no
+    TINKER_BASE_URL) or one on a loopback address. Scripts then avoid the network (the Hub)."""
+    from urllib.parse import urlparse
+
+    url = os.environ.get("TINKER_BASE_URL")
+    return not url or urlparse(url).hostname in {"127.0.0.1", "localhost", "::1"}
 
 
 def endpoint() -> tuple[str, str]:
