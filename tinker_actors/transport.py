@@ -458,8 +458,16 @@ class Transport:
         to = _client_timeout(self.connect_timeout, timeout)
         try:
             async with asyncio.timeout(timeout + self.connect_timeout):
+                # Redirects are answers, not hops (as httpx in the official SDK): the
+                # archive route's 302 carries the signed URL in Location.
                 async with http.request(
-                    method, url, data=data, headers=headers, params=params, timeout=to
+                    method,
+                    url,
+                    data=data,
+                    headers=headers,
+                    params=params,
+                    timeout=to,
+                    allow_redirects=False,
                 ) as resp:
                     body = await resp.read()
                     hdrs = {k.lower(): v for k, v in resp.headers.items()}

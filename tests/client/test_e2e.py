@@ -210,3 +210,20 @@ def test_sampling_clients_from_training_and_service(local_server: Any) -> None:
         s2 = sc.create_sampling_client(model_path=path).result()
         out2 = s2.sample(prompt, 1, types.SamplingParams(max_tokens=4, temperature=0.0)).result()
         assert out2.sequences[0].tokens == out.sequences[0].tokens
+
+
+def test_archive_url_is_the_redirect_target_not_the_archive(local_server: Any) -> None:
+    """The older archive route answers 302 with the signed URL; the client returns that URL:
+    it must not follow the redirect (httpx in the SDKs does not) and read the archive as JSON.
+    (0.38 dropped these RestClient methods; we keep them for older code.)"""
+    import urllib.request
+
+    sdk = tinker
+    with sdk.ServiceClient(base_url=local_server.base_url, api_key=local_server.api_key) as sc:
+        tc = sc.create_lora_training_client(base_model=MODEL, rank=4).result()
+        path = tc.save_weights_for_sampler("arch").result().path
+        rc = sdk.RestClient(base_url=local_server.base_url, api_key=local_server.api_key)
+        got = rc.get_checkpoint_archive_url_from_tinker_path(path).result()
+    assert got.url.startswith("http")
+    with urllib.request.urlopen(got.url, timeout=30) as r:  # the signed URL serves the archive
+        assert r.read(2) == b"\x1f\x8b"  # gzip
