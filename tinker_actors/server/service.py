@@ -121,8 +121,14 @@ class Service:
         samplers = self.store.session_samplers(session_id)
 
         async def release() -> None:
-            await self.training.release(models, reason, model_state)
-            await self.sampling.release(samplers, reason)
+            try:
+                await self.training.release(models, reason, model_state)
+                await self.sampling.release(samplers, reason)
+            except RuntimeError as exc:
+                # A session finished as the interpreter exits (an embedded server): the
+                # executors are shut down and the process frees the memory anyway.
+                if "shutdown" not in str(exc):
+                    raise
 
         self._releases.add(self.ctx.spawn(release()))
 
