@@ -17,7 +17,7 @@ def test_ruff_check_passes() -> None:
     if ruff is None:
         pytest.skip("ruff is not installed (it comes with the dev extra)")
     result = subprocess.run(
-        [ruff, "check", "tinker_actors", "tests", "benchmarks"],
+        [ruff, "check", "tinker_actors", "tests", "benchmarks", "examples"],
         cwd=ROOT,
         capture_output=True,
         text=True,
