@@ -208,8 +208,11 @@ def forward_rows(
     heads = torch.arange(nkv, device=dev)[None] * cache.max_len
     flat = (torch.arange(b, device=dev) * (nkv * cache.max_len))[:, None] + heads
     flat = (flat + positions[:, None]).reshape(-1)
-    mask = key_mask[:, None, None, :]
+    # additive, made once for all layers (SDPA would convert a bool mask in every layer)
+    mask = torch.zeros(key_mask.shape, device=dev, dtype=cos.dtype)
+    mask = mask.masked_fill_(~key_mask, float("-inf"))[:, None, None, :]
     gqa = nh != nkv
+    scale = hd**-0.5
     for i, layer in enumerate(module.model.layers):
         attn = layer.self_attn
         h = layer.input_layernorm(x)
@@ -224,13 +227,18 @@ def forward_rows(
             kc.view(-1, hd).index_copy_(0, flat, k[:b].reshape(-1, hd))
             vc.view(-1, hd).index_copy_(0, flat, v[:b].reshape(-1, hd))
             keys = key_mask.shape[1]
-            o = F.scaled_dot_product_attention(
-                q[:b, :, None],
-                kc[:b, :, :keys],
-                vc[:b, :, :keys],
-                attn_mask=mask,
-                enable_gqa=gqa,
-            )
+            if gqa:
+                o = F.scaled_dot_product_attention(
+                    q[:b, :, None],
+                    kc[:b, :, :keys],
+                    vc[:b, :, :keys],
+                    attn_mask=mask,
+                    enable_gqa=gqa,
+                )
+            else:  # one query per row: two batched matmuls beat SDPA's kernel here
+                scores = torch.matmul(q[:b, :, None], kc[:b, :, :keys].transpose(-1, -2))
+                scores = scores.mul_(scale).add_(mask)
+                o = torch.matmul(torch.softmax(scores, dim=-1), vc[:b, :, :keys])
             outs.append(o.reshape(b, nh * hd))
         if n:
             qp = q[b:].view(n, t, nh, hd).transpose(1, 2)
