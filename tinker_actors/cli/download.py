@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 import tarfile
 import tempfile
@@ -113,34 +112,11 @@ def download_external(
 
 
 def download_archive(rest: Any, tinker_path: str, dest: Path, *, show: bool) -> int:
-    """The checkpoint's archive route: a redirect (or JSON) to a signed URL, streamed; when the
-    transport already followed the redirect, the archive is the response body itself."""
-    p = parse_path(tinker_path)
-
-    async def ask() -> Any:
-        t = await rest._transport()
-        return await t.call(
-            "checkpoint_archive",
-            raw=True,
-            raise_for_status=False,
-            path_params={"run_id": p.training_run_id, "checkpoint_id": p.checkpoint_id},
-            sdk_method="RestClient.get_checkpoint_archive_url_from_tinker_path",
-        )
-
-    r = rest._run(ask()).result()
-    if r.status >= 400:
-        from tinker_actors.transport import status_error
-
-        raise status_error(r.status, r.body, r.headers)
+    """The checkpoint's archive (a signed URL from the archive route), safely extracted."""
+    url = rest.get_checkpoint_archive_url_from_tinker_path(tinker_path).result().url
     with tempfile.TemporaryDirectory(prefix="tinker-actors-dl-") as tmp:
         archive = Path(tmp) / "checkpoint.tar"
-        label = tinker_path.rsplit("/", 1)[-1]
-        if 300 <= r.status < 400 and "location" in r.headers:
-            fetch_url(r.headers["location"], archive, label=label, show=show)
-        elif "json" in r.headers.get("content-type", ""):
-            fetch_url(json.loads(r.body)["url"], archive, label=label, show=show)
-        else:
-            archive.write_bytes(r.body)
+        fetch_url(url, archive, label=tinker_path.rsplit("/", 1)[-1], show=show)
         safe_extract(archive, dest)
     return sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
 
