@@ -1,74 +1,154 @@
 """tinker_actors: a drop-in, actor-based client for the Tinker API, with an embedded server.
 
 ``import tinker_actors as tinker`` runs code written for the official ``tinker==0.38.0``.
+
+The public names load on first use (PEP 562), so ``import tinker_actors`` and the command
+line cost almost nothing until a client or a type is touched; type checkers and editors see
+them all through the ``TYPE_CHECKING`` imports below.
 """
 
 from __future__ import annotations
 
+import importlib as _importlib
+from typing import TYPE_CHECKING
 from typing import Any as _Any
 from typing import TypedDict as _TypedDict
 
-from . import auth, types
-from .actors.training import SequenceBrokenError
-from .clients.admin import AdminClient
-from .clients.backcompat import BackcompatSamplingClientFuture, BackcompatTrainingClientFuture
-from .clients.custom_loss import LossHandle, PerDatumLossFn
-from .clients.rest import RestClient
-from .clients.service import ServiceClient
-from .clients.training import TrainingClient
-from .compat import ExperimentalWarning, Timeout
-from .config import RecoveryPolicy, RestartPolicy, RetryConfig
-from .dropin import install, installed, uninstall
-from .errors import (
-    APIConnectionError,
-    APIError,
-    APIResponseValidationError,
-    APIStatusError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    BillingError,
-    ConflictError,
-    InternalServerError,
-    InvalidInputError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
-    RequestFailedError,
-    TinkerError,
-    UnprocessableEntityError,
-)
-from .futures import APIFuture
-from .types import (
-    AdamOptimizerConfig,
-    AdamParams,
-    Checkpoint,
-    CheckpointType,
-    Datum,
-    DimuonOptimizerConfig,
-    DimuonParams,
-    DmelChunk,
-    EncodedTextChunk,
-    ForwardBackwardOutput,
-    LoraConfig,
-    ModelID,
-    ModelInput,
-    ModelInputChunk,
-    OptimParams,
-    OptimStepRequest,
-    OptimStepResponse,
-    ParsedCheckpointTinkerPath,
-    PromptProvenanceSpan,
-    SampledProvenanceSpan,
-    SampledSequence,
-    SampleRequest,
-    SampleResponse,
-    SamplingParams,
-    StopReason,
-    TensorData,
-    TensorDtype,
-    TrainingRun,
-)
+from . import _layout
+
+if TYPE_CHECKING:
+    from . import auth, types
+    from .actors.training import SequenceBrokenError
+    from .clients.admin import AdminClient
+    from .clients.backcompat import BackcompatSamplingClientFuture, BackcompatTrainingClientFuture
+    from .clients.custom_loss import LossHandle, PerDatumLossFn
+    from .clients.rest import RestClient
+    from .clients.sampling import SamplingClient
+    from .clients.service import ServiceClient
+    from .clients.training import TrainingClient
+    from .compat import ExperimentalWarning, Timeout
+    from .config import RecoveryPolicy, RestartPolicy, RetryConfig
+    from .dropin import install, installed, uninstall
+    from .errors import (
+        APIConnectionError,
+        APIError,
+        APIResponseValidationError,
+        APIStatusError,
+        APITimeoutError,
+        AuthenticationError,
+        BadRequestError,
+        BillingError,
+        ConflictError,
+        InternalServerError,
+        InvalidInputError,
+        NotFoundError,
+        PermissionDeniedError,
+        RateLimitError,
+        RequestFailedError,
+        TinkerError,
+        UnprocessableEntityError,
+    )
+    from .futures import APIFuture
+    from .types import (
+        AdamOptimizerConfig,
+        AdamParams,
+        Checkpoint,
+        CheckpointType,
+        Datum,
+        DimuonOptimizerConfig,
+        DimuonParams,
+        DmelChunk,
+        EncodedTextChunk,
+        ForwardBackwardOutput,
+        LoraConfig,
+        ModelID,
+        ModelInput,
+        ModelInputChunk,
+        OptimParams,
+        OptimStepRequest,
+        OptimStepResponse,
+        ParsedCheckpointTinkerPath,
+        PromptProvenanceSpan,
+        SampledProvenanceSpan,
+        SampledSequence,
+        SampleRequest,
+        SampleResponse,
+        SamplingParams,
+        StopReason,
+        TensorData,
+        TensorDtype,
+        TrainingRun,
+    )
+
+# public name -> the module (relative to this package) it comes from; None: a subpackage
+_LAZY: dict[str, str | None] = {
+    "SamplingClient": "clients.sampling",
+    "auth": None,
+    "types": None,
+    "SequenceBrokenError": "actors.training",
+    "AdminClient": "clients.admin",
+    "BackcompatSamplingClientFuture": "clients.backcompat",
+    "BackcompatTrainingClientFuture": "clients.backcompat",
+    "LossHandle": "clients.custom_loss",
+    "PerDatumLossFn": "clients.custom_loss",
+    "RestClient": "clients.rest",
+    "ServiceClient": "clients.service",
+    "TrainingClient": "clients.training",
+    "ExperimentalWarning": "compat",
+    "Timeout": "compat",
+    "RecoveryPolicy": "config",
+    "RestartPolicy": "config",
+    "RetryConfig": "config",
+    "install": "dropin",
+    "installed": "dropin",
+    "uninstall": "dropin",
+    "APIConnectionError": "errors",
+    "APIError": "errors",
+    "APIResponseValidationError": "errors",
+    "APIStatusError": "errors",
+    "APITimeoutError": "errors",
+    "AuthenticationError": "errors",
+    "BadRequestError": "errors",
+    "BillingError": "errors",
+    "ConflictError": "errors",
+    "InternalServerError": "errors",
+    "InvalidInputError": "errors",
+    "NotFoundError": "errors",
+    "PermissionDeniedError": "errors",
+    "RateLimitError": "errors",
+    "RequestFailedError": "errors",
+    "TinkerError": "errors",
+    "UnprocessableEntityError": "errors",
+    "APIFuture": "futures",
+    "AdamOptimizerConfig": "types",
+    "AdamParams": "types",
+    "Checkpoint": "types",
+    "CheckpointType": "types",
+    "Datum": "types",
+    "DimuonOptimizerConfig": "types",
+    "DimuonParams": "types",
+    "DmelChunk": "types",
+    "EncodedTextChunk": "types",
+    "ForwardBackwardOutput": "types",
+    "LoraConfig": "types",
+    "ModelID": "types",
+    "ModelInput": "types",
+    "ModelInputChunk": "types",
+    "OptimParams": "types",
+    "OptimStepRequest": "types",
+    "OptimStepResponse": "types",
+    "ParsedCheckpointTinkerPath": "types",
+    "PromptProvenanceSpan": "types",
+    "SampledProvenanceSpan": "types",
+    "SampledSequence": "types",
+    "SampleRequest": "types",
+    "SampleResponse": "types",
+    "SamplingParams": "types",
+    "StopReason": "types",
+    "TensorData": "types",
+    "TensorDtype": "types",
+    "TrainingRun": "types",
+}
 
 __title__ = "tinker"
 __version__ = "0.38.0"
@@ -84,14 +164,6 @@ class RequestOptions(_TypedDict, total=False):
     extra_json: dict[str, _Any]
     idempotency_key: str
     follow_redirects: bool
-
-
-def __getattr__(name: str) -> _Any:
-    if name == "SamplingClient":
-        from .clients.sampling import SamplingClient
-
-        return SamplingClient
-    raise AttributeError(name)
 
 
 __all__ = [  # noqa: RUF022
@@ -167,8 +239,35 @@ __all__ = [  # noqa: RUF022
     "uninstall",
 ]
 
-# The official module paths (tinker_actors.types.tensor_data, tinker_actors.lib.public_interfaces,
-# ...): one alias table, see _layout.
-from . import _layout  # noqa: E402
 
-_layout.register()
+# The official module paths (tinker_actors.types.tensor_data, tinker_actors.lib...): one
+# alias table (see _layout). Its finder is cheap and goes in now; the alias modules are
+# imported with the first public name, as ``import tinker`` imports its type modules.
+_layout.install_finder()
+
+
+def __getattr__(name: str) -> _Any:
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    _layout.register()
+    if name in _LAZY:
+        module = _LAZY[name]
+        if module is None:
+            value = _importlib.import_module(f"{__name__}.{name}")
+        else:
+            value = getattr(_importlib.import_module(f"{__name__}.{module}"), name)
+    else:
+        # a submodule (tinker_actors.lib, .errors, ...), reachable as an attribute as when
+        # the package imported everything up front
+        try:
+            value = _importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -303,14 +303,27 @@ class _AliasLoader(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 _LOADER = _AliasLoader()
 
 
-def register() -> None:
-    """Add the alias finder (once) and import every alias module, as ``tinker`` does.
-
-    The official package imports all of its type modules up front, so attribute access
-    such as ``tinker.types.tensor_data`` works without an import statement; the modules
-    here are cheap (their attributes resolve on first use).
-    """
+def install_finder() -> None:
+    """Add the alias finder (once): ``import tinker_actors.types.tensor_data`` works."""
     if _LOADER not in sys.meta_path:
         sys.meta_path.append(_LOADER)
+
+
+_registered = False
+
+
+def register() -> None:
+    """Import every alias module (once), as ``import tinker`` imports its type modules.
+
+    The official package imports all of its type modules up front, so attribute access
+    such as ``tinker.types.tensor_data`` works without an import statement. The package
+    calls this with its first public name (not at ``import tinker_actors``, which stays
+    cheap for the command line); the alias modules resolve their attributes on first use.
+    """
+    global _registered
+    if _registered:
+        return
+    _registered = True  # first, so imports below that reach the package do not recurse
+    install_finder()
     for rel in sorted(TABLE):  # parents sort before their children
         importlib.import_module(f"{PACKAGE}.{rel}")
