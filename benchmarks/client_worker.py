@@ -320,6 +320,9 @@ def main() -> None:
     else:
         import tinker_actors as mod
     tinker = mod
+    # tinker_actors loads its public names on first use: touch them here, so "import" means
+    # the same for both SDKs (the official package loads everything at import)
+    _ = (mod.ServiceClient, mod.SamplingClient, mod.TrainingClient, mod.types.ModelInput)
     import_s = time.perf_counter() - t_import
     rss_after_import = rss_mb()
     try:
