@@ -35,10 +35,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 API_KEY = "tml-bench-local-key"
 CLIENTS = ("floor", "official", "tinker_actors")
+# tinker_actors in its opt-in caller-loop mode (TINKER_ACTORS_LOOP=caller): run beside the
+# default in the scenarios where the runtime thread's cost shows, so each run records it.
+CALLER = "tinker_actors_caller"
 NAMES = {
     "floor": "floor (bare aiohttp)",
     "official": "official tinker 0.38.0",
     "tinker_actors": "tinker_actors",
+    CALLER: "tinker_actors, caller loop (opt-in)",
     "bare_torch": "bare torch loop (floor)",
 }
 
@@ -104,6 +108,7 @@ def specs(quick: bool) -> list[Spec]:
                 },
                 metrics=SAMPLE_METRICS,
                 headline=["req_per_s", "p99_ms", "cpu_s", "proc_maxrss_mb", "rss_growth_mb"],
+                clients=(*CLIENTS, CALLER) if conc >= 1000 else CLIENTS,
                 timeout=180,
                 note=f"{totals[conc]:,} requests per repetition, {conc:,} in flight "
                 "(closed loop); prompt 16 tokens, max_tokens 16, num_samples 1",
@@ -160,6 +165,7 @@ def specs(quick: bool) -> list[Spec]:
                 Metric("server_cpu_s", "server CPU s", "info", "{:.2f}"),
             ],
             headline=["steps_per_s", "requests_per_step", "cpu_s"],
+            clients=(*CLIENTS, CALLER),
             timeout=180,
             note=f"{'150' if q else '500'} steps of 8 datums x 256 tokens; step k is submitted "
             "before the results of step k-1 are awaited (one step in flight)",
@@ -452,7 +458,11 @@ def run_spec(
     spec: Spec, reps: int, clients: tuple[str, ...], workdir: Path, log: Any
 ) -> dict[str, Any]:
     params = dict(spec.params)
-    clients = tuple(c for c in spec.clients if c in clients or c == "bare_torch")
+    clients = tuple(
+        c
+        for c in spec.clients
+        if c in clients or c == "bare_torch" or (c == CALLER and "tinker_actors" in clients)
+    )
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
     logdir = workdir / spec.key
     logdir.mkdir(exist_ok=True)
@@ -660,6 +670,31 @@ def fmt_ratio(x: float | None) -> str:
     return f"**{x:.2f}x**" if x >= 1 else f"{x:.2f}x"
 
 
+def _thread_cost(spec: Spec, clients: dict[str, Any]) -> str:
+    """One line: the default (runtime on its own thread) against the caller-loop mode."""
+    ours = clients.get("tinker_actors", {}).get("median")
+    caller = clients.get(CALLER, {}).get("median")
+    if not ours or not caller:
+        return ""
+    parts = []
+    for m in spec.metrics:
+        a, b = ours.get(m.key), caller.get(m.key)
+        if (
+            m.better == "info"
+            or not a
+            or not b
+            or m.key not in ("req_per_s", "steps_per_s", "cpu_s", "p99_ms")
+        ):
+            continue
+        r = a / b if m.better == "hi" else b / a
+        parts.append(f"{m.label} {r:.2f}x")
+    return (
+        "*Cost of the runtime thread* (the default, which lets blocking calls work inside "
+        "async code) against the opt-in caller-loop mode, as a ratio in this page's sense "
+        "(> 1: the default is better; below 1: what the thread costs): " + ", ".join(parts) + "."
+    )
+
+
 def cell(
     spec_metrics: dict[str, Metric], entry: dict[str, Any] | None, key: str, spread: bool = False
 ) -> str:
@@ -795,6 +830,9 @@ def render(results: dict[str, Any], spec_list: list[Spec]) -> str:
                 rr = r["ratios"].get(m.key, {})
                 extra = f" {fmt_ratio(rr.get('vs_official'))} | {fmt_ratio(rr.get('vs_floor'))} |"
             lines.append(f"| {m.label} | " + " | ".join(row) + " |" + extra)
+        thread_cost = _thread_cost(spec, r["clients"])
+        if thread_cost:
+            lines += ["", thread_cost]
         fails = [(c, e) for c, e in r["clients"].items() if e["ok_runs"] < e["runs_n"]]
         for c, e in fails:
             errs = sorted({x.get("error", "?")[:300] for x in e["runs"] if not x.get("ok")})

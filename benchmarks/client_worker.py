@@ -307,7 +307,9 @@ SCENARIOS = {
 def main() -> None:
     global tinker
     ap = argparse.ArgumentParser()
-    ap.add_argument("--client", required=True, choices=("tinker_actors", "official"))
+    ap.add_argument(
+        "--client", required=True, choices=("tinker_actors", "tinker_actors_caller", "official")
+    )
     ap.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
     ap.add_argument("--base-url", required=True)
     ap.add_argument("--api-key", required=True)
@@ -318,6 +320,8 @@ def main() -> None:
     if a.client == "official":
         import tinker as mod
     else:
+        if a.client == "tinker_actors_caller":  # the opt-in loop-bound mode
+            os.environ["TINKER_ACTORS_LOOP"] = "caller"
         import tinker_actors as mod
     tinker = mod
     # tinker_actors loads its public names on first use: touch them here, so "import" means
