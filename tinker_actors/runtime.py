@@ -150,17 +150,22 @@ def inbox_for(loop: asyncio.AbstractEventLoop) -> Inbox:
     return box
 
 
-def _copy_outcome(cf: concurrent.futures.Future[Any], fut: asyncio.Future[Any]) -> None:
-    if fut.done():  # the awaiting side gave up (cancelled, timed out)
+def _copy_outcome(
+    src: concurrent.futures.Future[Any] | asyncio.Future[Any],
+    dst: concurrent.futures.Future[Any] | asyncio.Future[Any],
+) -> None:
+    """Gives ``dst`` the outcome of the finished ``src`` (either kind of future, either way),
+    unless ``dst`` is already done (its side gave up: cancelled, timed out)."""
+    if dst.done():
         return
-    if cf.cancelled():
-        fut.cancel()
+    if src.cancelled():
+        dst.cancel()
         return
-    exc = cf.exception()
+    exc = src.exception()
     if exc is not None:
-        fut.set_exception(exc)
+        dst.set_exception(exc)
     else:
-        fut.set_result(cf.result())
+        dst.set_result(src.result())
 
 
 def await_concurrent(cf: concurrent.futures.Future[T]) -> asyncio.Future[T]:
@@ -341,19 +346,7 @@ class Runtime:
 
 
 def _chain_task(task: asyncio.Future[T], cf: concurrent.futures.Future[T]) -> None:
-    def done(t: asyncio.Future[T]) -> None:
-        if cf.done():
-            return
-        if t.cancelled():
-            cf.cancel()
-            return
-        exc = t.exception()
-        if exc is not None:
-            cf.set_exception(exc)
-        else:
-            cf.set_result(t.result())
-
-    task.add_done_callback(done)
+    task.add_done_callback(lambda t: _copy_outcome(t, cf))
 
 
 _lock = threading.Lock()
