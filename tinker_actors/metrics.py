@@ -301,18 +301,13 @@ def export_prometheus(registry: Any = None, prefix: str = "tinker_actors_") -> A
     class Collector:
         def collect(self) -> Any:
             snap = snapshot()
-            for name, series in families("counters", snap).items():
-                names = sorted({k for labels, _ in series for k in labels})
-                fam = CounterMetricFamily(prefix + name, name, labels=names)
-                for labels, v in series:
-                    fam.add_metric([labels.get(k, "") for k in names], v)
-                yield fam
-            for name, series in families("gauges", snap).items():
-                names = sorted({k for labels, _ in series for k in labels})
-                gfam = GaugeMetricFamily(prefix + name, name, labels=names)
-                for labels, v in series:
-                    gfam.add_metric([labels.get(k, "") for k in names], v)
-                yield gfam
+            for kind, family in (("counters", CounterMetricFamily), ("gauges", GaugeMetricFamily)):
+                for name, series in families(kind, snap).items():
+                    names = sorted({k for labels, _ in series for k in labels})
+                    fam = family(prefix + name, name, labels=names)
+                    for labels, v in series:
+                        fam.add_metric([labels.get(k, "") for k in names], v)
+                    yield fam
             for name, series in families("histograms", snap).items():
                 names = sorted({k for labels, _ in series for k in labels})
                 sfam = SummaryMetricFamily(prefix + name, name, labels=[*names])

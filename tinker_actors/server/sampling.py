@@ -23,7 +23,6 @@ from tinker_actors.server.engine.base import EngineUserError, SampleJob
 from tinker_actors.server.errors import HttpError, bad_request, conflict, gone, not_found
 from tinker_actors.server.futures import FutureRecord, FutureRegistry, Outcome
 from tinker_actors.server.scheduler import (
-    SEEN_WINDOW,
     SamplerLane,
     _Job,
     _run_finish,
@@ -103,12 +102,6 @@ class ContinuousLane(SamplerLane):
             self._running = True
         if start:
             self._spawn()
-
-    def _remember(self, seq_id: int, digest: str, request_id: str) -> None:
-        self._seen[seq_id] = (digest, request_id)
-        if len(self._seen) > 4 * SEEN_WINDOW:
-            for old in list(self._seen)[: len(self._seen) - SEEN_WINDOW]:
-                del self._seen[old]
 
     # the runner (a sampling pool thread) ----------------------------------------------------
     def _take(self, batch: Any) -> list[_SampleItem] | None:

@@ -297,12 +297,16 @@ class SamplerLane:
         finish: Callable[[Any], Outcome],
     ) -> None:
         if seq_id is not None:
-            self._seen[seq_id] = (digest, rec.request_id)
+            self._remember(seq_id, digest, rec.request_id)
+        self._queue.append(_SampleItem(rec, job, finish))
+        self._wake.set()
+
+    def _remember(self, seq_id: int, digest: str, request_id: str) -> None:
+        """Keeps the last seq ids seen (duplicate detection), trimmed in batches."""
+        self._seen[seq_id] = (digest, request_id)
         if len(self._seen) > 4 * SEEN_WINDOW:
             for old in list(self._seen)[: len(self._seen) - SEEN_WINDOW]:
                 del self._seen[old]
-        self._queue.append(_SampleItem(rec, job, finish))
-        self._wake.set()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
