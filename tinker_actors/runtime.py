@@ -110,12 +110,10 @@ class Inbox:
             # one hand-off instead of ping-ponging the GIL per result. The runtime loop never
             # stops with work queued, so the deferred wake-up always runs.
             source.call_soon(self._wake)
-        elif (sel := self._selector) is not None and not sel.idle:
-            # The runtime loop is busy: its next turn drains this (_TurnSelector.select).
+        elif self._selector is not None and not self._selector.idle:
+            # The runtime loop is busy: its next turn drains this (_TurnSelector.select sets
+            # idle before it looks at the items, so the item is seen before any sleep).
             self._scheduled = False
-            if sel.idle:  # it went to sleep meanwhile: wake it after all
-                self._scheduled = True
-                self._wake()
         else:
             self._wake()
 
