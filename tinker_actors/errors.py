@@ -18,6 +18,8 @@ __all__ = [
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
+    "ActorDeadError",
+    "ActorKilled",
     "AuthenticationError",
     "BadRequestError",
     "BillingError",
@@ -28,6 +30,7 @@ __all__ = [
     "InternalServerError",
     "InvalidInputError",
     "InvalidTinkerPathError",
+    "MailboxFullError",
     "NotFoundError",
     "PermissionDeniedError",
     "PromiseExpiredError",
@@ -36,6 +39,9 @@ __all__ = [
     "RequestFailedError",
     "RequestInfo",
     "ResponseInfo",
+    "RestartLimitExceeded",
+    "RunCorruptedError",
+    "SequenceBrokenError",
     "TinkerError",
     "UnprocessableEntityError",
     "status_error_for",
@@ -268,6 +274,31 @@ class InvalidInputError(TinkerError, ValueError):
 
 class InvalidTinkerPathError(TinkerError, ValueError):
     """A ``tinker://`` path is malformed."""
+
+
+# ---------------------------------------------------------------- the runtime and its actors
+class SequenceBrokenError(TinkerError):
+    """A request holding a seq id could not be delivered; later requests cannot run in order."""
+
+
+class RunCorruptedError(TinkerError):
+    """The server marked the training run corrupted; the training actor restarts from a checkpoint."""
+
+
+class RestartLimitExceeded(TinkerError):
+    """A child crashed more often than the restart policy allows; its work is abandoned."""
+
+
+class ActorDeadError(TinkerError, RuntimeError):
+    """The actor stopped (or crashed) before it handled the message."""
+
+
+class MailboxFullError(TinkerError, RuntimeError):
+    """A bounded mailbox is full: back off and send again."""
+
+
+class ActorKilled(TinkerError):
+    """The exit reason of an actor killed from outside (supervision tests, an operator)."""
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

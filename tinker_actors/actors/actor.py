@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ..errors import ActorDeadError, ActorKilled, MailboxFullError
 from ..telemetry import get_logger
 from ..transport import context_without_sdk_method
 
@@ -36,17 +37,6 @@ class ActorState(enum.Enum):
     STOPPED = "stopped"
     CRASHED = "crashed"
 
-
-class ActorDeadError(RuntimeError):
-    """The actor stopped (or crashed) before it handled the message."""
-
-
-class MailboxFullError(RuntimeError):
-    """``tell_nowait`` on a full mailbox: back off and retry."""
-
-
-class ActorKilled(Exception):
-    """The exit reason of an actor killed from outside (supervision tests, operator)."""
 
 
 _STOP = object()

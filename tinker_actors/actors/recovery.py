@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import errors, events, types
 from ..config import RecoveryPolicy, Restart
+from ..errors import RunCorruptedError
 from ..telemetry import get_logger
 from .actor import Actor, ActorState
 from .supervisor import ChildSpec
@@ -53,10 +54,6 @@ log = get_logger(__name__)
 
 A = TypeVar("A", bound=Actor)
 REBUILD_TIMEOUT = 600.0  # one attempt's rebuild (create-from-checkpoint) at most
-
-
-class RunCorruptedError(errors.TinkerError):
-    """The server marked the training run corrupted; the training actor restarts from a checkpoint."""
 
 
 def _state(client: Any) -> TrainingState:

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import errors
 from ..config import Restart, RestartPolicy
+from ..errors import RestartLimitExceeded
 from ..telemetry import get_logger
 from .actor import Actor
 
@@ -24,11 +24,6 @@ __all__ = ["ChildSpec", "RestartLimitExceeded", "RestartWindow", "Supervisor"]
 
 log = get_logger(__name__)
 
-_Base: type[Exception] = getattr(errors, "TinkerError", RuntimeError)
-
-
-class RestartLimitExceeded(_Base):  # type: ignore[misc,valid-type]
-    """A child crashed more often than the restart policy allows; its work is abandoned."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import errors, events, types
 from ..config import RecoveryPolicy
+from ..errors import SequenceBrokenError
 from ..futures import QueueStateLogger, poll_future, reject, resolve
 from ..manifest import FORWARD_REQUEST_TYPE_HEADER, ROUTES, Route
 from ..telemetry import get_logger
@@ -52,10 +53,6 @@ if TYPE_CHECKING:
 __all__ = ["Op", "SequenceBrokenError", "TrainingActor", "TrainingState"]
 
 log = get_logger(__name__)
-
-
-class SequenceBrokenError(errors.TinkerError):
-    """A request holding a seq id could not be delivered; later requests cannot run in order."""
 
 
 # ============================================================================ ops
