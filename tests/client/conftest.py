@@ -51,6 +51,8 @@ class Proxy:
         self.blackhole = False
         self._release = asyncio.Event()
         self.seen: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        # model -> seq id -> the optim_step's learning rate (a marker tests put in each step)
+        self.learning_rates: dict[str, dict[int, float]] = defaultdict(dict)
         self.lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
         self.base_url = ""
@@ -70,6 +72,9 @@ class Proxy:
             model_id, seq = d.get("model_id"), d.get("seq_id")
             if model_id is None:  # create-via-load
                 return
+            if path == "/api/v1/optim_step" and d.get("adam_params"):
+                with self.lock:
+                    self.learning_rates[model_id][int(seq)] = d["adam_params"]["learning_rate"]
         with self.lock:
             self.seen[model_id].append((path.rsplit("/", 1)[-1], int(seq)))
 

@@ -173,7 +173,7 @@ async def test_killed_training_actor_recovers_from_checkpoint(
             fb = tc.forward_backward(DATA, "cross_entropy")
             opt = tc.optim_step(types.AdamParams(learning_rate=1e-3))
             if step == kill_at:
-                tc._state.actor.kill()  # crash mid-loop, with this step in flight
+                tc._handle._state.actor.kill()  # crash mid-loop, with this step in flight
             results.append((await fb, await opt))
             if step == ckpt_at:
                 await tc.save_state("ckpt")
@@ -192,7 +192,7 @@ async def test_restart_limit_fails_outstanding_futures(local_server: Any) -> Non
     ) as sc:
         tc = await sc.create_lora_training_client(MODEL, rank=4)
         await tc.optim_step(types.AdamParams())
-        tc._state.actor.kill()
+        tc._handle._state.actor.kill()
         fut = tc.optim_step(types.AdamParams())
         with pytest.raises(tinker.TinkerError, match="crashed more than 0 times"):
             await asyncio.wait_for(fut.result_async(), 10)

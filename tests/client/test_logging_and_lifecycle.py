@@ -64,7 +64,6 @@ def test_redaction_processor_on_caplog(caplog: Any) -> None:
 
 # ---------------------------------------------------------------------------- actor stop
 class Sleeper(Actor):
-    uses_mailbox = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -79,7 +78,7 @@ class Sleeper(Actor):
         self.exits.append(reason)
 
 
-async def test_non_mailbox_actor_stopped_before_its_first_step() -> None:
+async def test_actor_stopped_before_its_first_step() -> None:
     a = Sleeper()
     exits: list[Any] = []
     a.link(lambda actor, reason: exits.append(reason))

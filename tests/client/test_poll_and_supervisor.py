@@ -177,7 +177,6 @@ def test_restart_window_slides_with_the_clock() -> None:
 
 
 class Crashy(Actor):
-    uses_mailbox = False
 
     async def main(self) -> None:
         await asyncio.Event().wait()

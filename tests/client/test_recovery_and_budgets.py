@@ -29,7 +29,7 @@ async def test_without_recovery_a_failed_submit_breaks_the_client_loudly(
 ) -> None:
     async with tinker.ServiceClient(base_url=proxy.base_url, api_key=local_server.api_key) as sc:
         tc = await sc.create_lora_training_client(MODEL, rank=2)
-        assert tc._state.recovery is None  # opt-in: off by default
+        assert tc._handle._state.recovery is None  # opt-in: off by default
         ok_fb = tc.forward_backward(DATA, "cross_entropy")
         ok_opt = tc.optim_step(tinker.AdamParams())
         fb = tc.forward_backward(DATA, "cross_entropy")
@@ -49,7 +49,7 @@ async def test_without_recovery_a_failed_submit_breaks_the_client_loudly(
         # and every call after that fails the same way, without reaching the server
         with pytest.raises(tinker.SequenceBrokenError):
             await asyncio.wait_for(tc.optim_step(tinker.AdamParams()).result_async(), 10)
-        assert tc._state.replay_log == []  # nothing kept for a replay that cannot happen
+        assert tc._handle._state.replay_log == []  # nothing kept for a replay that cannot happen
         assert sc.holder.supervisor.restarts == 0
     assert proxy.count(tc.model_id, "optim_step") == 1
 
@@ -64,7 +64,7 @@ async def test_killed_actor_without_recovery_resends_with_the_same_seq_ids(
             futs.append(tc.forward_backward(DATA, "cross_entropy"))
             futs.append(tc.optim_step(tinker.AdamParams()))
             if step == 1:
-                tc._state.actor.kill()
+                tc._handle._state.actor.kill()
         await asyncio.wait_for(asyncio.gather(*futs), 20)
         assert sc.holder.supervisor.restarts == 1
         model_id = tc.model_id

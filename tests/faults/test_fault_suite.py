@@ -153,7 +153,7 @@ async def test_issue9_mix_300_steps_and_a_sampling_burst_lose_nothing(
     async with service(fault_proxy.base_url) as sc:
         tc = await sc.create_lora_training_client(MODEL, rank=2)
         # backoff after a dropped submit: 50 ms, not 0.5 s (its length is not under test)
-        tc._state.retry = dataclasses.replace(TRAINING, base_delay=0.05, max_delay=0.5)
+        tc._handle._state.retry = dataclasses.replace(TRAINING, base_delay=0.05, max_delay=0.5)
         res = await training_loop(tc, 300, window=100)
         sampler = await sc.create_sampling_client(base_model=MODEL)
         params = types.SamplingParams(max_tokens=4)
@@ -213,7 +213,7 @@ async def test_an_outage_of_503s_mid_loop(ledger_server: Any, fault_proxy: Fault
         # The budget (10 min) is the default; backoff is capped at 1 s instead of 30 s so the
         # loop resumes within a second of the outage's end instead of up to 30 s later. The
         # outage still costs the waiting optim_step more attempts than a count budget allows.
-        tc._state.retry = dataclasses.replace(TRAINING, max_delay=1.0)
+        tc._handle._state.retry = dataclasses.replace(TRAINING, max_delay=1.0)
         res = await training_loop(tc, 300)
         model_id = tc.model_id
         steps_counted = server.model_counters()[model_id]["optimizer_steps"]
@@ -235,7 +235,7 @@ async def test_past_the_budget_the_sequence_breaks_and_says_how_long(
     fault_proxy.blackout_at(OPTIM, nth=3, seconds=600.0, scope=OPTIM)
     async with service(fault_proxy.base_url) as sc:
         tc = await sc.create_lora_training_client(MODEL, rank=2)
-        tc._state.retry = dataclasses.replace(TRAINING, max_total=2.0, max_delay=0.5)
+        tc._handle._state.retry = dataclasses.replace(TRAINING, max_total=2.0, max_delay=0.5)
         res = await training_loop(tc, 6, window=6)
         model_id = tc.model_id
     assert res.ok_steps == [0, 1] and res.failed_steps == [2, 3, 4, 5]
@@ -314,7 +314,7 @@ async def test_sigkill_mid_loop_with_recovery_policy(tmp_path: Path) -> None:
             tc = await sc.create_lora_training_client(MODEL, rank=2)
             res = await training_loop(tc, 300, save_every=50, on_step=on_step)
             model_id = tc.model_id
-            models = list(tc._state.server_model_ids)
+            models = list(tc._handle._state.server_model_ids)
             restarts = sc.holder.supervisor.restarts
             counters = await srv.counters()
     finally:

@@ -1,14 +1,14 @@
 """Property test: the training actor under fault schedules never hangs and never replays a failure.
 
-A hypothesis state machine issues forward_backward / optim_step / save_state ops to a real
-``TrainingActor`` (real supervisor, transport and HTTP) whose server is a scripted training
+A hypothesis state machine puts forward_backward / optim_step / save_state messages in the
+mailbox of a real ``TrainingActor`` (real supervisor, transport and HTTP) whose server is a scripted training
 server in miniature (``ToyTrainer`` on ``ScriptedServer``): per-model seq lanes deduplicating
 retries, futures, checkpoints that copy the applied ops, and faults armed by the machine
 (503 bursts, a 400 or a lost model at the next submit, a failed result, the actor killed
 mid-send). Each op carries a marker the toy server records when it applies the op.
 
 Invariants, checked once everything has settled (a bounded wait, never a hang):
-- every future is answered, and ``Op.outcome`` says what its caller saw;
+- every future is answered (``Sent.outcome`` is what its caller saw);
 - the op pointer and the pending set agree: nothing pending, the pointer past every token;
 - the model the client ends on holds exactly the ops reported successful, in order, once
   each: no reported failure applied, no reported success lost, nothing doubled (without a
@@ -35,14 +35,45 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from tinker_actors import codec, types
 from tinker_actors.actors.actor import ActorState
 from tinker_actors.actors.supervisor import ChildSpec, Supervisor
-from tinker_actors.actors.training import Op, TrainingActor, TrainingState
+from tinker_actors.actors.training import (
+    ForwardBackward,
+    OptimStep,
+    SaveState,
+    TrainingActor,
+    TrainingHandle,
+    TrainingMessage,
+    TrainingState,
+)
 from tinker_actors.config import RecoveryPolicy, Restart, RestartPolicy, Settings
+from tinker_actors.runtime import loop_runtime
 from tinker_actors.transport import Transport
 
 API = "/api/v1"
 SESSION = "toy-session"
 FAULTS = ("burst_503", "submit_400", "lose_model", "result_server", "result_user", "kill")
-MUTATING = ("fwdbwd", "optim")
+MUTATING = ("fwdbwd", "optim")  # what the toy server applies
+MUTATING_MESSAGES = (ForwardBackward, OptimStep)
+
+
+@dataclass(eq=False)
+class Sent:
+    """One message the machine sent, and the future its caller holds."""
+
+    msg: TrainingMessage
+    cf: concurrent.futures.Future[Any]
+
+    @property
+    def outcome(self) -> str | None:
+        if not self.cf.done():
+            return None
+        return "failed" if self.cf.exception() is not None else "ok"
+
+    @property
+    def marker(self) -> float:
+        if isinstance(self.msg, OptimStep):
+            return float(self.msg.params.learning_rate)
+        assert isinstance(self.msg, ForwardBackward) and self.msg.loss_fn_config is not None
+        return float(self.msg.loss_fn_config["marker"])
 
 
 # ============================================================================ toy server
@@ -206,6 +237,7 @@ class ToySession:
         self.transport = transport
         self.client_config = types.ClientConfigResponse()
         self.fwdbwd_bytes = None
+        self.runtime = loop_runtime()
         self._models = itertools.count(1)
 
     def require_session_id(self) -> str:
@@ -260,7 +292,7 @@ class TrainingUnderFaults(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.toy = ToyTrainer()
-        self.ops: list[Op] = []
+        self.ops: list[Sent] = []
         self.markers = itertools.count(1)
         self.loop.run_until_complete(self._start())
 
@@ -286,6 +318,7 @@ class TrainingUnderFaults(RuleBasedStateMachine):
             create={"base_model": "toy", "lora_config": types.LoraConfig(rank=1)},
             recovery=self.recovery,
         )
+        self.handle = TrainingHandle(self.state)
         self.sup = Supervisor(self.restart, clock=self.time.clock)
         state = self.state
 
@@ -300,28 +333,18 @@ class TrainingUnderFaults(RuleBasedStateMachine):
         self.toy.on_kill = lambda: state.actor.kill() if state.actor is not None else None
 
     # ---------------------------------------------------------------- ops
-    def _submit(self, kind: str, args: dict[str, Any]) -> None:
-        op = Op(kind, self.state.reserve(1), concurrent.futures.Future(), args)
-        self.ops.append(op)
-        self.state._enqueue(op)
+    def _submit(self, msg: TrainingMessage) -> None:
+        self.ops.append(Sent(msg, self.handle.tell(msg, None)))
 
     @rule()
     def forward_backward(self) -> None:
         marker = float(next(self.markers))
-        self._submit(
-            "fwdbwd",
-            {
-                "chunks": [[datum()]],
-                "loss_fn": "cross_entropy",
-                "loss_fn_config": {"marker": marker},
-                "forward_only": False,
-            },
-        )
+        self._submit(ForwardBackward(((datum(),),), "cross_entropy", {"marker": marker}, False))
 
     @rule()
     def optim_step(self) -> None:
         marker = float(next(self.markers))
-        self._submit("optim", {"params": types.AdamParams(learning_rate=marker)})
+        self._submit(OptimStep(types.AdamParams(learning_rate=marker)))
 
     @rule()
     def training_step(self) -> None:
@@ -330,7 +353,7 @@ class TrainingUnderFaults(RuleBasedStateMachine):
 
     @rule()
     def save_state(self) -> None:
-        self._submit("save_state", {"name": f"ck{len(self.ops)}"})
+        self._submit(SaveState(f"ck{len(self.ops)}"))
 
     @precondition(lambda self: len(self.toy.faults) < 4)
     @rule(fault=st.sampled_from(FAULTS))
@@ -365,18 +388,11 @@ class TrainingUnderFaults(RuleBasedStateMachine):
             return  # checked at each settle and at the end
         st_ = self.state
         assert not self.toy.violations, self.toy.violations
-        assert not st_.pending and st_.next_to_send == st_._next_token
-        for op in self.ops:
-            if op.outcome == "ok":
-                assert op.cf.exception() is None
-            else:
-                assert op.outcome == "failed" and op.cf.exception() is not None, op
+        assert not st_.pending and st_.next_to_send == st_.next_token
+        assert not len(st_.mailbox)
+        # mailbox order is seq-id order: the machine's order of sends
         told_ok = [
-            float(op.args["params"].learning_rate)
-            if op.kind == "optim"
-            else float(op.args["loss_fn_config"]["marker"])
-            for op in sorted(self.ops, key=lambda o: o.first)
-            if op.kind in MUTATING and op.outcome == "ok"
+            op.marker for op in self.ops if isinstance(op.msg, MUTATING_MESSAGES) and op.outcome == "ok"
         ]
         model = self.toy.models[st_.model_id]
         if model.lost:
@@ -425,7 +441,7 @@ test_training_without_recovery_under_fault_schedules = TrainingUnderFaultsWithou
 
 
 # ============================================================================ the limits
-def run_machine(machine: TrainingUnderFaults, script: list[str]) -> list[Op]:
+def run_machine(machine: TrainingUnderFaults, script: list[str]) -> list[Sent]:
     """Runs rule names / ``fault:<kind>`` in order, then waits until every future is answered."""
     try:
         for step in script:

@@ -1,8 +1,17 @@
-"""The actor base: a mailbox, one run loop, owned tasks and an explicit lifecycle.
+"""The actor base: a mailbox, one run loop, a task group and an explicit lifecycle.
 
 ``NEW -> RUNNING -> STOPPING -> STOPPED`` or ``CRASHED``. A stopped or crashed actor never
-restarts in place; its supervisor builds a new instance. Every task an actor starts is owned
-by it (``spawn``): an exception in one crashes the actor, and stopping cancels them all.
+restarts in place; its supervisor builds a new instance.
+
+Structured concurrency: ``main`` runs inside the actor's ``asyncio.TaskGroup``, and every task
+the actor starts (``spawn``) belongs to that group. A task that fails crashes the actor (the
+group cancels the rest); stopping or killing the actor cancels the group. Cancellation is
+never swallowed: a cancelled actor's task ends cancelled, and the exit reason says whether
+that was a stop (None), a kill (its reason) or the loop shutting down (``cancelled_externally``).
+
+The mailbox (``Mailbox``) is the actor's address, not part of one instance: callers put
+messages from any thread, and a restarted actor reads on where its predecessor stopped (as a
+restarted Akka actor keeps its mailbox).
 """
 
 from __future__ import annotations
@@ -10,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+import threading
+from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..errors import ActorDeadError, ActorKilled, MailboxFullError
 from ..telemetry import get_logger
@@ -22,12 +33,15 @@ __all__ = [
     "ActorDeadError",
     "ActorKilled",
     "ActorState",
+    "Mailbox",
     "MailboxFullError",
     "shielded_cleanup",
 ]
 
 log = get_logger(__name__)
 _ids = itertools.count(1)
+
+M = TypeVar("M")
 
 
 class ActorState(enum.Enum):
@@ -38,16 +52,92 @@ class ActorState(enum.Enum):
     CRASHED = "crashed"
 
 
+class Mailbox(Generic[M]):
+    """A thread-safe FIFO of messages for the actors of one address, read on one loop.
 
-_STOP = object()
+    ``put`` is safe from any thread and never blocks: the order of ``put`` calls is the order
+    the actor reads them (callers that need an order, like training seq ids, rely on it).
+    A burst of puts costs one wake-up of the reader (``post`` is the loop's thread-safe
+    ``call_soon``). ``take`` returns everything queued at once, so the reader can batch.
+    A closed mailbox refuses new messages with ``ActorDeadError``.
+    """
+
+    __slots__ = ("_capacity", "_closed", "_items", "_lock", "_post", "_waiter", "_waking", "name")
+
+    def __init__(
+        self, post: Callable[..., None], *, name: str = "mailbox", capacity: int | None = None
+    ) -> None:
+        self.name = name
+        self._post = post
+        self._capacity = capacity
+        self._items: deque[M] = deque()
+        self._lock = threading.Lock()
+        self._waiter: asyncio.Future[None] | None = None
+        self._waking = False
+        self._closed: BaseException | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    def put(self, msg: M) -> None:
+        """Appends ``msg``; from any thread."""
+        with self._lock:
+            if self._closed is not None:
+                raise ActorDeadError(f"{self.name} is closed: {self._closed}")
+            if self._capacity is not None and len(self._items) >= self._capacity:
+                raise MailboxFullError(f"{self.name} holds {self._capacity} messages")
+            self._items.append(msg)
+            wake = self._waiter is not None and not self._waking
+            if wake:
+                self._waking = True
+        if wake:
+            self._post(self._wake)
+
+    def _wake(self) -> None:
+        with self._lock:
+            waiter, self._waiter, self._waking = self._waiter, None, False
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def take(self) -> list[M]:
+        """Everything queued now, in order (possibly nothing); on the reader's loop."""
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+        return items
+
+    async def get(self) -> list[M]:
+        """Waits for at least one message, then returns everything queued, in order."""
+        while True:
+            with self._lock:
+                if self._items:
+                    items = list(self._items)
+                    self._items.clear()
+                    return items
+                if self._closed is not None:
+                    raise ActorDeadError(f"{self.name} is closed")
+                waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
+
+    def close(self, reason: BaseException | None = None) -> list[M]:
+        """Refuses further messages; returns those never read (for the owner to answer)."""
+        with self._lock:
+            self._closed = reason or ActorDeadError(f"{self.name} closed")
+            items = list(self._items)
+            self._items.clear()
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            self._post(_cancel_if_pending, waiter)
+        return items
 
 
-class _Envelope:
-    __slots__ = ("msg", "reply")
-
-    def __init__(self, msg: Any, reply: asyncio.Future[Any] | None):
-        self.msg = msg
-        self.reply = reply
+def _cancel_if_pending(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.cancel()
 
 
 async def shielded_cleanup(coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> None:  # noqa: ASYNC109
@@ -62,19 +152,14 @@ async def shielded_cleanup(coro: Coroutine[Any, Any, Any], timeout: float = 10.0
 
 
 class Actor:
-    """Subclass and override ``handle`` (and the ``on_*`` hooks)."""
+    """Subclass and override ``main`` (and the ``on_*`` hooks)."""
 
-    mailbox_size: int = 10_000
-    #: False for actors whose ``main`` does not read the mailbox: ``stop`` cancels them.
-    uses_mailbox: bool = True
-
-    def __init__(self, *, name: str | None = None, loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, *, name: str | None = None) -> None:
         self.name = name or f"{type(self).__name__}-{next(_ids)}"
         self.state = ActorState.NEW
-        self._loop = loop
-        self._mailbox: asyncio.Queue[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._children: set[asyncio.Task[Any]] = set()
+        self._group: asyncio.TaskGroup | None = None
         self._exit_reason: BaseException | None = None
         self._exit_listeners: list[Callable[[Actor, BaseException | None], None]] = []
         self._kill_reason: BaseException | None = None
@@ -98,7 +183,6 @@ class Actor:
         if self.state is not ActorState.NEW:
             raise RuntimeError(f"{self.name} cannot start from state {self.state.value}")
         self._loop = asyncio.get_running_loop()
-        self._mailbox = asyncio.Queue(self.mailbox_size)
         await self.on_start()
         self.state = ActorState.RUNNING
         # An actor outlives the call that started it: its requests are not that call's.
@@ -107,32 +191,36 @@ class Actor:
         )
         self._task.add_done_callback(self._task_done)
 
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            await self.main()
+
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        # a task cancelled before its first step never ran _run's handlers
-        if self.state in (ActorState.RUNNING, ActorState.STOPPING):
-            if self._kill_reason is None and self.state is ActorState.RUNNING:
+        reason: BaseException | None
+        if task.cancelled():
+            reason = self._kill_reason
+            if reason is None and self.state is ActorState.RUNNING:
+                # cancelled by its owner (the event loop shutting down): not a crash, and
+                # nothing a supervisor should restart
                 self.cancelled_externally = True
-            self._finish_with(self._kill_reason)
+        else:
+            reason = _first_error(task.exception())
+        self._finish(reason)
 
     async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Asks the actor to finish its mailbox and stop; waits at most ``timeout``."""
+        """Cancels the actor's work and waits for it, at most ``timeout`` seconds."""
         if self.state in (ActorState.STOPPED, ActorState.CRASHED):
             return
-        if self.state is ActorState.NEW:
+        if self.state is ActorState.NEW or self._task is None:
             self._finish(None)
             return
         self.state = ActorState.STOPPING
-        assert self._mailbox is not None and self._task is not None
-        if self.uses_mailbox and not self._mailbox.full():
-            self._mailbox.put_nowait(_STOP)
-        else:
-            self._task.cancel()
-        done, _ = await asyncio.wait({self._task}, timeout=timeout)
-        if not done:
-            self._task.cancel()
-            await asyncio.wait({self._task})
-        if self.state is ActorState.STOPPING:  # cancelled before its first step
-            self._finish_with(None)
+        task = self._task
+        task.cancel()
+        await asyncio.wait({task}, timeout=timeout)
+        if not task.done():
+            log.warning("actor did not stop in time", actor=self.name, timeout=timeout)
 
     def kill(self, reason: BaseException | None = None) -> None:
         """Crashes the actor from outside (thread-safe); its supervisor sees ``reason``."""
@@ -157,89 +245,24 @@ class Actor:
         except RuntimeError:
             return False
 
-    # ------------------------------------------------------------------ messaging
-    def tell_nowait(self, msg: Any) -> None:
-        """Enqueues without a reply; safe from any thread."""
-        self._put(_Envelope(msg, None))
-
-    async def ask(self, msg: Any) -> Any:
-        """Enqueues and awaits the handler's return value (on the actor's loop)."""
-        reply: asyncio.Future[Any] = self.loop.create_future()
-        self._put(_Envelope(msg, reply))
-        return await reply
-
-    def _put(self, env: Any) -> None:
-        if self.state not in (ActorState.RUNNING, ActorState.NEW) or self._mailbox is None:
-            raise ActorDeadError(f"{self.name} is {self.state.value}")
-        mailbox = self._mailbox
-        if self._caller_on_loop():
-            try:
-                mailbox.put_nowait(env)
-            except asyncio.QueueFull:
-                raise MailboxFullError(self.name) from None
-        else:
-            if mailbox.full():
-                raise MailboxFullError(self.name)
-            self.loop.call_soon_threadsafe(mailbox.put_nowait, env)
-
     # ------------------------------------------------------------------ owned tasks
     def spawn(
         self, coro: Coroutine[Any, Any, Any], *, name: str | None = None
     ) -> asyncio.Task[Any]:
-        """Starts a task owned by this actor; its failure crashes the actor."""
-        task = self.loop.create_task(coro, name=name)
-        self._children.add(task)
-        task.add_done_callback(self._child_done)
-        return task
-
-    def _child_done(self, task: asyncio.Task[Any]) -> None:
-        self._children.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None and self.state is ActorState.RUNNING:
-            self.kill(exc)
-
-    # ------------------------------------------------------------------ run loop
-    async def _run(self) -> None:
-        reason: BaseException | None = None
-        try:
-            await self.main()
-        except asyncio.CancelledError:
-            if self._kill_reason is None and self.state is ActorState.STOPPING:
-                self._finish_with(None)
-                return
-            if self._kill_reason is None:
-                # cancelled by its owner (e.g. the event loop shutting down): not a crash,
-                # and not something a supervisor should restart
-                self.cancelled_externally = True
-                self._finish_with(None)
-                raise
-            reason = self._kill_reason
-        except BaseException as exc:
-            reason = exc
-        self._finish_with(reason)
-
-    def _finish_with(self, reason: BaseException | None) -> None:
-        if self.state in (ActorState.STOPPED, ActorState.CRASHED):
-            return
-        for t in list(self._children):
-            t.cancel()
-        if reason is not None:
-            log.warning("actor crashed", actor=self.name, reason=repr(reason))
-        self._finish(reason)
+        """Starts a task in the actor's group: its failure crashes the actor."""
+        if self._group is None:
+            coro.close()
+            raise ActorDeadError(f"{self.name} is not running")
+        return self._group.create_task(coro, name=name)
 
     def _finish(self, reason: BaseException | None) -> None:
+        if self.state in (ActorState.STOPPED, ActorState.CRASHED):
+            return
         self.state = ActorState.CRASHED if reason is not None else ActorState.STOPPED
         self._exit_reason = reason
-        # drain: pending asks fail loudly instead of hanging
-        if self._mailbox is not None:
-            while not self._mailbox.empty():
-                env = self._mailbox.get_nowait()
-                if env is not _STOP and env.reply is not None and not env.reply.done():
-                    env.reply.set_exception(ActorDeadError(f"{self.name} stopped"))
-                elif env is not _STOP:
-                    self.on_undelivered(env.msg)
+        self._group = None
+        if reason is not None:
+            log.warning("actor crashed", actor=self.name, reason=repr(reason))
         try:
             self.on_exit(reason)
         except Exception as exc:
@@ -250,32 +273,23 @@ class Actor:
             except Exception as exc:
                 log.warning("exit listener failed", actor=self.name, error=repr(exc))
 
-    async def main(self) -> None:
-        """The actor's body: by default, handle mailbox messages one at a time until stopped."""
-        assert self._mailbox is not None
-        while True:
-            env = await self._mailbox.get()
-            if env is _STOP:
-                return
-            try:
-                result = await self.handle(env.msg)
-            except Exception as exc:
-                if env.reply is not None and not env.reply.done():
-                    env.reply.set_exception(exc)
-                    continue
-                raise
-            if env.reply is not None and not env.reply.done():
-                env.reply.set_result(result)
-
     # ------------------------------------------------------------------ hooks
     async def on_start(self) -> None:
-        """Runs before the first message (awaited by ``start``)."""
+        """Runs before ``main`` (awaited by ``start``): keep it short, it holds up the caller."""
 
-    async def handle(self, msg: Any) -> Any:
+    async def main(self) -> None:
+        """The actor's body, inside its task group; returning stops the actor normally."""
         raise NotImplementedError
 
     def on_exit(self, reason: BaseException | None) -> None:
         """Runs once, synchronously, when the actor stops or crashes."""
 
-    def on_undelivered(self, msg: Any) -> None:
-        """A told message that never ran (the actor died first)."""
+
+def _first_error(exc: BaseException | None) -> BaseException | None:
+    """The exception a crash is reported with: a task group's first failure, unwrapped."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        rest = exc.exceptions[1:]
+        if rest:
+            log.warning("actor had more failures", errors=[repr(e) for e in rest])
+        exc = exc.exceptions[0]
+    return exc

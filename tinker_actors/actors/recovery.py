@@ -57,10 +57,11 @@ REBUILD_TIMEOUT = 600.0  # one attempt's rebuild (create-from-checkpoint) at mos
 
 
 def _state(client: Any) -> TrainingState:
-    """The TrainingState behind a TrainingClient (or the state itself)."""
-    from .training import TrainingState
+    """The TrainingState behind a TrainingClient, its handle, or the state itself."""
+    from .training import TrainingHandle, TrainingState
 
-    st = client if isinstance(client, TrainingState) else getattr(client, "_state", None)
+    handle = getattr(client, "_handle", client)
+    st = handle._state if isinstance(handle, TrainingHandle) else handle
     if not isinstance(st, TrainingState):
         raise TypeError(f"expected a TrainingClient, got {type(client).__name__}")
     return st
@@ -105,7 +106,6 @@ class _Entry:
 class RecoveryExecutor(Actor):
     """Runs recoveries from a queue, ``max_concurrent`` at once, with exponential backoff."""
 
-    uses_mailbox = False
 
     def __init__(
         self,
@@ -300,7 +300,6 @@ class RecoveryExecutor(Actor):
 class RecoveryMonitor(Actor):
     """Polls ``get_training_run`` for watched clients; hands corrupted runs to the executor."""
 
-    uses_mailbox = False
 
     def __init__(
         self,

@@ -251,7 +251,6 @@ class _Book:
 class SamplingActor(Actor):
     """Owns a sampler's in-flight requests, its seq ids, the progress watchdog and cancels."""
 
-    uses_mailbox = False
 
     def __init__(
         self,

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from .. import errors, types
-from ..auth import MISSING_API_KEY_MESSAGE, Credential, check_key_shape
+from ..auth import MISSING_API_KEY_MESSAGE, Credential, check_key_shape, settings_from_env
 from ..config import SDK_VERSION, Restart, RestartPolicy, Settings
-from ..runtime import Runtime, embedded_endpoint
+from ..embedded import embedded_endpoint
+from ..runtime import Runtime
 from ..telemetry import get_logger
 from ..transport import NO_RETRY, Transport, without_sdk_method
 from .actor import Actor
@@ -40,7 +41,6 @@ MIN_DYNAMIC_CONFIG_INTERVAL = 10.0
 class HeartbeatActor(Actor):
     """``POST /session_heartbeat`` every 10 s; warns after 120 s of failures; stops on 410."""
 
-    uses_mailbox = False
 
     def __init__(
         self,
@@ -104,7 +104,6 @@ class DynamicConfigActor(Actor):
     ends the loop, since the knobs it carries (sample cancel) only tune behaviour.
     """
 
-    uses_mailbox = False
 
     def __init__(
         self,
@@ -205,7 +204,7 @@ class Session:
         transport: when the last client using it is done (``release_handle_client``) it
         closes and gives the runtime's HTTP session back.
         """
-        settings = Settings.from_env(
+        settings = settings_from_env(
             base_url=base_url, api_key=api_key, default_headers=default_headers
         )
         session = cls(settings, runtime=runtime, rest_only=True)

@@ -300,7 +300,6 @@ class Telemetry:
 class TelemetryActor(Actor, Telemetry):
     """Owns the event queue; ``log_*`` methods are thread-safe and never block."""
 
-    uses_mailbox = False
 
     def __init__(
         self,

@@ -1,10 +1,21 @@
 """The training actor: one per TrainingClient; strict seq_id order, chunking, recovery.
 
-Order tokens are reserved in the caller's thread (``TrainingState.reserve``) and each call
-becomes an ``Op`` in a reorder buffer that outlives actor instances. The actor sends the op
-holding token k only after every op < k was acknowledged by the server; the chunks of one
-forward_backward go out together, first chunk last. Results are polled in owned tasks so
-many ops are queued server-side at once.
+A TrainingClient call becomes one typed message (``ForwardBackward``, ``OptimStep``,
+``SaveState``, ...) in a ``Call`` envelope, put in the actor's mailbox at call time from any
+thread. Mailbox order is seq-id order: the actor takes every queued call at once and gives
+each its order tokens in that order (a forward_backward takes one per chunk, a custom loss
+two per chunk). It sends the op holding token k only after every op < k was acknowledged by
+the server; the chunks of one forward_backward go out together, first chunk last. Results are
+polled in tasks of the actor's group, so many ops are queued server-side at once.
+
+A custom loss (``ForwardBackwardCustom``) is orchestrated here too: its forward goes out,
+the loss and its gradient are computed off the loop when the forward's result arrives, and
+the backward comes back to the mailbox as a ``Backward`` message holding the tokens reserved
+for it (the pipe-to-self pattern), so it survives a restart of the actor.
+
+What must survive a restart lives in ``TrainingState`` (the mailbox included); the actor alone
+reads and writes it, on the runtime loop. The facade holds a ``TrainingHandle``: it can put
+messages and read the model id and info, nothing else.
 
 Failure semantics: a caller's cancel drops only the result. Submissions retry 408/409/429,
 5xx and connection errors for a time budget (``transport.TRAINING``, 10 min). A submission
@@ -23,19 +34,19 @@ Recovery guarantees (each op records what its caller was told in ``Op.outcome``)
   errors past the budget; or its result was lost: 410 or a "server" category failure) is
   carried to the rebuilt model once, then reported;
 - ``next_to_send`` and ``pending`` agree across restarts: the op at the pointer is either in
-  ``pending`` or was failed and the pointer moved past it, so a restarted actor never waits
-  on an entry that cannot come; give-up (``fail_all``) answers every future still owed.
+  ``pending``, still to come back as a ``Backward``, or was failed and the pointer moved past
+  it, so a restarted actor never waits on an entry that cannot come; give-up (``fail_all``)
+  answers every future still owed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from .. import errors, events, types
 from ..config import RecoveryPolicy
@@ -45,32 +56,148 @@ from ..manifest import FORWARD_REQUEST_TYPE_HEADER, ROUTES, Route
 from ..telemetry import get_logger
 from ..transport import TRAINING, RetryPolicy
 from ..types import fwdbwd as _fb
-from .actor import Actor, ActorState
+from .actor import Actor, Mailbox
 
 if TYPE_CHECKING:
+    from ..runtime import Runtime
+    from ..transport import Transport
     from .session import Session
 
-__all__ = ["Op", "SequenceBrokenError", "TrainingActor", "TrainingState"]
+__all__ = [
+    "Backward",
+    "Call",
+    "ForwardBackward",
+    "ForwardBackwardCustom",
+    "LoadState",
+    "Op",
+    "OptimStep",
+    "SaveState",
+    "SaveWeightsExternal",
+    "SaveWeightsForSampler",
+    "SequenceBrokenError",
+    "TrainingActor",
+    "TrainingHandle",
+    "TrainingMessage",
+    "TrainingState",
+]
 
 log = get_logger(__name__)
+
+Chunks: TypeAlias = tuple[tuple[types.Datum, ...], ...]
+
+
+# ============================================================================ messages
+@dataclass(frozen=True, slots=True)
+class ForwardBackward:
+    """``forward`` / ``forward_backward``: one seq id per chunk."""
+
+    chunks: Chunks
+    loss_fn: str
+    loss_fn_config: Mapping[str, float | str] | None
+    forward_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OptimStep:
+    params: types.AdamParams | types.DimuonParams
+
+
+@dataclass(frozen=True, slots=True)
+class SaveState:
+    name: str
+    ttl_seconds: int | None = None
+    overwrite: bool = False
+    user_metadata: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveWeightsForSampler:
+    """A named sampler checkpoint, or (``name`` None) an ephemeral one for a sampling client."""
+
+    name: str | None
+    ttl_seconds: int | None = None
+    user_metadata: dict[str, str] | None = None
+    kind: types.SamplingClientKind = "snapshot"
+
+
+@dataclass(frozen=True, slots=True)
+class SaveWeightsExternal:
+    name: str
+    ttl_seconds: int | None = None
+    age_encryption_recipients: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadState:
+    path: str
+    optimizer: bool
+    weights_access_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardBackwardCustom:
+    """A client-side loss: a forward (``forward``), then ``loss_fn`` here, then a backward
+    with ``weights = -dLoss/dlogprobs`` on the same chunks (protocol.md 6.1)."""
+
+    data: tuple[types.Datum, ...]
+    forward: ForwardBackward
+    loss_fn: Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Backward:
+    """A custom loss's backward, back from the loss computation with its reserved tokens.
+
+    ``error`` set: the forward or the loss failed; the tokens are filled (with a zero-weight
+    backward after a loss error, so the client keeps working; with a sequence break after a
+    forward failure) and ``reply`` gets the error.
+    """
+
+    tokens: range
+    chunks: Chunks
+    reply: concurrent.futures.Future[Any]
+    metrics: dict[str, float] = field(default_factory=dict)
+    loss_sum: float = 0.0
+    error: BaseException | None = None
+    forward_failed: bool = False
+
+
+TrainingMessage: TypeAlias = (
+    ForwardBackward
+    | OptimStep
+    | SaveState
+    | SaveWeightsForSampler
+    | SaveWeightsExternal
+    | LoadState
+    | ForwardBackwardCustom
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """The envelope of one user call: the message, where its answer goes, who asked."""
+
+    msg: TrainingMessage
+    reply: concurrent.futures.Future[Any]
+    sdk_method: str | None = None
+    start_time: float = field(default_factory=time.time)
 
 
 # ============================================================================ ops
 @dataclass(eq=False)
 class Op:
-    """One user call: ``kind`` plus its arguments, its order tokens and its future."""
+    """The actor's record of one request: its message, tokens, wire ids and outcome."""
 
-    kind: str  # fwdbwd | optim | save_state | save_sampler | save_external | load | broken
+    msg: TrainingMessage | _Broken
     tokens: range
     cf: concurrent.futures.Future[Any]
-    args: dict[str, Any] = field(default_factory=dict)
     sdk_method: str | None = None
     start_time: float = field(default_factory=time.time)
     wire_ids: list[int] | None = None  # the seq ids it was (or is being) sent with
     wire_model: str | None = None
     # what the caller was told: None (nothing yet), "ok" or "failed"; a failed op is never
     # sent again, an ok one is replayed by recovery (set even when the caller cancelled)
-    outcome: str | None = None
+    outcome: Literal["ok", "failed"] | None = None
     carried: int = 0  # times it was carried to a rebuilt model after being lost with a server
 
     @property
@@ -79,13 +206,24 @@ class Op:
 
     @property
     def mutates(self) -> bool:
-        if self.kind == "fwdbwd":
-            return not self.args["forward_only"]
-        return self.kind in ("optim", "load", "save_state")
+        match self.msg:
+            case ForwardBackward(forward_only=forward_only):
+                return not forward_only
+            case OptimStep() | LoadState() | SaveState():
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Broken:
+    """Fills tokens that can never carry their request (a custom loss whose forward failed)."""
+
+    error: BaseException
 
 
 class TrainingState:
-    """Everything a TrainingClient's actor needs that must survive the actor's restarts."""
+    """What a TrainingClient's actor keeps across its restarts; read and written by the actor
+    only (on the runtime loop), except the mailbox, which callers put into."""
 
     def __init__(
         self,
@@ -103,8 +241,10 @@ class TrainingState:
         self.create = create  # how to rebuild the model from scratch (create_model args)
         self.recovery = recovery
         self.last_checkpoint = checkpoint  # (tinker path, has optimizer state)
-        self._lock = threading.Lock()
-        self._next_token = 1
+        self.mailbox: Mailbox[Call | Backward] = Mailbox(
+            session.runtime.call_soon, name=f"training-{model_id}"
+        )
+        self.next_token = 1  # the next order token to give out, in mailbox order
         self.next_to_send = 1
         self.wire_next = 1  # next wire seq_id for the current model
         self.pending: dict[int, Op] = {}
@@ -117,7 +257,6 @@ class TrainingState:
         # save_state results not yet usable for recovery: an earlier op still awaits its
         # result, and a checkpoint is only used once every op before it has an outcome
         self.saved: list[tuple[Op, str]] = []
-        self.wake = asyncio.Event()
         self.dead: BaseException | None = None
         self.queue_logger = QueueStateLogger(model_id, "Training")
         # how submissions are retried; the time budget is what a server outage may last
@@ -127,25 +266,10 @@ class TrainingState:
         self.recovery_request: tuple[RecoveryPolicy, concurrent.futures.Future[str]] | None = None
         self.server_model_ids: list[str] = [model_id]
 
-    # -------------------------------------------------------------- caller side
-    def reserve(self, count: int) -> range:
-        """Takes ``count`` consecutive order tokens now, in the caller's thread."""
-        with self._lock:
-            start = self._next_token
-            self._next_token += count
-            return range(start, start + count)
-
-    def submit(self, op: Op) -> None:
-        """Hands ``op`` to the actor (thread-safe)."""
-        self.session.runtime.call_soon(self._enqueue, op)
-
-    def _enqueue(self, op: Op) -> None:
-        if self.dead is not None:
-            tell_failed(op, self.dead)
-            self.next_to_send = max(self.next_to_send, op.tokens.stop)
-            return
-        self.pending[op.first] = op
-        self.wake.set()
+    def take_tokens(self, count: int) -> range:
+        tokens = range(self.next_token, self.next_token + count)
+        self.next_token += count
+        return tokens
 
     # -------------------------------------------------------------- give up
     def break_sequence(self, op: Op, cause: BaseException) -> None:
@@ -177,14 +301,14 @@ class TrainingState:
             self.checkpoint_token = max(self.checkpoint_token, op.first)
 
     def _die(self, exc: BaseException) -> None:
-        """From now on every op is failed at once: those reserved but not yet handed over are
-        failed by ``_enqueue``, so the pointer moves past every token taken so far."""
-        with self._lock:
-            self.dead = exc
-            self.next_to_send = self._next_token
+        """From now on every call is failed as it is taken; the pointer moves past every
+        token given out (a custom loss's backward, still to come, is failed on arrival)."""
+        self.dead = exc
+        self.next_to_send = self.next_token
 
     def fail_all(self, exc: BaseException) -> None:
-        """Answers every future still owed (the supervisor gave up on this client)."""
+        """Answers every future still owed (the supervisor gave up on this client) and
+        closes the mailbox: later calls fail at once."""
         self._die(exc)
         owed = [*self.pending.values(), *(op for op, _, _ in self.inflight.values())]
         owed += self.replay_log
@@ -194,6 +318,43 @@ class TrainingState:
         self.pending.clear()
         self.inflight.clear()
         self.replay_log.clear()
+        for item in self.mailbox.close(exc):
+            reject(item.reply, exc)
+
+
+class TrainingHandle:
+    """What a TrainingClient holds: the actor's address and read-only views of its model."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: TrainingState) -> None:
+        self._state = state
+
+    def tell(self, msg: TrainingMessage, sdk_method: str | None) -> concurrent.futures.Future[Any]:
+        """Puts ``msg`` in the mailbox (any thread) and returns the future of its answer."""
+        cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        st = self._state
+        try:
+            st.mailbox.put(Call(msg, cf, sdk_method))
+        except errors.ActorDeadError as exc:
+            reject(cf, st.dead or exc)
+        return cf
+
+    @property
+    def model_id(self) -> str:
+        return self._state.model_id
+
+    @property
+    def info(self) -> types.GetInfoResponse:
+        return self._state.info
+
+    @property
+    def session(self) -> Session:
+        return self._state.session
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._state.session.runtime
 
 
 def tell_failed(op: Op, exc: BaseException) -> None:
@@ -230,25 +391,10 @@ def lost_with_server(exc: BaseException) -> bool:
 
 # ============================================================================ actor
 class TrainingActor(Actor):
-    uses_mailbox = False
-
     def __init__(self, state: TrainingState, *, recovering: bool = False):
         super().__init__(name=f"training-{state.model_id}")
         self.ts = state
         self.recovering = recovering
-        # a poll that failed while on_start was still replaying (the base class only
-        # crashes a RUNNING actor); on_start raises it so the recovery is redone
-        self._early_failure: BaseException | None = None
-
-    def _child_done(self, task: asyncio.Task[Any]) -> None:
-        if (
-            self.state is ActorState.NEW
-            and not task.cancelled()
-            and task.exception() is not None
-            and self._early_failure is None
-        ):
-            self._early_failure = task.exception()
-        super()._child_done(task)
 
     @property
     def session(self) -> Session:
@@ -257,42 +403,17 @@ class TrainingActor(Actor):
     # -------------------------------------------------------------- lifecycle
     async def on_start(self) -> None:
         self.ts.actor = self
-        if not self.recovering:
-            return
-        st = self.ts
-        # A corrupted run (actors/recovery.py) brings its own policy and a waiter; its
-        # reported ops are rolled back, not replayed (one of them corrupted the weights).
-        request, st.recovery_request = st.recovery_request, None
-        policy = request[0] if request is not None else st.recovery
-        if request is not None:
-            st.replay_log = [o for o in st.replay_log if o.outcome != "ok"]
-        if policy is not None and policy.enabled:
-            try:
-                await self._recover(policy)
-                if self._early_failure is not None:  # no await from here to RUNNING
-                    raise self._early_failure
-            except BaseException as exc:
-                # a failed recovery counts as another crash; its polls must not outlive it
-                for task in list(self._children):
-                    task.cancel()
-                if request is not None:
-                    reject(request[1], exc)
-                raise
-            if request is not None:
-                resolve(request[1], st.model_id)
-        else:
-            # No recovery: keep the model; re-poll what the server already accepted and
-            # fail what never got a seq id through (the sequence is broken).
-            for token, (op, rids, rtype) in list(st.inflight.items()):
-                self._spawn_poll(op, rids, rtype, token)
 
     async def main(self) -> None:
+        if self.recovering:
+            await self._restarted()
         st = self.ts
+        mailbox = st.mailbox
         while True:
+            self._take(mailbox.take())
             op = st.pending.pop(st.next_to_send, None)
             if op is None:
-                st.wake.clear()
-                await st.wake.wait()
+                self._take(await mailbox.get())
                 continue
             try:
                 await self._send(op)
@@ -305,6 +426,78 @@ class TrainingActor(Actor):
                 continue
             st.next_to_send = op.tokens.stop
 
+    async def _restarted(self) -> None:
+        """After a crash: recover (under a policy) or re-poll what the server accepted."""
+        st = self.ts
+        # A corrupted run (actors/recovery.py) brings its own policy and a waiter; its
+        # reported ops are rolled back, not replayed (one of them corrupted the weights).
+        request, st.recovery_request = st.recovery_request, None
+        policy = request[0] if request is not None else st.recovery
+        if request is not None:
+            st.replay_log = [o for o in st.replay_log if o.outcome != "ok"]
+        if policy is not None and policy.enabled:
+            try:
+                await self._recover(policy)
+            except BaseException as exc:
+                if request is not None:
+                    reject(request[1], exc)
+                raise  # a failed recovery is another crash
+            if request is not None:
+                resolve(request[1], st.model_id)
+        else:
+            # No recovery: keep the model; re-poll what the server already accepted and
+            # fail what never got a seq id through (the sequence is broken).
+            for token, (op, rids, rtype) in list(st.inflight.items()):
+                self._spawn_poll(op, rids, rtype, token)
+
+    # -------------------------------------------------------------- the mailbox
+    def _take(self, items: Sequence[Call | Backward]) -> None:
+        """Gives each call its tokens, in mailbox order, and files its ops by first token."""
+        st = self.ts
+        for item in items:
+            if isinstance(item, Backward):
+                self._backward_arrived(item)
+                continue
+            if st.dead is not None:
+                reject(item.reply, st.dead)
+                continue
+            msg = item.msg
+            match msg:
+                case ForwardBackward(chunks=chunks):
+                    self._file(Op(msg, st.take_tokens(len(chunks)), item.reply, item.sdk_method))
+                case ForwardBackwardCustom():
+                    self._custom(item, msg)
+                case _:
+                    self._file(Op(msg, st.take_tokens(1), item.reply, item.sdk_method))
+
+    def _file(self, op: Op) -> None:
+        self.ts.pending[op.first] = op
+
+    def _custom(self, call: Call, msg: ForwardBackwardCustom) -> None:
+        """Files the forward; the loss runs when its result arrives, off the actor."""
+        st = self.ts
+        n = len(msg.forward.chunks)
+        tokens = st.take_tokens(2 * n)
+        fwd_cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._file(Op(msg.forward, tokens[:n], fwd_cf, call.sdk_method, call.start_time))
+        # Not a task of this actor: the loss must outlive a restart, and its result comes
+        # back through the mailbox, which does.
+        st.session.runtime.spawn(_compute_backward(st.mailbox, msg, fwd_cf, tokens[n:], call.reply))
+
+    def _backward_arrived(self, b: Backward) -> None:
+        st = self.ts
+        if b.forward_failed or st.dead is not None:
+            # the forward failed: these tokens can never carry the backward
+            cause = st.dead or SequenceBrokenError(f"custom loss forward failed: {b.error!r}")
+            reject(b.reply, b.error or cause)
+            if st.dead is None:
+                self._file(Op(_Broken(cause), b.tokens, concurrent.futures.Future()))
+            return
+        bwd_cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        msg = ForwardBackward(b.chunks, "cross_entropy", None, forward_only=False)
+        self._file(Op(msg, b.tokens, bwd_cf, "TrainingClient.forward_backward_custom"))
+        bwd_cf.add_done_callback(lambda f: _finish_custom(f, b))
+
     def _send_failed(self, op: Op, exc: Exception) -> None:
         """A submit failed past its retries: carry it, or report it and move the pointer on.
 
@@ -313,7 +506,8 @@ class TrainingActor(Actor):
         st = self.ts
         recovery = st.recovery is not None and st.recovery.enabled
         why = describe_failure(exc)
-        if recovery and op.kind != "broken" and op.carried < 1 and lost_with_server(exc):
+        broken = isinstance(op.msg, _Broken)
+        if recovery and not broken and op.carried < 1 and lost_with_server(exc):
             # not the request's fault: the rebuilt model gets it (the pointer stays on it)
             op.carried += 1
             st.pending[op.first] = op
@@ -341,8 +535,9 @@ class TrainingActor(Actor):
 
     async def _send(self, op: Op, *, replay: bool = False) -> None:
         st = self.ts
-        if op.kind == "broken":
-            raise op.args["error"]
+        msg = op.msg
+        if isinstance(msg, _Broken):
+            raise msg.error
         t = self.session.transport
         assert t is not None
         model_id = st.model_id
@@ -352,10 +547,10 @@ class TrainingActor(Actor):
             op.wire_ids = self._wire_ids(len(op.tokens))
             op.wire_model = model_id
         seq = op.wire_ids
-        if op.kind == "fwdbwd":
-            rids, rtype = await self._send_fwdbwd(t, op, model_id, seq)
+        if isinstance(msg, ForwardBackward):
+            rids, rtype = await self._send_fwdbwd(t, op, msg, model_id, seq)
         else:
-            route, body = self._build(op, model_id, seq[0], replay=replay)
+            route, body = self._build(msg, model_id, seq[0], replay=replay)
             fut = await t.call(
                 route,
                 body,
@@ -380,21 +575,21 @@ class TrainingActor(Actor):
         self._spawn_poll(op, rids, rtype, op.first)
 
     async def _send_fwdbwd(
-        self, t: Any, op: Op, model_id: str, seq: list[int]
+        self, t: Transport, op: Op, msg: ForwardBackward, model_id: str, seq: list[int]
     ) -> tuple[list[str], str]:
         """POSTs every chunk (first chunk last) under the dispatch byte budget."""
         from .. import codec
 
         cfg = self.session.client_config
-        chunks = op.args["chunks"]
+        chunks = msg.chunks
         bodies = [
             codec.encode_forward_backward_request(
                 model_id=model_id,
                 seq_id=sid,
-                data=chunk,
-                loss_fn=op.args["loss_fn"],
-                loss_fn_config=op.args["loss_fn_config"],
-                forward_only=op.args["forward_only"],
+                data=list(chunk),
+                loss_fn=msg.loss_fn,
+                loss_fn_config=dict(msg.loss_fn_config) if msg.loss_fn_config else None,
+                forward_only=msg.forward_only,
             )
             for sid, chunk in zip(seq, chunks, strict=True)
         ]
@@ -427,63 +622,66 @@ class TrainingActor(Actor):
         finally:
             if budget is not None:
                 budget.release(nbytes)
-        rtype = FORWARD_REQUEST_TYPE_HEADER if op.args["forward_only"] else _FWDBWD_TYPE
+        rtype = FORWARD_REQUEST_TYPE_HEADER if msg.forward_only else _FWDBWD_TYPE
         return rids, rtype
 
-    def _build(self, op: Op, model_id: str, seq_id: int, *, replay: bool) -> tuple[Route, Any]:
-        a = op.args
-        if op.kind == "optim":
-            params = a["params"]
-            if isinstance(params, types.AdamParams):
-                req = types.OptimStepRequest(model_id=model_id, seq_id=seq_id, adam_params=params)
-            else:
+    def _build(
+        self, msg: TrainingMessage, model_id: str, seq_id: int, *, replay: bool
+    ) -> tuple[Route, Any]:
+        match msg:
+            case OptimStep(params=types.AdamParams() as adam):
+                req: Any = types.OptimStepRequest(
+                    model_id=model_id, seq_id=seq_id, adam_params=adam
+                )
+                return ROUTES["optim_step"], req
+            case OptimStep(params=params):
                 req = types.OptimStepRequest(
                     model_id=model_id, seq_id=seq_id, optimizer_params=params
                 )
-            return ROUTES["optim_step"], req
-        if op.kind == "save_state":
-            req = types.SaveWeightsRequest(
-                model_id=model_id,
-                path=a["name"],
-                seq_id=seq_id,
-                ttl_seconds=a.get("ttl_seconds"),
-                overwrite=bool(a.get("overwrite")) or replay,
-                user_metadata=a.get("user_metadata"),
-            )
-            return ROUTES["save_weights"], req
-        if op.kind == "save_sampler":
-            sss = None
-            if a.get("name") is None:
-                sss = self.session.next_sampling_session_seq_id()
-            req = types.SaveWeightsForSamplerRequest(
-                model_id=model_id,
-                path=a.get("name"),
-                sampling_session_seq_id=sss,
-                kind=a.get("kind", "snapshot"),
-                seq_id=seq_id,
-                ttl_seconds=a.get("ttl_seconds"),
-                user_metadata=a.get("user_metadata"),
-            )
-            return ROUTES["save_weights_for_sampler"], req
-        if op.kind == "save_external":
-            req = types.SaveWeightsExternalRequest(
-                model_id=model_id,
-                path=a["name"],
-                seq_id=seq_id,
-                ttl_seconds=a.get("ttl_seconds"),
-                age_encryption_recipients=a.get("age_encryption_recipients"),
-            )
-            return ROUTES["save_weights_external"], req
-        if op.kind == "load":
-            req = types.LoadWeightsRequest(
-                model_id=model_id,
-                seq_id=seq_id,
-                path=a["path"],
-                optimizer=a["optimizer"],
-                weights_access_token=a.get("weights_access_token"),
-            )
-            return ROUTES["load_weights"], req
-        raise ValueError(f"unknown op kind {op.kind}")
+                return ROUTES["optim_step"], req
+            case SaveState():
+                req = types.SaveWeightsRequest(
+                    model_id=model_id,
+                    path=msg.name,
+                    seq_id=seq_id,
+                    ttl_seconds=msg.ttl_seconds,
+                    overwrite=msg.overwrite or replay,
+                    user_metadata=msg.user_metadata,
+                )
+                return ROUTES["save_weights"], req
+            case SaveWeightsForSampler():
+                sss = None
+                if msg.name is None:
+                    sss = self.session.next_sampling_session_seq_id()
+                req = types.SaveWeightsForSamplerRequest(
+                    model_id=model_id,
+                    path=msg.name,
+                    sampling_session_seq_id=sss,
+                    kind=msg.kind,
+                    seq_id=seq_id,
+                    ttl_seconds=msg.ttl_seconds,
+                    user_metadata=msg.user_metadata,
+                )
+                return ROUTES["save_weights_for_sampler"], req
+            case SaveWeightsExternal():
+                req = types.SaveWeightsExternalRequest(
+                    model_id=model_id,
+                    path=msg.name,
+                    seq_id=seq_id,
+                    ttl_seconds=msg.ttl_seconds,
+                    age_encryption_recipients=msg.age_encryption_recipients,
+                )
+                return ROUTES["save_weights_external"], req
+            case LoadState():
+                req = types.LoadWeightsRequest(
+                    model_id=model_id,
+                    seq_id=seq_id,
+                    path=msg.path,
+                    optimizer=msg.optimizer,
+                    weights_access_token=msg.weights_access_token,
+                )
+                return ROUTES["load_weights"], req
+        raise TypeError(f"the training actor cannot send {type(msg).__name__}")
 
     # -------------------------------------------------------------- results
     def _spawn_poll(self, op: Op, rids: list[str], rtype: str, token: int) -> None:
@@ -507,7 +705,7 @@ class TrainingActor(Actor):
                     for rid in rids
                 )
             )
-            if op.kind == "fwdbwd":
+            if isinstance(op.msg, ForwardBackward):
                 result: Any = _fb.combine_fwd_bwd_output_results(parts)
             else:
                 result = self._shape(op, parts[0])
@@ -534,24 +732,27 @@ class TrainingActor(Actor):
             st.commit_checkpoints()
             return
         st.inflight.pop(token, None)
-        if op.kind == "save_state" and isinstance(result, types.SaveWeightsResponse):
+        if isinstance(op.msg, SaveState) and isinstance(result, types.SaveWeightsResponse):
             st.saved.append((op, result.path))
         tell_ok(op, result)
         st.commit_checkpoints()
 
     def _shape(self, op: Op, result: Any) -> Any:
-        if op.kind == "save_sampler":
-            if op.args.get("name") is not None:
+        match op.msg:
+            case SaveWeightsForSampler(name=None):
+                if result.sampling_session_id is None:
+                    raise errors.ProtocolError(
+                        "ephemeral sampler save returned no sampling_session_id"
+                    )
+                return result.sampling_session_id
+            case SaveWeightsForSampler():
                 if result.path is None:
                     raise errors.ProtocolError("save_weights_for_sampler result has no path")
                 return types.SaveWeightsForSamplerResponse(path=result.path)
-            if result.sampling_session_id is None:
-                raise errors.ProtocolError("ephemeral sampler save returned no sampling_session_id")
-            return result.sampling_session_id
-        if op.kind == "save_external":
-            if result.path is None:
-                raise errors.ProtocolError("save_weights_external result has no path")
-            return types.SaveWeightsExternalResponse(path=result.path)
+            case SaveWeightsExternal():
+                if result.path is None:
+                    raise errors.ProtocolError("save_weights_external result has no path")
+                return types.SaveWeightsExternalResponse(path=result.path)
         return result
 
     # -------------------------------------------------------------- recovery
@@ -626,6 +827,113 @@ class TrainingActor(Actor):
                 continue
             await self._send(op, replay=True)
         st.replay_log = [o for o in st.replay_log if o.outcome != "failed"]
+
+
+# ============================================================================ custom loss
+def custom_loss_message(
+    data: Sequence[types.Datum],
+    loss_fn: Callable[..., Any],
+    chunk: Callable[[list[types.Datum]], list[list[types.Datum]]],
+    *,
+    regularizers: Sequence[Any] | None = None,
+    track_grad_norms: bool = False,
+) -> ForwardBackwardCustom:
+    """Checks a custom loss's data and regularizers now, in the caller's thread, and builds
+    its message; ``regularizers`` (``tinker_actors.regularizers.RegularizerSpec``) are added
+    to the loss."""
+    if regularizers or track_grad_norms:
+        from ..regularizers import regularized_loss_fn
+
+        loss_fn = regularized_loss_fn(
+            loss_fn, regularizers or [], track_grad_norms=track_grad_norms
+        )
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise ImportError("PyTorch is not installed. Cannot run custom forward_backward.") from exc
+    fwd_data = []
+    for d in data:
+        tt = d.loss_fn_inputs.get("target_tokens")
+        if tt is None:
+            raise ValueError("target_tokens must be provided when using cross_entropy")
+        w = d.loss_fn_inputs.get("weights")
+        fwd_data.append(_with_weights(d, w if w is not None else _zeros_like(tt)))
+    chunks = tuple(tuple(c) for c in chunk(fwd_data))
+    forward = ForwardBackward(chunks, "cross_entropy", None, forward_only=True)
+    return ForwardBackwardCustom(tuple(data), forward, loss_fn)
+
+
+async def _compute_backward(
+    mailbox: Mailbox[Call | Backward],
+    msg: ForwardBackwardCustom,
+    forward_cf: concurrent.futures.Future[Any],
+    tokens: range,
+    reply: concurrent.futures.Future[Any],
+) -> None:
+    """Waits for the forward, runs the loss off the loop, and sends the backward home."""
+    try:
+        forward = await asyncio.wrap_future(forward_cf)
+    except Exception as exc:
+        backward = Backward(tokens, (), reply, error=exc, forward_failed=True)
+    else:
+        chunks = msg.forward.chunks
+        try:
+            new_data, metrics, loss_sum = await asyncio.to_thread(
+                make_custom_backward, list(msg.data), msg.loss_fn, forward
+            )
+            backward = Backward(tokens, _regroup(new_data, chunks), reply, metrics, loss_sum)
+        except Exception as exc:
+            # The user's loss (or a regularizer) failed. The backward's seq ids are already
+            # promised, so they carry a zero-weight backward: it adds nothing to the
+            # gradient, and the client keeps working after the error.
+            zeros = tuple(tuple(_zero_weights(d) for d in c) for c in chunks)
+            backward = Backward(tokens, zeros, reply, error=exc)
+    try:
+        mailbox.put(backward)
+    except errors.ActorDeadError as exc:  # the client was given up on meanwhile
+        reject(reply, exc)
+
+
+def _finish_custom(bwd: concurrent.futures.Future[Any], b: Backward) -> None:
+    """The backward's answer becomes the custom call's, with the loss's own metrics."""
+    exc = bwd.exception() if not bwd.cancelled() else None
+    if b.error is not None or exc is not None:
+        reject(b.reply, b.error or exc)  # type: ignore[arg-type]
+        return
+    res: types.ForwardBackwardOutput = bwd.result()
+    surrogate = res.metrics.pop("loss:sum")
+    res.metrics.update(b.metrics)
+    res.metrics["loss:sum"] = b.loss_sum
+    res.metrics["surrogate_loss:sum"] = surrogate
+    resolve(b.reply, res)
+
+
+def _regroup(flat: Sequence[types.Datum], like: Chunks) -> Chunks:
+    out, i = [], 0
+    for c in like:
+        out.append(tuple(flat[i : i + len(c)]))
+        i += len(c)
+    return tuple(out)
+
+
+def _zeros_like(tt: types.TensorData) -> types.TensorData:
+    import numpy as np
+
+    return types.TensorData.from_numpy(np.zeros(tt.to_numpy().shape, dtype=np.float32))
+
+
+def _with_weights(d: types.Datum, weights: types.TensorData) -> types.Datum:
+    return types.Datum(
+        model_input=d.model_input,
+        loss_fn_inputs={"target_tokens": d.loss_fn_inputs["target_tokens"], "weights": weights},
+        model_input_spans=d.model_input_spans,
+        loss_fn_input_spans=d.loss_fn_input_spans,
+    )
+
+
+def _zero_weights(d: types.Datum) -> types.Datum:
+    """``d`` with every loss weight 0: a backward pass that contributes no gradient."""
+    return _with_weights(d, _zeros_like(d.loss_fn_inputs["target_tokens"]))
 
 
 # ============================================================================ helpers
@@ -761,17 +1069,8 @@ def make_custom_backward(
     for datum, lp in zip(data, logprobs, strict=True):
         if lp.grad is None:
             raise ValueError("No gradient computed for logprob tensor")
-        new_data.append(
-            types.Datum(
-                model_input=datum.model_input,
-                loss_fn_inputs={
-                    "target_tokens": datum.loss_fn_inputs["target_tokens"],
-                    "weights": types.TensorData.from_numpy((-lp.grad).numpy().astype("float32")),
-                },
-                model_input_spans=datum.model_input_spans,
-                loss_fn_input_spans=datum.loss_fn_input_spans,
-            )
-        )
+        weights = types.TensorData.from_numpy((-lp.grad).numpy().astype("float32"))
+        new_data.append(_with_weights(datum, weights))
     out_metrics = {
         k: float(v.item() if hasattr(v, "item") else v) for k, v in (metrics or {}).items()
     }

@@ -20,8 +20,16 @@ from .. import types
 from ..actors.session import Session
 from ..actors.supervisor import ChildSpec
 from ..actors.telemetry import report_failures, telemetry_enabled
-from ..actors.training import TrainingActor, TrainingState, create_model, create_via_load, get_info
-from ..config import RecoveryPolicy, Restart, RestartPolicy, RetryConfig, Settings
+from ..actors.training import (
+    TrainingActor,
+    TrainingHandle,
+    TrainingState,
+    create_model,
+    create_via_load,
+    get_info,
+)
+from ..auth import settings_from_env
+from ..config import RecoveryPolicy, Restart, RestartPolicy, RetryConfig
 from ..errors import InvalidTinkerPathError
 from ..futures import APIFuture, AwaitableConcurrentFuture
 from ..runtime import get_runtime
@@ -71,7 +79,7 @@ class ServiceClient:
                 FutureWarning,
                 stacklevel=2,
             )
-        settings = Settings.from_env(
+        settings = settings_from_env(
             base_url=base_url,
             api_key=api_key,
             project_id=project_id,
@@ -217,7 +225,7 @@ class ServiceClient:
             )
         )
         log.info("TrainingClient initialized", model_id=model_id)
-        return TrainingClient(state, service=self)
+        return TrainingClient(TrainingHandle(state), service=self)
 
     def create_lora_training_client(
         self,

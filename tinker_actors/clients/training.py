@@ -1,14 +1,14 @@
 """TrainingClient: the official SDK's training surface over one TrainingActor.
 
-Every method takes its order tokens synchronously, in the caller's thread, and returns an
-``APIFuture`` at once; the actor sends in token order. ``_async`` twins keep the official
-signatures (they return the same APIFuture, awaited).
+Every method checks its arguments in the caller's thread, puts one typed message in the
+training actor's mailbox (``actors.training``) and returns an ``APIFuture`` at once: the order
+of the calls is the order of their seq ids. The client holds the actor's handle and nothing
+mutable. ``_async`` twins keep the official signatures (they return the same APIFuture,
+awaited).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -16,14 +16,19 @@ from typing import TYPE_CHECKING, Any, Literal
 from .. import types
 from ..actors.telemetry import report_failures
 from ..actors.training import (
-    Op,
-    SequenceBrokenError,
-    TrainingState,
-    make_custom_backward,
+    ForwardBackward,
+    LoadState,
+    OptimStep,
+    SaveState,
+    SaveWeightsExternal,
+    SaveWeightsForSampler,
+    TrainingHandle,
+    TrainingMessage,
+    custom_loss_message,
 )
 from ..config import RetryConfig
 from ..errors import InvalidInputError
-from ..futures import APIFuture, reject, resolve
+from ..futures import APIFuture
 from ..tinker_path import parse_tinker_path
 from ..transport import sdk_method_scope
 from ..types import fwdbwd as _fb
@@ -39,39 +44,36 @@ __all__ = ["TrainingClient"]
 class TrainingClient:
     """A LoRA model being trained; methods mirror ``tinker.TrainingClient`` (0.38)."""
 
-    def __init__(self, state: TrainingState, *, service: Any = None):
-        self._state = state
+    def __init__(self, handle: TrainingHandle, *, service: Any = None):
+        self._handle = handle
         self._service = service
 
     @property
     def model_id(self) -> str:
-        return self._state.model_id
+        return self._handle.model_id
 
     @property
     def holder(self) -> Any:
-        return self._state.session
+        return self._handle.session
 
     @property
     def _runtime(self) -> Any:
-        return self._state.session.runtime
+        return self._handle.runtime
 
     def __repr__(self) -> str:
         return f"<TrainingClient model_id={self.model_id!r}>"
 
     def get_console_url(self) -> str:
-        return f"{self._state.session.settings.base_url or ''}/training-runs/{self.model_id}"
+        return f"{self._handle.session.settings.base_url or ''}/training-runs/{self.model_id}"
 
     # ------------------------------------------------------------------ plumbing
-    def _op(self, op_kind: str, count: int, method: str, **args: Any) -> tuple[Op, APIFuture[Any]]:
-        cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        op = Op(
-            op_kind, self._state.reserve(count), cf, args, sdk_method=f"TrainingClient.{method}"
-        )
+    def _tell(self, msg: TrainingMessage, method: str) -> APIFuture[Any]:
+        cf = self._handle.tell(msg, f"TrainingClient.{method}")
         report_failures(self._telemetry, cf)  # as 0.38's capture_exceptions(fatal=True)
-        return op, APIFuture(cf, self._runtime)
+        return APIFuture(cf, self._runtime)
 
     def _telemetry(self) -> Any:
-        return self._state.session.telemetry
+        return self._handle.session.telemetry
 
     def _chunks(self, data: list[types.Datum]) -> list[list[types.Datum]]:
         if not data:
@@ -83,7 +85,7 @@ class TrainingClient:
                 raise InvalidInputError(
                     f"data[{i}] must be a tinker.types.Datum, got {type(d).__name__}"
                 )
-        cfg = self._state.session.client_config
+        cfg = self._handle.session.client_config
         return [
             c
             for c, _ in _fb.chunk_data(
@@ -105,18 +107,9 @@ class TrainingClient:
                 f"loss_fn must be a loss name such as 'cross_entropy', got {type(loss_fn).__name__}"
                 " (use forward_backward_custom for a callable)"
             )
-        chunks = self._chunks(list(data))
-        op, fut = self._op(
-            "fwdbwd",
-            len(chunks),
-            method,
-            chunks=chunks,
-            loss_fn=loss_fn,
-            loss_fn_config=dict(loss_fn_config) if loss_fn_config else None,
-            forward_only=forward_only,
-        )
-        self._state.submit(op)
-        return fut
+        chunks = tuple(tuple(c) for c in self._chunks(list(data)))
+        config = dict(loss_fn_config) if loss_fn_config else None
+        return self._tell(ForwardBackward(chunks, loss_fn, config, forward_only), method)
 
     # ------------------------------------------------------------------ forward / backward
     def forward(
@@ -161,127 +154,15 @@ class TrainingClient:
             def loss_fn(data: list[Any], logprobs: list[Any]) -> Any:
                 return run_loss_handle(handle, data, logprobs)
 
-        if regularizers or track_grad_norms:
-            from ..regularizers import regularized_loss_fn
-
-            loss_fn = regularized_loss_fn(
-                loss_fn, regularizers or [], track_grad_norms=track_grad_norms
-            )
-
-        try:
-            import torch  # noqa: F401
-        except ImportError as exc:
-            raise ImportError(
-                "PyTorch is not installed. Cannot run custom forward_backward."
-            ) from exc
         _check_data_list(data)
-        data = list(data)
-        fwd_data = []
-        for d in data:
-            tt = d.loss_fn_inputs.get("target_tokens")
-            if tt is None:
-                raise ValueError("target_tokens must be provided when using cross_entropy")
-            w = d.loss_fn_inputs.get("weights")
-            if w is None:
-                import numpy as np
-
-                w = types.TensorData.from_numpy(np.zeros(tt.to_numpy().shape, dtype=np.float32))
-            fwd_data.append(
-                types.Datum(
-                    model_input=d.model_input,
-                    loss_fn_inputs={"target_tokens": tt, "weights": w},
-                    model_input_spans=d.model_input_spans,
-                    loss_fn_input_spans=d.loss_fn_input_spans,
-                )
-            )
-        chunks = self._chunks(fwd_data)
-        n = len(chunks)
-        tokens = self._state.reserve(2 * n)
-        user_cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        fwd_cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        sdk = "TrainingClient.forward_backward_custom"
-        fwd = Op(
-            "fwdbwd",
-            tokens[:n],
-            fwd_cf,
-            {
-                "chunks": chunks,
-                "loss_fn": "cross_entropy",
-                "loss_fn_config": None,
-                "forward_only": True,
-            },
-            sdk_method=sdk,
+        msg = custom_loss_message(
+            list(data),
+            loss_fn,
+            self._chunks,
+            regularizers=regularizers,
+            track_grad_norms=track_grad_norms,
         )
-        state = self._state
-
-        def regroup(flat: list[types.Datum]) -> list[list[types.Datum]]:
-            out, i = [], 0
-            for c in chunks:
-                out.append(flat[i : i + len(c)])
-                i += len(c)
-            return out
-
-        async def run() -> None:
-            loss_error: BaseException | None = None
-            try:
-                forward = await asyncio.wrap_future(fwd_cf)
-            except BaseException as exc:
-                broken = Op(
-                    "broken",
-                    tokens[n:],
-                    concurrent.futures.Future(),
-                    {"error": SequenceBrokenError(f"custom loss forward failed: {exc!r}")},
-                    sdk_method=sdk,
-                )
-                state._enqueue(broken)
-                reject(user_cf, exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                return
-            try:
-                new_data, metrics, loss_sum = await asyncio.to_thread(
-                    make_custom_backward, data, loss_fn, forward
-                )
-                bchunks = regroup(new_data)
-            except Exception as exc:
-                # The user's loss (or a regularizer) failed. The backward's seq ids are
-                # already promised, so fill them with a zero-weight backward: it adds nothing
-                # to the gradient, and the client keeps working after the error.
-                loss_error = exc
-                bchunks = regroup([_zero_weights(d) for d in fwd_data])
-            bwd_cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
-            state._enqueue(
-                Op(
-                    "fwdbwd",
-                    tokens[n:],
-                    bwd_cf,
-                    {
-                        "chunks": bchunks,
-                        "loss_fn": "cross_entropy",
-                        "loss_fn_config": None,
-                        "forward_only": False,
-                    },
-                    sdk_method=sdk,
-                )
-            )
-            try:
-                res = await asyncio.wrap_future(bwd_cf)
-            except BaseException as exc:
-                reject(user_cf, loss_error or exc)
-                return
-            if loss_error is not None:
-                reject(user_cf, loss_error)
-                return
-            surrogate = res.metrics.pop("loss:sum")
-            res.metrics.update(metrics)
-            res.metrics["loss:sum"] = loss_sum
-            res.metrics["surrogate_loss:sum"] = surrogate
-            resolve(user_cf, res)
-
-        state.submit(fwd)
-        self._runtime.submit(run())
-        report_failures(self._telemetry, user_cf)
-        return APIFuture(user_cf, self._runtime)
+        return self._tell(msg, "forward_backward_custom")
 
     forward_backward_custom_async = async_twin(forward_backward_custom)
 
@@ -294,9 +175,7 @@ class TrainingClient:
         params = optim_params if optim_params is not None else adam_params
         if not isinstance(params, (types.AdamParams, types.DimuonParams)):
             raise TypeError("Expected AdamParams or OptimParamsBase")
-        op, fut = self._op("optim", 1, "optim_step", params=params)
-        self._state.submit(op)
-        return fut
+        return self._tell(OptimStep(params), "optim_step")
 
     optim_step_async = async_twin(optim_step)
 
@@ -309,17 +188,9 @@ class TrainingClient:
         user_metadata: dict[str, str] | None = None,
     ) -> APIFuture[types.SaveWeightsResponse]:
         _check_checkpoint_name(name)
-        op, fut = self._op(
-            "save_state",
-            1,
-            "save_state",
-            name=name,
-            ttl_seconds=ttl_seconds,
-            overwrite=overwrite,
-            user_metadata=user_metadata,
+        return self._tell(
+            SaveState(name, ttl_seconds, bool(overwrite), user_metadata), "save_state"
         )
-        self._state.submit(op)
-        return fut
 
     save_state_async = async_twin(save_state)
 
@@ -329,11 +200,7 @@ class TrainingClient:
         # A path the server rejects would break this client's request sequence (the seq id
         # is already taken), so a malformed one is refused here, before a token is reserved.
         parse_tinker_path(path)
-        op, fut = self._op(
-            "load", 1, method, path=path, optimizer=optimizer, weights_access_token=token
-        )
-        self._state.submit(op)
-        return fut
+        return self._tell(LoadState(path, optimizer, token), method)
 
     def load_state(
         self, path: str, weights_access_token: str | None = None
@@ -358,16 +225,9 @@ class TrainingClient:
         self, name: str, ttl_seconds: int | None = None, user_metadata: dict[str, str] | None = None
     ) -> APIFuture[types.SaveWeightsForSamplerResponse]:
         _check_checkpoint_name(name)
-        op, fut = self._op(
-            "save_sampler",
-            1,
-            "save_weights_for_sampler",
-            name=name,
-            ttl_seconds=ttl_seconds,
-            user_metadata=user_metadata,
+        return self._tell(
+            SaveWeightsForSampler(name, ttl_seconds, user_metadata), "save_weights_for_sampler"
         )
-        self._state.submit(op)
-        return fut
 
     save_weights_for_sampler_async = async_twin(save_weights_for_sampler)
 
@@ -377,22 +237,16 @@ class TrainingClient:
         ttl_seconds: int | None = None,
         age_encryption_recipients: list[str] | None = None,
     ) -> APIFuture[types.SaveWeightsExternalResponse]:
-        op, fut = self._op(
-            "save_external",
-            1,
+        return self._tell(
+            SaveWeightsExternal(name, ttl_seconds, age_encryption_recipients),
             "save_weights_external",
-            name=name,
-            ttl_seconds=ttl_seconds,
-            age_encryption_recipients=age_encryption_recipients,
         )
-        self._state.submit(op)
-        return fut
 
     save_weights_external_async = async_twin(save_weights_external)
 
     # ------------------------------------------------------------------ info
     def get_info(self) -> types.GetInfoResponse:
-        return self._state.info
+        return self._handle.info
 
     get_info_async = async_twin(get_info)
 
@@ -401,7 +255,7 @@ class TrainingClient:
         load per process: ``tinker_actors.tokenizers``); a local directory loads offline."""
         from ..tokenizers import get_tokenizer
 
-        md = self._state.info.model_data
+        md = self._handle.info.model_data
         name = md.model_name or md.tokenizer_id
         if name is None:
             raise ValueError("the server did not report a tokenizer for this model")
@@ -409,7 +263,7 @@ class TrainingClient:
 
     @property
     def _tokenizer_id(self) -> str | None:
-        return self._state.info.model_data.tokenizer_id
+        return self._handle.info.model_data.tokenizer_id
 
     # ------------------------------------------------------------------ sampling
     def _sampling_client_future(self, coro: Any, method: str) -> BackcompatSamplingClientFuture:
@@ -426,7 +280,7 @@ class TrainingClient:
     ) -> BackcompatSamplingClientFuture:
         from .sampling import SamplingClient
 
-        session = self._state.session
+        session = self._handle.session
         return self._sampling_client_future(
             SamplingClient._create(
                 session,
@@ -458,12 +312,11 @@ class TrainingClient:
                 DeprecationWarning,
                 stacklevel=2,
             )
-        op, fut = self._op(
-            "save_sampler", 1, "save_weights_and_get_sampling_client", name=None, kind=kind
+        fut = self._tell(
+            SaveWeightsForSampler(None, kind=kind), "save_weights_and_get_sampling_client"
         )
-        self._state.submit(op)
-        session = self._state.session
-        base_model = self._state.info.model_data.model_name
+        session = self._handle.session
+        base_model = self._handle.info.model_data.model_name
         tokenizer_id = self._tokenizer_id
 
         async def create() -> SamplingClient:
@@ -483,7 +336,7 @@ class TrainingClient:
     save_weights_and_get_sampling_client_async = awaited_twin(save_weights_and_get_sampling_client)
 
     def get_telemetry(self) -> Any:
-        return self._state.session.telemetry
+        return self._handle.session.telemetry
 
 
 def load_tokenizer(name: str) -> Any:
@@ -491,20 +344,6 @@ def load_tokenizer(name: str) -> Any:
     from ..tokenizers import get_tokenizer
 
     return get_tokenizer(name)
-
-
-def _zero_weights(d: types.Datum) -> types.Datum:
-    """``d`` with every loss weight 0: a backward pass that contributes no gradient."""
-    import numpy as np
-
-    tt = d.loss_fn_inputs["target_tokens"]
-    zeros = types.TensorData.from_numpy(np.zeros(tt.to_numpy().shape, dtype=np.float32))
-    return types.Datum(
-        model_input=d.model_input,
-        loss_fn_inputs={"target_tokens": tt, "weights": zeros},
-        model_input_spans=d.model_input_spans,
-        loss_fn_input_spans=d.loss_fn_input_spans,
-    )
 
 
 def _load_deprecated() -> None:
