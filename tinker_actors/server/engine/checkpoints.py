@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -77,17 +78,17 @@ def save_training_state(
     return _size(directory, [ADAPTER_FILE, OPTIMIZER_FILE, STATE_FILE])
 
 
-def read_state_meta(directory: Path) -> dict:
+def read_state_meta(directory: Path) -> dict[str, Any]:
     path = directory / STATE_FILE
     if not path.is_file():
         raise EngineUserError(f"{directory} is not a training state checkpoint (no {STATE_FILE})")
-    meta = json.loads(path.read_text())
+    meta: dict[str, Any] = json.loads(path.read_text())
     if meta.get("format") != STATE_FORMAT:
         raise EngineUserError(f"unknown training state format {meta.get('format')!r}")
     return meta
 
 
-def lora_spec_from_meta(meta: dict) -> LoraSpec:
+def lora_spec_from_meta(meta: dict[str, Any]) -> LoraSpec:
     return LoraSpec(**meta["lora"])
 
 
@@ -104,7 +105,9 @@ def load_adapter_into(adapter: Adapter, directory: Path) -> None:
             t.copy_(saved[k])
 
 
-def load_optimizer_into(optimizer: torch.optim.Optimizer, adapter: Adapter, directory: Path):
+def load_optimizer_into(
+    optimizer: torch.optim.Optimizer, adapter: Adapter, directory: Path
+) -> None:
     saved = load_file(str(directory / OPTIMIZER_FILE))
     for key, pair in adapter.pairs.items():
         for which, p in (("A", pair.a), ("B", pair.b)):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -51,6 +51,11 @@ class LoraPair:
     scale: float
 
 
+# What ``use_adapter`` activates: LoRA pairs, or merged weights (``merge_adapter``) that replace
+# the base weight of their module.
+AdapterWeights = Mapping[str, "LoraPair | torch.Tensor"]
+
+
 class LoraLinear(nn.Linear):
     """nn.Linear plus the calling thread's adapter for ``lora_key`` (its module path): a
     ``LoraPair`` adds ``scale * B(A(x))``, a tensor (a merged weight) replaces the weight."""
@@ -58,12 +63,12 @@ class LoraLinear(nn.Linear):
     lora_key: str = ""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        adapter = getattr(_active, "pairs", None)
+        adapter: AdapterWeights | None = getattr(_active, "pairs", None)
         if adapter:
             pair = adapter.get(self.lora_key)
             if type(pair) is torch.Tensor:
                 return F.linear(x, pair, self.bias)
-            if pair is not None:
+            if isinstance(pair, LoraPair):
                 y = F.linear(x, self.weight, self.bias)
                 return y + F.linear(F.linear(x, pair.a), pair.b) * pair.scale
         return F.linear(x, self.weight, self.bias)
@@ -98,7 +103,7 @@ def assign_lora_keys(module: nn.Module) -> None:
 
 
 @contextmanager
-def use_adapter(pairs: dict[str, LoraPair] | None) -> Iterator[None]:
+def use_adapter(pairs: AdapterWeights | None) -> Iterator[None]:
     """Makes ``pairs`` the adapter of every LoraLinear for this thread, for the block."""
     previous = getattr(_active, "pairs", None)
     _active.pairs = pairs

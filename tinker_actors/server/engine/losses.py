@@ -21,6 +21,7 @@ gspo reads the ppo key names with the GSPO paper's defaults, and ``sequence_rati
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +63,7 @@ class Batch:
     lengths: list[int]
 
 
-def resolve_config(loss_fn: str, loss_fn_config: dict | None) -> dict[str, float]:
+def resolve_config(loss_fn: str, loss_fn_config: dict[str, Any] | None) -> dict[str, float]:
     spec = LOSSES.get(loss_fn)
     if spec is None:
         known = ", ".join(sorted(LOSSES))

@@ -18,8 +18,10 @@ from __future__ import annotations
 import inspect
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,9 @@ from torch import nn
 from .base import EngineUserError, ModelSpec
 from .lora import LoraLinear, assign_lora_keys, lora_target_names
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache, LlamaConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +54,7 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
-    def to_hf_config(self):
+    def to_hf_config(self) -> LlamaConfig:
         """The equivalent transformers LlamaConfig (for export and the equivalence test)."""
         from transformers import LlamaConfig
 
@@ -121,7 +126,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class KVCache:
     """Preallocated keys/values [layers][B, H, L, D]; every row writes at the same index."""
 
-    def __init__(self, cfg: ModelConfig, batch: int, max_len: int, device, dtype) -> None:
+    def __init__(
+        self, cfg: ModelConfig, batch: int, max_len: int, device: torch.device, dtype: torch.dtype
+    ) -> None:
         shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
         self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)]
         self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.num_layers)]
@@ -138,7 +145,9 @@ class RowCache:
     0..len-1 of the slot, so rows of any length decode side by side and join or leave at any
     step."""
 
-    def __init__(self, cfg: ModelConfig, rows: int, max_len: int, device, dtype) -> None:
+    def __init__(
+        self, cfg: ModelConfig, rows: int, max_len: int, device: torch.device, dtype: torch.dtype
+    ) -> None:
         self._heads, self._hd = cfg.num_kv_heads, cfg.head_dim
         self.device, self.dtype, self.layers = device, dtype, cfg.num_layers
         self.k: list[torch.Tensor] = []
@@ -192,11 +201,12 @@ def forward_rows(
     """
     b = tok.shape[0]
     n, t = (0, 0) if ids is None else ids.shape
-    attn0 = module.model.layers[0].self_attn
+    layers = module.model.decoder_layers
+    attn0 = layers[0].self_attn
     nh, nkv, hd = attn0.nh, attn0.nkv, attn0.hd
     dev = tok.device
     flat_ids, flat_pos = tok, positions
-    if n:
+    if ids is not None and n:
         prefill_pos = torch.arange(t, device=dev).repeat(n)
         flat_ids = torch.cat((tok, ids.reshape(-1)))
         flat_pos = torch.cat((positions, prefill_pos))
@@ -213,7 +223,7 @@ def forward_rows(
     mask = mask.masked_fill_(~key_mask, float("-inf"))[:, None, None, :]
     gqa = nh != nkv
     scale = hd**-0.5
-    for i, layer in enumerate(module.model.layers):
+    for i, layer in enumerate(layers):
         attn = layer.self_attn
         h = layer.input_layernorm(x)
         q = attn.q_proj(h).view(-1, nh, hd)
@@ -250,7 +260,7 @@ def forward_rows(
             outs.append(o.transpose(1, 2).reshape(n * t, nh * hd))
         x = x + attn.o_proj(outs[0] if len(outs) == 1 else torch.cat(outs))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
-    logits = module.lm_head(module.model.norm(x))
+    logits: torch.Tensor = module.lm_head(module.model.norm(x))
     return logits[:b], (logits[b:].view(n, t, -1) if n else None)
 
 
@@ -264,7 +274,15 @@ class Attention(nn.Module):
         self.v_proj = LoraLinear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=False)
         self.o_proj = LoraLinear(cfg.num_heads * hd, cfg.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, layer: int, cache: KVCache | None, mask) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        layer: int,
+        cache: KVCache | None,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.nh, self.hd).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.nkv, self.hd).transpose(1, 2)
@@ -282,7 +300,8 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.nh * self.hd))
+        y: torch.Tensor = self.o_proj(out.transpose(1, 2).reshape(b, t, self.nh * self.hd))
+        return y
 
 
 class MLP(nn.Module):
@@ -293,7 +312,8 @@ class MLP(nn.Module):
         self.down_proj = LoraLinear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        y: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return y
 
 
 class DecoderLayer(nn.Module):
@@ -304,9 +324,18 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, layer, cache, mask):
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        layer: int,
+        cache: KVCache | None,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, layer, cache, mask)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        y: torch.Tensor = x + self.mlp(self.post_attention_layernorm(x))
+        return y
 
 
 class Body(nn.Module):
@@ -316,9 +345,16 @@ class Body(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
+    @property
+    def decoder_layers(self) -> Sequence[DecoderLayer]:
+        """``layers`` as what they are (``nn.ModuleList`` is not generic)."""
+        return cast("Sequence[DecoderLayer]", self.layers)
+
 
 class LlamaLM(nn.Module):
     """Decoder-only Llama: RMSNorm, rotary (rotate-half), SwiGLU, SDPA; untied unembedding."""
+
+    inv_freq: torch.Tensor  # a non-persistent buffer
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -333,16 +369,23 @@ class LlamaLM(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, D]
         return emb.cos(), emb.sin()
 
-    def forward(self, ids, positions=None, cache: KVCache | None = None, mask=None):
+    def forward(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if positions is None:
             positions = torch.arange(ids.shape[1], device=ids.device)[None].expand_as(ids)
         cos, sin = self.rope(positions)
         x = self.model.embed_tokens(ids)
-        for i, layer in enumerate(self.model.layers):
+        for i, layer in enumerate(self.model.decoder_layers):
             x = layer(x, cos, sin, i, cache, mask)
         if cache is not None:
             cache.length += ids.shape[1]
-        return self.lm_head(self.model.norm(x))
+        logits: torch.Tensor = self.lm_head(self.model.norm(x))
+        return logits
 
     @torch.no_grad()
     def init_weights(self, seed: int) -> None:
@@ -401,26 +444,40 @@ class Backend:
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def new_cache(self, batch: int, max_len: int):
+    # The cache is the backend's own (a KVCache, a transformers DynamicCache): Any, since
+    # each subclass takes back only what its new_cache made.
+    def new_cache(self, batch: int, max_len: int) -> Any:
         raise NotImplementedError
 
-    def step(self, ids, positions, key_mask, cache) -> torch.Tensor:
+    def step(
+        self, ids: torch.Tensor, positions: torch.Tensor, key_mask: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
         """Logits for ``ids`` [B, T] appended to ``cache``; key_mask [B, cache_len + T] bool."""
         raise NotImplementedError
 
-    def select(self, cache, rows: torch.Tensor):
+    def select(self, cache: Any, rows: torch.Tensor) -> Any:
         raise NotImplementedError
 
     # continuous batching (engine/sampling.py); a backend without it samples batch by batch
     def new_row_cache(self, rows: int, max_len: int) -> RowCache | None:
         return None
 
-    def forward_rows(self, cache: RowCache, tok, positions, key_mask, ids, slots):
+    def forward_rows(
+        self,
+        cache: RowCache,
+        tok: torch.Tensor,
+        positions: torch.Tensor,
+        key_mask: torch.Tensor,
+        ids: torch.Tensor | None,
+        slots: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """See ``forward_rows``."""
         raise NotImplementedError
 
 
 class NativeBackend(Backend):
+    module: LlamaLM
+
     def __init__(self, name: str, device: torch.device, tokenizer_dir: str) -> None:
         cfg = BUILTIN_MODELS[name]
         self.name = name
@@ -434,12 +491,15 @@ class NativeBackend(Backend):
         self.spec = builtin_spec(name)
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.module(ids)
+        logits: torch.Tensor = self.module(ids)
+        return logits
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         return KVCache(self.cfg, batch, max_len, self.device, torch.float32)
 
-    def step(self, ids, positions, key_mask, cache: KVCache) -> torch.Tensor:
+    def step(
+        self, ids: torch.Tensor, positions: torch.Tensor, key_mask: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor:
         t = ids.shape[1]
         past = cache.length
         if t == 1:
@@ -453,7 +513,8 @@ class NativeBackend(Backend):
             own = k_idx[None, :] == q_idx[:, None]
             mask = (causal[None] & key_mask[:, None, :]) | own[None]
             mask = mask[:, None]
-        return self.module(ids, positions, cache, mask)
+        logits: torch.Tensor = self.module(ids, positions, cache, mask)
+        return logits
 
     def select(self, cache: KVCache, rows: torch.Tensor) -> KVCache:
         cache.select(rows)
@@ -462,7 +523,15 @@ class NativeBackend(Backend):
     def new_row_cache(self, rows: int, max_len: int) -> RowCache:
         return RowCache(self.cfg, rows, max_len, self.device, torch.float32)
 
-    def forward_rows(self, cache: RowCache, tok, positions, key_mask, ids, slots):
+    def forward_rows(
+        self,
+        cache: RowCache,
+        tok: torch.Tensor,
+        positions: torch.Tensor,
+        key_mask: torch.Tensor,
+        ids: torch.Tensor | None,
+        slots: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         return forward_rows(self.module, cache, tok, positions, key_mask, ids, slots)
 
 
@@ -474,12 +543,13 @@ class HFBackend(Backend):
 
         try:
             config = AutoConfig.from_pretrained(path, local_files_only=True)
-            module = AutoModelForCausalLM.from_pretrained(
+            hf_module = AutoModelForCausalLM.from_pretrained(
                 path, local_files_only=True, dtype=torch.float32
             )
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except Exception as e:  # a directory we cannot serve is the user's problem
             raise EngineUserError(f"cannot load Hugging Face model from {path!r}: {e}") from e
+        module: nn.Module = hf_module  # its .to is typed (wrongly) by a transformers decorator
         module.requires_grad_(False)
         module.to(device).eval()
         for n, m in module.named_modules():
@@ -491,7 +561,8 @@ class HFBackend(Backend):
         self.name = path
         self.module = module
         self.device = device
-        self.vocab_size = int(module.get_output_embeddings().weight.shape[0])
+        unembed = hf_module.get_output_embeddings()  # type: ignore[no-untyped-call]  # transformers: unannotated
+        self.vocab_size = int(unembed.weight.shape[0])
         self.max_context_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
         eos = tok.eos_token_id if tok.eos_token_id is not None else config.eos_token_id
         if isinstance(eos, list):
@@ -511,14 +582,21 @@ class HFBackend(Backend):
         )
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.module(input_ids=ids, use_cache=False).logits
+        logits: torch.Tensor = self.module(input_ids=ids, use_cache=False).logits
+        return logits
 
-    def new_cache(self, batch: int, max_len: int):
+    def new_cache(self, batch: int, max_len: int) -> DynamicCache:
         from transformers import DynamicCache
 
         return DynamicCache()
 
-    def step(self, ids, positions, key_mask, cache) -> torch.Tensor:
+    def step(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        key_mask: torch.Tensor,
+        cache: DynamicCache,
+    ) -> torch.Tensor:
         out = self.module(
             input_ids=ids,
             attention_mask=key_mask.long(),
@@ -526,9 +604,10 @@ class HFBackend(Backend):
             use_cache=True,
             **{self._cache_kw: cache},
         )
-        return out.logits
+        logits: torch.Tensor = out.logits
+        return logits
 
-    def select(self, cache, rows: torch.Tensor):
+    def select(self, cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
         cache.batch_select_indices(rows)
         return cache
 

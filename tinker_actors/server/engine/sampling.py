@@ -23,13 +23,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from .base import EngineUserError, SampledSeq, SampleJob, SampleOutcome
-from .lora import use_adapter
-from .model import Backend
+from .lora import AdapterWeights, use_adapter
+from .model import Backend, RowCache
 
 DEFAULT_MAX_TOKENS = 256
 TOPK_SENTINEL = (0, -99999.0)
@@ -53,11 +54,11 @@ def validate_job(job: SampleJob, vocab_size: int, max_context: int, i: int) -> i
         raise EngineUserError(f"sample job {i}: the prompt must be a non-empty token sequence")
     if prompt.min() < 0 or prompt.max() >= vocab_size:
         raise EngineUserError(f"sample job {i}: prompt token ids must be in [0, {vocab_size})")
-    left = max_context - prompt.shape[0]
+    n = int(prompt.shape[0])
+    left = max_context - n
     if left <= 0:
         raise EngineUserError(
-            f"sample job {i}: prompt of {prompt.shape[0]} tokens leaves no room in the "
-            f"context of {max_context}"
+            f"sample job {i}: prompt of {n} tokens leaves no room in the context of {max_context}"
         )
     if job.num_samples < 1:
         raise EngineUserError(f"sample job {i}: num_samples must be >= 1")
@@ -195,7 +196,7 @@ def _decode(
     jobs: list[SampleJob],
     seqs: list[_Seq],
     alive: list[int],
-    cache,
+    cache: Any,  # the backend's (Backend.new_cache)
     key_mask: torch.Tensor,
     pad_len: torch.Tensor,
     last: torch.Tensor,
@@ -227,7 +228,8 @@ def _decode(
     if width:
         padded = [sorted(seqs[n].stop_tokens) + [-1] * width for n in alive]
         stop_tab = torch.tensor([p[:width] for p in padded], device=dev)
-    use_strings = decode is not None and any(seqs[n].stop_strings for n in alive)
+    # the decoder, when some sequence has stop strings
+    string_decode = decode if any(seqs[n].stop_strings for n in alive) else None
     any_random = bool((temps > 0).any())
     alive_t = torch.tensor(alive, device=dev)
     live = torch.ones(len(alive), dtype=torch.bool, device=dev)
@@ -244,7 +246,7 @@ def _decode(
             ended = _emit_tokens(streams, alive, step, tok, lp, live)
             if ended:
                 stopped[torch.tensor(ended, device=dev)] = True
-        if use_strings:
+        if string_decode is not None:
             tl = tok.tolist()
             flags = live.tolist()
             hits = []
@@ -254,7 +256,7 @@ def _decode(
                     continue
                 h = history.setdefault(n, [])
                 h.append(tl[r])
-                text = decode(h[-seq.window :])
+                text = string_decode(h[-seq.window :])
                 if any(x and x in text for x in seq.stop_strings):
                     hits.append(r)
             if hits:
@@ -410,14 +412,27 @@ class ContinuousBatch:
     sampler's weights (``weights`` for ``use_adapter``) and inference mode.
     """
 
+    # per-slot state, made and grown by _grow
+    _len: torch.Tensor
+    _step: torch.Tensor
+    _alive: torch.Tensor
+    _tok: torch.Tensor
+    _temps: torch.Tensor
+    _topk: torch.Tensor
+    _topp: torch.Tensor
+    _u: torch.Tensor  # [slots, ucap] uniforms
+
     def __init__(
-        self, backend: Backend, weights, decode: Callable[[list[int]], str] | None
+        self,
+        backend: Backend,
+        weights: AdapterWeights | None,
+        decode: Callable[[list[int]], str] | None,
     ) -> None:
         self.backend = backend
         self._weights = weights
         self._decode = decode
         self._dev = backend.device
-        self._cache = None
+        self._cache: RowCache | None = None
         self._rows: list[_Row | None] = []  # by slot; len(self._rows) is the batch height
         self._free: list[int] = []  # free slots below the top
         self._cap = 0
@@ -506,6 +521,7 @@ class ContinuousBatch:
         s = torch.tensor(src, device=self._dev)
         d = torch.tensor(dst, device=self._dev)
         keys = int(self._len[s].max()) + 1
+        assert self._cache is not None  # rows exist: admit made it
         self._cache.move(s, d, min(keys, self._cache.max_len))
         for name in ("_len", "_step", "_alive", "_tok", "_temps", "_topk", "_topp", "_u"):
             t = getattr(self, name)
@@ -566,16 +582,19 @@ class ContinuousBatch:
                     new_rows.append(slot)
             e.left = job.num_samples if max_new else 0
             self._pending.append(_Prefill(e, prompt, slots, max_new))
-        need = max(p.prompt.shape[0] + p.max_new for p in self._pending)
+        need = max(int(p.prompt.shape[0]) + p.max_new for p in self._pending)
         if self._cache is None:
-            self._cache = backend.new_row_cache(self._cap, min(ctx, _round_up(need)))
+            cache = backend.new_row_cache(self._cap, min(ctx, _round_up(need)))
+            if cache is None:
+                raise TypeError(f"{type(backend).__name__} has no continuous batching")
+            self._cache = cache
         else:
             cur = self._cache.max_len
             length = cur if need <= cur else min(ctx, max(_round_up(need), 2 * cur))
             self._cache.grow(self._cap, length)
         if new_rows:
             s_t = torch.tensor(new_rows, device=dev)
-            jobs = [self._rows[x].entry.job for x in new_rows]
+            jobs = [r.entry.job for x in new_rows if (r := self._rows[x]) is not None]
             self._temps[s_t] = torch.tensor([j.temperature for j in jobs], device=dev)
             self._topk[s_t] = torch.tensor(
                 [j.top_k if j.top_k > 0 else vocab for j in jobs], device=dev
@@ -596,7 +615,8 @@ class ContinuousBatch:
         h = len(self._rows)
         if h == 0:
             return []
-        backend, dev = self.backend, self._dev
+        backend, dev, cache = self.backend, self._dev, self._cache
+        assert cache is not None  # rows exist: admit made it
         pend, self._pending = self._pending, []
         ids = first = None
         if pend:
@@ -610,7 +630,7 @@ class ContinuousBatch:
         lens = self._len[:b]
         keys = int(lens.max()) + 1 if b else 1
         key_mask = torch.arange(keys, device=dev)[None] <= lens[:, None]
-        dec, pre = backend.forward_rows(self._cache, self._tok[:b], lens, key_mask, ids, first)
+        dec, pre = backend.forward_rows(cache, self._tok[:b], lens, key_mask, ids, first)
         last = dec if b else torch.zeros((h, backend.vocab_size), device=dev)
         fresh: list[int] = []
         done: list[tuple[object, object]] = []
@@ -631,7 +651,7 @@ class ContinuousBatch:
                         src.append(p.slots[0])
                         dst.append(slot)
             if src:  # the other samples of a job start from its prefill
-                self._cache.move(
+                cache.move(
                     torch.tensor(src, device=dev), torch.tensor(dst, device=dev), ids.shape[1]
                 )
             if fresh:
@@ -650,7 +670,9 @@ class ContinuousBatch:
             self._step[f_t] = 1
             self._alive[f_t] = 1
             for slot in fresh:
-                self._rows[slot].active = True
+                fresh_row = self._rows[slot]
+                assert fresh_row is not None
+                fresh_row.active = True
             self._active += len(fresh)
         self._tok[:h] = tok
         for p in pend:
@@ -672,6 +694,7 @@ class ContinuousBatch:
         decode = self._decode
         for slot in slots:
             row = self._rows[slot]
+            assert row is not None  # ``slots`` are live rows
             t, lp = tl[slot], ll[slot]
             step = len(row.tokens)
             row.tokens.append(t)

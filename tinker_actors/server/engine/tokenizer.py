@@ -15,6 +15,10 @@ import tempfile
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 PAD_ID = 256
 BOS_ID = 257
@@ -41,7 +45,7 @@ def _bytes_to_unicode() -> dict[int, str]:
     return {b: chr(c) for b, c in zip(bs, cs, strict=True)}
 
 
-def build_tokenizer():
+def build_tokenizer() -> Tokenizer:
     """The `tokenizers.Tokenizer`: BPE without merges over the 256 byte symbols."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
@@ -103,7 +107,7 @@ def _write_tokenizer_files(directory: Path) -> None:
 
 
 @lru_cache(maxsize=8)
-def load_fast_tokenizer(directory: str):
+def load_fast_tokenizer(directory: str) -> Tokenizer | None:
     """A `tokenizers.Tokenizer` for a tokenizer directory (used for stop-string decoding)."""
     from tokenizers import Tokenizer
 

@@ -56,7 +56,14 @@ from .checkpoints import (
     save_peft_adapter,
     save_training_state,
 )
-from .lora import Adapter, LoraPair, merge_adapter, merged_nbytes, use_adapter
+from .lora import (
+    Adapter,
+    AdapterWeights,
+    LoraPair,
+    merge_adapter,
+    merged_nbytes,
+    use_adapter,
+)
 from .losses import build_batch, compute_loss, resolve_config, target_logprobs
 from .model import BUILTIN_MODELS, Backend, HFBackend, NativeBackend, builtin_spec, is_hf_dir
 from .sampling import ContinuousBatch, sample_batch
@@ -216,7 +223,7 @@ class TorchEngine:
             lp = target_logprobs(base.logits(batch.tokens), batch.targets)
             loss = compute_loss(loss_fn, cfg, lp, batch)
             if not forward_only:
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
                 m.pending += 1
         lp_np = lp.detach().cpu().numpy().astype(np.float32, copy=False)
         outputs = [{"logprobs": lp_np[i, :n].copy()} for i, n in enumerate(batch.lengths)]
@@ -230,7 +237,9 @@ class TorchEngine:
             if adam.grad_clip_norm > 0:
                 norm = torch.nn.utils.clip_grad_norm_(params, adam.grad_clip_norm, foreach=True)
             else:
-                norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+                norm = torch.nn.utils.get_total_norm(
+                    [p.grad for p in params if p.grad is not None], foreach=True
+                )
             grad_norm = float(norm)
             for group in m.optimizer.param_groups:
                 group["lr"] = adam.learning_rate
@@ -315,12 +324,16 @@ class TorchEngine:
     def _add_sampler(
         self, sampler_id: str, base: Backend, pairs: dict[str, LoraPair] | None
     ) -> None:
-        merge = bool(pairs) and merged_nbytes(base.module, pairs) <= self._merged_budget
+        merge = (
+            pairs is not None
+            and bool(pairs)
+            and merged_nbytes(base.module, pairs) <= self._merged_budget
+        )
         with self._lock:
             self._merged.pop(sampler_id, None)
             self._samplers[sampler_id] = _Sampler(base, pairs, merge)
 
-    def _sampling_weights(self, sampler_id: str, s: _Sampler):
+    def _sampling_weights(self, sampler_id: str, s: _Sampler) -> AdapterWeights | None:
         """What ``use_adapter`` gets for this sampler: its merged weights (made on first use,
         kept in the LRU) or its pairs."""
         if not s.merge or not s.pairs:
