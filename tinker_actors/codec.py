@@ -16,9 +16,9 @@ import json
 import math
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 import numpy as np
@@ -43,6 +43,7 @@ from .types import (
     TensorData,
 )
 from .types._base import dec_hook, enc_hook
+from .types.sampling import StopReason
 
 T = TypeVar("T")
 
@@ -86,7 +87,7 @@ def _json_decoder(type_: Any) -> msgspec.json.Decoder[Any]:
 def json_decode(data: bytes | str, type_: type[T] | Any = Any) -> T:
     """Decode JSON into ``type_`` (unknown fields ignored); raises DecodeError."""
     try:
-        decoder = _json_decoder(type_)
+        decoder: msgspec.json.Decoder[T] = _json_decoder(cast(Hashable, type_))
     except TypeError:  # unhashable type annotation
         decoder = msgspec.json.Decoder(type_, dec_hook=dec_hook)
     try:
@@ -150,7 +151,7 @@ _PROTO_PUBLIC = {
     pb.DTYPE_INT64: "int64",
     pb.DTYPE_INT32: "int64",
 }
-_LE = {"float32": np.dtype("<f4"), "int64": np.dtype("<i8")}
+_LE: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "int64": np.dtype("<i8")}
 
 
 def _widen(buf: np.ndarray, proto_dtype: int) -> np.ndarray:
@@ -226,14 +227,14 @@ def _as_le_bytes(arr: np.ndarray, dtype: np.dtype[Any]) -> tuple[Any, int]:
         arr = arr.astype(dtype)
     if not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr)
-    return memoryview(arr).cast("B"), arr.nbytes
+    return arr.data.cast("B"), arr.nbytes
 
 
 def _tokens_bytes(tokens: Any) -> tuple[Any, int]:
     if isinstance(tokens, np.ndarray):
         return _as_le_bytes(tokens, np.dtype("<i4"))
     arr = np.fromiter(tokens, dtype="<i4", count=len(tokens))
-    return memoryview(arr).cast("B"), arr.nbytes
+    return arr.data.cast("B"), arr.nbytes
 
 
 def _packed_ints(values: Sequence[int]) -> bytes:
@@ -423,7 +424,8 @@ def _chunk_from_proto(msg: Any) -> Any:
         raw = msg.encoded_text.tokens
         if len(raw) % 4:
             raise DecodeError("encoded_text tokens length is not a multiple of 4")
-        return EncodedTextChunk(tokens=np.frombuffer(raw, dtype="<i4"))
+        # a read-only int32 array (zero-copy); the field's declared type is the SDK's list
+        return EncodedTextChunk(tokens=cast("list[int]", np.frombuffer(raw, dtype="<i4")))
     if which == "image":
         im = msg.image
         fmt = im.format
@@ -523,7 +525,8 @@ def encode_forward_backward_output(out: ForwardBackwardOutput) -> bytes:
             bt.offsets = offsets.tobytes()
             bt.dtype = _DTYPE_TO_PROTO[dtype]
             bt.trailing_shape.extend(trailing)
-    return msg.SerializeToString()
+    body: bytes = msg.SerializeToString()
+    return body
 
 
 def decode_forward_backward_output(body: bytes) -> ForwardBackwardOutput:
@@ -574,7 +577,10 @@ def decode_forward_backward_output(body: bytes) -> ForwardBackwardOutput:
 
 
 # -- SampleResponse ----------------------------------------------------------------------------
-_STOP_TO_PROTO = {"stop": pb.STOP_REASON_STOP, "length": pb.STOP_REASON_LENGTH}
+_STOP_TO_PROTO: dict[StopReason, int] = {
+    "stop": pb.STOP_REASON_STOP,
+    "length": pb.STOP_REASON_LENGTH,
+}
 _PROTO_TO_STOP = {v: k for k, v in _STOP_TO_PROTO.items()}
 
 
@@ -654,7 +660,8 @@ def encode_sample_response(resp: SampleResponse) -> bytes:
     if resp.prompt_alt_tokens is not None:
         _tensor_to_proto(resp.prompt_alt_tokens.tokens, msg.prompt_alt_tokens.tokens)
         _tensor_to_proto(resp.prompt_alt_tokens.logprobs, msg.prompt_alt_tokens.logprobs)
-    return msg.SerializeToString()
+    body: bytes = msg.SerializeToString()
+    return body
 
 
 def decode_sample_response(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import torch
+    from torch import Tensor  # for annotations inside functions, where ``torch`` is _torch()
 
 __all__ = [
     "L1",
@@ -128,6 +129,7 @@ def _is_list(x: Any) -> bool:
 
 def _as_tensor(x: Any, like: Any = None) -> torch.Tensor:
     torch = _torch()
+    t: Tensor
     if isinstance(x, torch.Tensor):
         t = x
     elif hasattr(x, "to_numpy"):  # TensorData
@@ -187,9 +189,12 @@ def _map(x: Any, f: Callable[[Any], Any]) -> Any:
 
 def _flat(x: Any) -> torch.Tensor:
     torch = _torch()
+    out: Tensor
     if _is_list(x):
-        return torch.cat([t.reshape(-1) for t in x]) if len(x) else torch.zeros(0)
-    return x.reshape(-1)
+        out = torch.cat([t.reshape(-1) for t in x]) if len(x) else torch.zeros(0)
+    else:
+        out = x.reshape(-1)
+    return out
 
 
 def _rowwise(f: Callable[..., torch.Tensor], *xs: Any) -> torch.Tensor:
@@ -199,7 +204,8 @@ def _rowwise(f: Callable[..., torch.Tensor], *xs: Any) -> torch.Tensor:
         for x in xs[1:]:
             if len(x) != len(xs[0]):
                 raise ValueError(f"got {len(x)} reference tensors for {len(xs[0])} data")
-        return torch.cat([f(*ts).reshape(-1) for ts in zip(*xs, strict=True)])
+        out: Tensor = torch.cat([f(*ts).reshape(-1) for ts in zip(*xs, strict=True)])
+        return out
     return f(*xs).reshape(-1)
 
 
@@ -312,7 +318,7 @@ def _entropy_rows(lp: torch.Tensor, temperature: float, normalize: bool) -> torc
         lp = torch.log_softmax(lp / temperature, dim=-1)
     p = lp.exp()
     terms = torch.where(lp > -50.0, p * lp, torch.zeros_like(lp))
-    h = -terms.sum(dim=-1)
+    h: Tensor = -terms.sum(dim=-1)
     if normalize and lp.shape[-1] > 1:
         h = h / math.log(lp.shape[-1])
     return h
@@ -354,7 +360,8 @@ def _kl_rows(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
     torch = _torch()
     p = lp.exp()
     d = (lp - lq).clamp(-100.0, 100.0)
-    return torch.where(p > 1e-10, p * d, torch.zeros_like(p)).sum(dim=-1)
+    kl: Tensor = torch.where(p > 1e-10, p * d, torch.zeros_like(p)).sum(dim=-1)
+    return kl
 
 
 class KLDivergence(Regularizer):

@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from .datum import Datum
-from .model_input import DmelChunk, ImageAssetPointerChunk, ImageChunk, ModelInput
+from .model_input import (
+    DmelChunk,
+    ImageAssetPointerChunk,
+    ImageChunk,
+    ModelInput,
+    ModelInputChunk,
+)
 from .tensor import TensorData
 from .training import ForwardBackwardOutput
 
@@ -25,7 +31,9 @@ SAMPLE_BYTES_PER_TOKEN = 10
 SPARSE_INDEX_BYTES = 8
 
 
-def estimate_chunk_bytes(chunk: object, bytes_per_token: int = PROTO_BYTES_PER_TOKEN) -> int:
+def estimate_chunk_bytes(
+    chunk: ModelInputChunk, bytes_per_token: int = PROTO_BYTES_PER_TOKEN
+) -> int:
     """Estimated wire bytes of one model-input chunk."""
     if isinstance(chunk, DmelChunk):
         return len(chunk.dmel)
@@ -33,7 +41,7 @@ def estimate_chunk_bytes(chunk: object, bytes_per_token: int = PROTO_BYTES_PER_T
         return len(chunk.data)
     if isinstance(chunk, ImageAssetPointerChunk):
         return len(chunk.location)
-    return chunk.length * bytes_per_token  # type: ignore[attr-defined]
+    return chunk.length * bytes_per_token
 
 
 def estimate_tensor_bytes(td: TensorData) -> int:
@@ -126,7 +134,7 @@ def combine_metrics(
         elif reduction == "slack":
             out[key] = float(arr.max() - np.average(arr, weights=w))
         elif reduction == "hash2":
-            out[key] = _hash2(values)  # type: ignore[assignment]
+            out[key] = _hash2(values)
         else:  # unique
             out[key] = values[0]
             for i, v in enumerate(values[1:]):

@@ -63,7 +63,7 @@ class EncodedTextChunk(WireStruct, tag_field="type", tag="encoded_text"):
         # training actor would break the whole TrainingClient's sequence instead.
         # The caller's list or writable array is copied (as pydantic copies in the official
         # SDK): code that reuses its buffer (``lst.clear()``) must not change the chunk.
-        t = self.tokens
+        t: Any = self.tokens  # what the caller passed: any sequence or array (checked here)
         if type(t) is list:
             fixed = _validate.token_list("EncodedTextChunk", t)
             force_set(self, "tokens", t.copy() if fixed is None else fixed)

@@ -235,7 +235,8 @@ class TensorData:
         return torch.from_numpy(arr)
 
     def tolist(self, pad_value: int = 0) -> list[Any]:
-        return self.to_numpy(pad_value).tolist()
+        values: list[Any] = self.to_numpy(pad_value).tolist()
+        return values
 
     # -- dict-ish helpers ----------------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
