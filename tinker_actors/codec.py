@@ -16,9 +16,9 @@ import json
 import math
 import re
 import struct
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 import msgspec
 import numpy as np
@@ -84,10 +84,14 @@ def _json_decoder(type_: Any) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(type_, dec_hook=dec_hook)
 
 
-def json_decode(data: bytes | str, type_: type[T] | Any = Any) -> T:
+@overload
+def json_decode(data: bytes | str, type_: type[T]) -> T: ...
+@overload
+def json_decode(data: bytes | str, type_: Any = Any) -> Any: ...
+def json_decode(data: bytes | str, type_: Any = Any) -> Any:
     """Decode JSON into ``type_`` (unknown fields ignored); raises DecodeError."""
     try:
-        decoder: msgspec.json.Decoder[T] = _json_decoder(cast(Hashable, type_))
+        decoder = _json_decoder(type_)
     except TypeError:  # unhashable type annotation
         decoder = msgspec.json.Decoder(type_, dec_hook=dec_hook)
     try:

@@ -55,7 +55,7 @@ class FilePart:
             return self.source.stat().st_size
         try:
             pos = self.source.tell()
-            return os.fstat(self.source.fileno()).st_size - pos
+            return os.fstat(self.source.fileno()).st_size - int(pos)
         except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
             return None
 

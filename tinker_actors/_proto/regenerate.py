@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 def main() -> int:
     from grpc_tools import protoc
 
-    rc = protoc.main(
+    rc: int = protoc.main(
         [
             "protoc",
             f"-I{HERE}",

@@ -66,7 +66,7 @@ def make_engine(name: str, *, device: str = "cpu", data_dir: Path | None = None)
                 f" ({exc})"
             ) from exc
         cache = data_dir / "engine" if data_dir is not None else None
-        return TorchEngine(device=device, cache_dir=cache)  # type: ignore[return-value]
+        return TorchEngine(device=device, cache_dir=cache)
     raise ValueError(f"unknown engine {name!r}: expected 'torch' or 'null'")
 
 
@@ -173,13 +173,10 @@ class LocalServer:
         engine = self._engine_arg
         if isinstance(engine, str):
             # importing torch and building models takes a while: keep the loop free
+            name = engine
             engine = await loop.run_in_executor(
                 None,
-                lambda: make_engine(
-                    self._engine_arg,
-                    device=self.config.device,  # type: ignore[arg-type]
-                    data_dir=self.config.data_dir,
-                ),
+                lambda: make_engine(name, device=self.config.device, data_dir=self.config.data_dir),
             )
         self.service = Service(self.config, engine)
         self.service.start()

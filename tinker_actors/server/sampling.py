@@ -113,7 +113,7 @@ class ContinuousLane(SamplerLane):
                 self._running = False
                 self._batch = None
                 return None
-            out = []
+            out: list[_SampleItem] = []
             while self._inbox and len(out) + batch.jobs < self._batch_size:
                 out.append(self._inbox.popleft())
             return out
@@ -131,9 +131,10 @@ class ContinuousLane(SamplerLane):
                 )
             batch = self._batch
             while not self._closed:
-                taken = self._take(batch)
-                if taken is None:
+                took = self._take(batch)
+                if took is None:
                     return
+                taken = took
                 done: list[tuple[Any, Any]] = []
                 fresh = []
                 for item in taken:

@@ -229,7 +229,8 @@ class Store:
 
     def _one(self, sql: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
         with self._lock:
-            return self._db.execute(sql, args).fetchone()
+            row: tuple[Any, ...] | None = self._db.execute(sql, args).fetchone()
+            return row
 
     def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> int:
         with self._lock:

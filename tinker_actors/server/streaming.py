@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -34,7 +35,7 @@ __all__ = ["stream_sample"]
 class _Text:
     """Incremental detokenisation per sequence: text is emitted once it is whole UTF-8."""
 
-    def __init__(self, decode: Any) -> None:
+    def __init__(self, decode: Callable[[list[int]], str] | None) -> None:
         self._decode = decode
         self._ids: dict[int, list[int]] = {}
         self._sent: dict[int, int] = {}
@@ -55,7 +56,7 @@ class _Text:
         return text[sent:]
 
 
-def _decoder(service: Any, sampler_id: str) -> Any:
+def _decoder(service: Any, sampler_id: str) -> Callable[[list[int]], str] | None:
     """The sampler's tokenizer decode (None when the engine has no local tokenizer)."""
     try:
         from tinker_actors.server.engine.tokenizer import load_fast_tokenizer
