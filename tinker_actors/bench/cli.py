@@ -12,7 +12,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,7 +22,13 @@ _CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 # ------------------------------------------------------------------------------ parameter types
-class _Dist(click.ParamType):
+if TYPE_CHECKING:  # generic in click's newer stubs; not subscriptable at runtime in older clicks
+    _ParamType = click.ParamType[Any]
+else:
+    _ParamType = click.ParamType
+
+
+class _Dist(_ParamType):
     name = "LENGTH"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> LengthDist:
@@ -34,7 +40,7 @@ class _Dist(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class _List(click.ParamType):
+class _List(_ParamType):
     """A comma-separated list of positive numbers: ``1,16,64``."""
 
     def __init__(self, kind: type, name: str) -> None:

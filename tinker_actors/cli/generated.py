@@ -51,7 +51,9 @@ class RestSpec:
 
 
 # ------------------------------------------------------------------------------ the call
-def call_route(route_name: str, params: dict[str, Any], body: Any = None, client: str = "rest"):
+def call_route(
+    route_name: str, params: dict[str, Any], body: Any = None, client: str = "rest"
+) -> Any:
     """Calls one manifest route with arguments named as in the route; returns its response."""
     from tinker_actors.manifest import route as get_route
 
@@ -126,6 +128,7 @@ def fetch_pages(
 # ------------------------------------------------------------------------------ building
 def _list_field(type_: Any) -> str:
     hints = typing.get_type_hints(type_)
+    name: str
     for name in type_.__struct_fields__:
         if typing.get_origin(hints[name]) is list:
             return name
