@@ -128,3 +128,44 @@ def test_calls_from_many_threads_reach_the_server_in_mailbox_order(
         seen = proxy.learning_rates[tc.model_id]
         assert sorted(seen) == list(range(1, threads * calls + 1))
         assert [seen[seq] for seq in sorted(seen)] == recorded.order
+
+
+@pytest.mark.e2e
+async def test_idle_sampling_actors_stop_and_wake_on_the_next_call(
+    local_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop making a new SamplingClient per step leaves no actors behind (no GC hook)."""
+    from tinker_actors.actors import sampling as sampling_actor
+
+    monkeypatch.setattr(sampling_actor, "IDLE_AFTER", 0.0)
+    prompt = types.ModelInput.from_ints([1, 2])
+    params = types.SamplingParams(max_tokens=1)
+    async with tinker.ServiceClient(
+        base_url=local_server.base_url, api_key=local_server.api_key
+    ) as sc:
+        sup = sc.holder.supervisor
+        before = {a.name for a in sup.children()}
+        samplers = []
+        for _ in range(4):
+            sampler = await sc.create_sampling_client(base_model=MODEL)
+            await sampler.sample(prompt, 1, params)
+            samplers.append(sampler)
+
+        def sampler_actors() -> set[str]:
+            return {a.name for a in sup.children()} - before
+
+        async def stopped() -> None:  # each actor's exit is an event on the runtime loop
+            for s in samplers:
+                actor = s._actor
+                if actor.state.value in ("stopped", "crashed"):
+                    continue
+                done = asyncio.get_running_loop().create_future()
+                actor.link(lambda a, r, f=done: f.done() or f.set_result(r))
+                assert await done is None  # a normal stop, not a crash
+
+        await asyncio.wait_for(asyncio.wrap_future(sc.holder.runtime.submit(stopped())), 30)
+        assert sampler_actors() == set()
+        # the same client wakes up: same seq-id counter, a new actor
+        out = await samplers[0].sample(prompt, 1, params)
+        assert len(out.sequences) == 1
+        assert samplers[0]._actor.state.value in ("running", "stopped")

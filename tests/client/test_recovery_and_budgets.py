@@ -7,7 +7,6 @@ unpickled SamplingClient builds for itself.
 from __future__ import annotations
 
 import asyncio
-import gc
 import pickle
 from typing import Any
 
@@ -118,19 +117,28 @@ def test_loss_handle_runs_per_datum_and_sums(local_server: Any) -> None:
 async def test_unpickled_sampler_session_owns_and_releases_its_transport(
     local_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from tinker_actors.actors import sampling as sampling_actor
+
     monkeypatch.setenv("TINKER_API_KEY", local_server.api_key)
+    monkeypatch.setattr(sampling_actor, "IDLE_AFTER", 0.0)  # stop as soon as idle
     sc = tinker.ServiceClient(base_url=local_server.base_url, api_key=local_server.api_key)
     sampler = await sc.create_sampling_client_async(base_model=MODEL)
     clone = pickle.loads(pickle.dumps(sampler))
     session = clone._session
     assert session.for_handles and session is not sc.holder
-    await clone.sample(types.ModelInput.from_ints([1, 2]), 1, types.SamplingParams(max_tokens=2))
-    assert session.transport is not None and not session.closed
     users = session.runtime._users
-    del clone
-    gc.collect()
-    # The finalizer hops onto the loop; the actor and then the session stop.
-    await asyncio.wait_for(session.wait_closed(), timeout=30)
-    assert session.closed
-    assert session.runtime._users == users - 1
+    prompt = types.ModelInput.from_ints([1, 2])
+    await clone.sample(prompt, 1, types.SamplingParams(max_tokens=2))
+    assert session.runtime._users == users + 1
+    # Idle, the clone's actor stops (no GC finalizer involved) and the session gives its
+    # transport back; the next call starts a new actor on a new transport.
+    released = session.runtime.submit(session.transport_released.wait())  # on its loop
+    await asyncio.wait_for(asyncio.wrap_future(released), timeout=30)
+    assert session.transport is None and session.runtime._users == users
+    session.runtime.loop.call_soon_threadsafe(session.transport_released.clear)
+    out = await clone.sample(prompt, 1, types.SamplingParams(max_tokens=2))
+    assert len(out.sequences) == 1
+    released = session.runtime.submit(session.transport_released.wait())
+    await asyncio.wait_for(asyncio.wrap_future(released), timeout=30)
+    assert session.runtime._users == users
     await sc.aclose()

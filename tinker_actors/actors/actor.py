@@ -5,7 +5,8 @@ restarts in place; its supervisor builds a new instance.
 
 Structured concurrency: ``main`` runs inside the actor's ``asyncio.TaskGroup``, and every task
 the actor starts (``spawn``) belongs to that group. A task that fails crashes the actor (the
-group cancels the rest); stopping or killing the actor cancels the group. Cancellation is
+group cancels the rest); stopping or killing the actor cancels the group, and ``main``
+returning cancels what it spawned. Cancellation is
 never swallowed: a cancelled actor's task ends cancelled, and the exit reason says whether
 that was a stop (None), a kill (its reason) or the loop shutting down (``cancelled_externally``).
 
@@ -160,6 +161,7 @@ class Actor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._group: asyncio.TaskGroup | None = None
+        self._spawned: set[asyncio.Task[Any]] = set()
         self._exit_reason: BaseException | None = None
         self._exit_listeners: list[Callable[[Actor, BaseException | None], None]] = []
         self._kill_reason: BaseException | None = None
@@ -195,6 +197,8 @@ class Actor:
         async with asyncio.TaskGroup() as group:
             self._group = group
             await self.main()
+            for task in self._spawned:  # main is done, so is the work it started
+                task.cancel()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         reason: BaseException | None
@@ -253,7 +257,10 @@ class Actor:
         if self._group is None:
             coro.close()
             raise ActorDeadError(f"{self.name} is not running")
-        return self._group.create_task(coro, name=name)
+        task = self._group.create_task(coro, name=name)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+        return task
 
     def _finish(self, reason: BaseException | None) -> None:
         if self.state in (ActorState.STOPPED, ActorState.CRASHED):

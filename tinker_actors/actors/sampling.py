@@ -29,14 +29,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from tenacity import RetryCallState, retry_if_exception
+
 from .. import codec, errors, events, types
 from ..config import RetryConfig
 from ..futures import APIFuture, QueueStateObserver, poll_future, reject, resolve, result_decoder
 from ..manifest import ROUTES
 from ..runtime import await_concurrent
 from ..telemetry import get_logger
-from ..transport import RetryPolicy
-from .actor import Actor
+from ..transport import RetryPolicy, resume
+from .actor import Actor, Mailbox
 from .admission import (
     DEFAULT_DISPATCH_BYTES,
     SamplingAdmission,
@@ -105,17 +107,63 @@ def is_retryable(exc: BaseException, config: RetryConfig) -> bool:
 
 
 def retry_delay(attempt: int, config: RetryConfig, rand: float) -> float:
-    """``min(base * 2**attempt, max)`` with symmetric jitter, clamped to ``[0, max]``.
+    """``min(base * 2**attempt, max)`` with symmetric jitter, clamped to ``[0, max]``: the
+    wait after ``attempt + 1`` failed attempts, as ``RetryPolicy.from_retry_config`` says.
 
     ``rand`` is a uniform sample in [0, 1) (injected so tests are deterministic).
     """
-    cap = config.retry_delay_max
-    try:
-        delay = min(config.retry_delay_base * (2**attempt), cap)
-    except OverflowError:
-        delay = cap
-    jitter = delay * config.jitter_factor * (2 * rand - 1)
-    return max(0.0, min(delay + jitter, cap))
+    return RetryPolicy.from_retry_config(config).delay(attempt + 1, rand=lambda: rand)
+
+
+def _retried(exc: BaseException, config: RetryConfig) -> bool:
+    """The retry handler's predicate (a cancellation is never retried)."""
+    return isinstance(exc, Exception) and config.enable_retry_logic and is_retryable(exc, config)
+
+
+def _report_attempt(actor: SamplingActor, exc: Exception, attempt: int, started: float) -> bool:
+    """Whether failed ``attempt`` (1: the first) is retried; reported as 0.38's handler does."""
+    retry = _retried(exc, actor.retry_config)
+    if (tel := actor.session.telemetry) is not None:
+        retry_handler_exception(tel, exc, retry, attempt, started)
+    return retry
+
+
+async def _retry_sample(
+    actor: SamplingActor, call: SampleCall, failed: Exception, started: float
+) -> types.SampleResponse:
+    """The attempts after a retryable first failure: the official RetryConfig as a
+    ``RetryPolicy``, run by a fresh tenacity controller (each attempt takes a new seq id)."""
+    config = actor.retry_config
+    attempt = 1
+
+    async def again() -> types.SampleResponse:
+        nonlocal attempt
+        attempt += 1
+        try:
+            return await actor._attempt(call)
+        except Exception as exc:
+            _report_attempt(actor, exc, attempt, started)
+            raise
+
+    def before_sleep(state: RetryCallState) -> None:
+        actor.book.retries += 1
+        exc = state.outcome.exception() if state.outcome is not None else None
+        log.debug(
+            "sample attempt failed; retrying",
+            sampler=actor.sampling_session_id,
+            error=type(exc).__name__,
+            attempt=state.attempt_number,
+            delay=round(state.next_action.sleep if state.next_action else 0.0, 3),
+        )
+
+    controller = RetryPolicy.from_retry_config(config).controller(
+        retry=retry_if_exception(lambda e: _retried(e, config)),
+        clock=actor.clock,
+        sleep=actor.sleep,
+        rand=actor.rand,
+        before_sleep=before_sleep,
+    )
+    return await resume(controller, again, failed)
 
 
 def progress_expired(now: float, last_progress: float, timeout: float, in_flight: int) -> bool:
@@ -211,6 +259,22 @@ class SampleFuture(APIFuture[Any]):
                 raise
 
 
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One sample / compute_logprobs call in the sampler's mailbox."""
+
+    call: SampleCall
+    decode: Callable[[types.SampleResponse], Any]
+    reply: concurrent.futures.Future[Any]
+    future: SampleFuture
+
+
+#: An idle sampling actor (no requests, no mail) stops after this many seconds; the next
+#: call on its client starts a new one with the same mailbox, seq ids and budgets. So a
+#: loop that makes a new SamplingClient per step leaves no actors behind.
+IDLE_AFTER = 60.0
+
+
 # ============================================================================ the actor
 class _Book:
     """What a sampler has promised: seq ids, in-flight requests, queued cancels, progress.
@@ -219,12 +283,16 @@ class _Book:
     """
 
     __slots__ = (
+        "activate",
+        "active",
+        "actor",
         "cancel_wake",
         "cancels",
         "cloned_sampler_id",
         "completed",
         "inflight",
         "last_progress",
+        "mailbox",
         "requests",
         "retries",
         "running",
@@ -233,7 +301,19 @@ class _Book:
         "wake",
     )
 
-    def __init__(self, cloned_sampler_id: int | None, max_connections: int | None, now: float):
+    def __init__(
+        self,
+        cloned_sampler_id: int | None,
+        max_connections: int | None,
+        now: float,
+        mailbox: Mailbox[Sample],
+    ):
+        self.mailbox = mailbox
+        # the actor reading the mailbox now, whether one runs, and how to start one (set by
+        # the client: an idle sampler stops, and the next call starts a new one)
+        self.actor: SamplingActor | None = None
+        self.active = False
+        self.activate: Callable[[], None] | None = None
         self.cloned_sampler_id = cloned_sampler_id
         self.seq = itertools.count(SEQ_IDS_PER_CLONE * (cloned_sampler_id or 0))
         self.requests: dict[asyncio.Task[None], concurrent.futures.Future[Any]] = {}
@@ -280,30 +360,43 @@ class SamplingActor(Actor):
         self.retry_config = effective_retry_config(retry_config, session.client_config)
         self.no_retries = bool(session.client_config.sample_no_retries)
         self.admission = admission_for(session)
-        #: Awaited before a request's first attempt (an unpickled client starts itself here).
-        self.prepare: Callable[[], Awaitable[None]] | None = None
-        # A restart keeps the promises made so far: ids, in-flight requests, queued cancels.
+        # A restart keeps the promises made so far: mailbox, ids, requests, queued cancels.
         self.book = (
             previous.book
             if previous is not None
-            else _Book(cloned_sampler_id, self.retry_config.max_connections, clock())
+            else _Book(
+                cloned_sampler_id,
+                self.retry_config.max_connections,
+                clock(),
+                Mailbox(session.runtime.call_soon, name=self.name),
+            )
         )
         self._join_lock = asyncio.Lock()
-        self._retiring = False
-        self._then: Callable[[], None] | None = None
+        #: Seconds without requests or mail after which the actor stops (``IDLE_AFTER``).
+        self.idle_after: float | None = IDLE_AFTER
+        self._idle_timer: asyncio.Timeout | None = None
+        self._passivated = False
 
     # ------------------------------------------------------------------ public (any thread)
     def submit(
         self, call: SampleCall, decode: Callable[[types.SampleResponse], Any]
     ) -> SampleFuture:
-        """Starts one request; returns its future at once. Thread-safe, never blocks."""
+        """Puts one request in the sampler's mailbox; returns its future at once.
+
+        Thread-safe, never blocks. Any instance will do: the mailbox is the sampler's, and a
+        call to a sampler whose actor stopped while idle starts a new one.
+        """
         runtime = self.session.runtime
         cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
         fut = SampleFuture(cf, runtime)
-        if runtime.on_loop():
-            self._start_request(call, decode, cf, fut)
-        else:
-            runtime.call_soon(self._start_request, call, decode, cf, fut)
+        book = self.book
+        try:
+            book.mailbox.put(Sample(call, decode, cf, fut))
+        except errors.ActorDeadError:
+            reject(cf, errors.TinkerError("SamplingClient was closed"))
+            return fut
+        if not book.active and book.activate is not None:
+            runtime.call_soon(book.activate)
         return fut
 
     @property
@@ -318,54 +411,37 @@ class SamplingActor(Actor):
         return next(self.book.seq)
 
     # ------------------------------------------------------------------ request lifecycle
-    def _start_request(
-        self,
-        call: SampleCall,
-        decode: Callable[[types.SampleResponse], Any],
-        cf: concurrent.futures.Future[Any],
-        fut: SampleFuture,
-    ) -> None:
+    def _start_request(self, msg: Sample) -> None:
+        cf = msg.reply
         if cf.done():  # cancelled before it started: nothing was promised to the server
             return
-        task = self.session.runtime.loop.create_task(self._request(call, decode, cf))
-        fut._task = task
-        self.book.requests[task] = cf
+        task = self.session.runtime.loop.create_task(self._request(msg.call, msg.decode, cf))
+        msg.future._task = task
+        requests = self.book.requests
+        requests[task] = cf
+        if len(requests) == 1:
+            self._arm_idle()
         if events.ON:
-            events.emit(events.SAMPLING_START, {"in_flight": len(self.book.requests)}, {})
+            events.emit(events.SAMPLING_START, {"in_flight": len(requests)}, {})
         task.add_done_callback(self._request_done)
         cf.add_done_callback(lambda f, t=task: self._on_cf_done(f, t))
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
-        requests = self.book.requests
+        book = self.book
+        requests = book.requests
         requests.pop(task, None)
         if events.ON:
             events.emit(events.SAMPLING_STOP, {"in_flight": len(requests)}, {})
-        if self._retiring and not requests:
-            self._stop_soon()
+        if not requests and book.actor is not None:
+            book.actor._arm_idle()  # the actor reading the mailbox now (maybe a restarted one)
 
-    def retire(self, then: Callable[[], None] | None = None) -> None:
-        """The client is gone: stop once the last in-flight request has finished.
-
-        ``then`` runs (on the loop) once the actor is stopped, or at once if it never ran.
-        """
-        self._retiring = True
-        self._then = then
-        if not self.book.requests:
-            self._stop_soon()
-
-    def _stop_soon(self) -> None:
-        self._retiring = False
-        then, self._then = self._then, None
-        if self.state.value == "running":
-
-            async def stop() -> None:
-                await self.session.supervisor.stop_child(self.name)
-                if then is not None:
-                    then()
-
-            self.session.runtime.spawn(stop())
-        elif then is not None:
-            then()
+    def _arm_idle(self) -> None:
+        """Idle (no requests): stop after ``idle_after`` unless mail comes; busy: never."""
+        timer = self._idle_timer
+        if timer is None or self.idle_after is None:
+            return
+        busy = bool(self.book.requests)
+        timer.reschedule(None if busy else asyncio.get_running_loop().time() + self.idle_after)
 
     def _on_cf_done(self, cf: concurrent.futures.Future[Any], task: asyncio.Task[None]) -> None:
         if cf.cancelled() and not task.done():
@@ -382,8 +458,6 @@ class SamplingActor(Actor):
         assert task is not None
         book = self.book
         try:
-            if self.prepare is not None:
-                await self.prepare()
             if self.no_retries:
                 response = await self._attempt(call)
             else:
@@ -418,32 +492,16 @@ class SamplingActor(Actor):
             book.running.add(task)
             if config.enable_stuck_detection and len(book.running) == 1:
                 book.wake.set()
-            attempt = 0
             started = time.time()
-            while True:
-                try:
-                    response = await self._attempt(call)
-                except Exception as exc:
-                    retry = config.enable_retry_logic and is_retryable(exc, config)
-                    if (tel := self.session.telemetry) is not None:
-                        retry_handler_exception(tel, exc, retry, attempt + 1, started)
-                    if not retry:
-                        raise
-                    delay = retry_delay(attempt, config, self.rand())
-                    attempt += 1
-                    book.retries += 1
-                    log.debug(
-                        "sample attempt failed; retrying",
-                        sampler=self.sampling_session_id,
-                        error=type(exc).__name__,
-                        attempt=attempt,
-                        delay=round(delay, 3),
-                    )
-                    await self.sleep(delay)
-                    continue
-                book.last_progress = self.clock()
-                book.completed += 1
-                return response
+            try:  # the fast path: no tenacity controller unless this attempt fails
+                response = await self._attempt(call)
+            except Exception as exc:
+                if not _report_attempt(self, exc, 1, started):
+                    raise
+                response = await _retry_sample(self, call, exc, started)
+            book.last_progress = self.clock()
+            book.completed += 1
+            return response
         finally:
             book.running.discard(task)
             if sem is not None:
@@ -577,13 +635,40 @@ class SamplingActor(Actor):
             log.warning("failed to cancel sampling request", request_id=request_id, error=repr(exc))
 
     # ------------------------------------------------------------------ actor body
+    async def on_start(self) -> None:
+        self.book.actor = self
+        self.book.active = True
+
     async def main(self) -> None:
-        """One watchdog for every request (not one per request), plus the cancel drain."""
+        """Starts each call in the mailbox as its request task; stops once idle.
+
+        One watchdog for every request (not one per request) and the cancel drain run
+        beside it, in the actor's group.
+        """
         self.spawn(self._drain_cancels(), name=f"{self.name}:cancels")
         config = self.retry_config
-        if self.no_retries or not config.enable_stuck_detection:
-            await asyncio.Event().wait()
-        timeout = config.progress_timeout
+        if not self.no_retries and config.enable_stuck_detection:
+            self.spawn(self._watchdog(), name=f"{self.name}:watchdog")
+        book = self.book
+        mailbox = book.mailbox
+        while True:
+            try:
+                async with asyncio.timeout(None) as timer:
+                    self._idle_timer = timer
+                    self._arm_idle()
+                    while True:
+                        for msg in await mailbox.get():
+                            self._start_request(msg)
+            except TimeoutError:
+                if not book.requests and not len(mailbox):
+                    self._passivated = True
+                    return  # idle: the next call starts a new actor
+            finally:
+                self._idle_timer = None
+
+    async def _watchdog(self) -> None:
+        """Fails the requests in flight when none has made progress for progress_timeout."""
+        timeout = self.retry_config.progress_timeout
         book = self.book
         while True:
             if not book.running:
@@ -607,13 +692,24 @@ class SamplingActor(Actor):
             await self.watch_sleep(max(0.01, book.last_progress + timeout - now + 0.001))
 
     def on_exit(self, reason: BaseException | None) -> None:
-        # Requests outlive a crash (a restarted actor adopts them); on a normal stop, or
-        # when the supervisor gives up, fail_all is called by the owner.
-        if reason is None:
-            self.fail_all(errors.TinkerError("SamplingClient was closed"))
+        # Requests and mail outlive a crash (a restarted actor adopts them) and an idle stop
+        # (the next call starts a new actor); a stop (the client closed) fails them.
+        book = self.book
+        if book.actor is self:
+            book.active = False
+        if reason is not None:
+            return
+        if self._passivated:
+            if len(book.mailbox) and book.activate is not None:
+                book.activate()  # a call came in as the actor decided to stop
+            return
+        self.fail_all(errors.TinkerError("SamplingClient was closed"))
 
     def fail_all(self, exc: BaseException) -> None:
-        """Fail every outstanding future with ``exc`` (supervisor gave up, or close)."""
+        """Fails every outstanding future with ``exc`` and closes the mailbox (the supervisor
+        gave up, or the client closed): later calls fail at once."""
+        for msg in self.book.mailbox.close(exc):
+            reject(msg.reply, exc)
         for task, cf in list(self.book.requests.items()):
             reject(cf, exc)
             task.cancel()

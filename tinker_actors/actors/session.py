@@ -182,6 +182,8 @@ class Session:
         self.fwdbwd_bytes: BytesBudget | None = None
         self._handle_clients = 0
         self.for_handles = False
+        #: Set when a handle session gave its transport back (no sampler of it running).
+        self.transport_released = asyncio.Event()
         #: Upper bound of ``close()`` in seconds, whatever the server does.
         self.close_timeout = CLOSE_TIMEOUT
 
@@ -218,10 +220,17 @@ class Session:
         self._handle_clients += 1
 
     def release_handle_client(self) -> None:
-        """A handle client is gone (on the runtime loop); the last one closes the session."""
+        """A handle client's actor stopped (on the runtime loop). With none left running, the
+        transport goes back (the runtime's HTTP session with it); the next call reopens it."""
         self._handle_clients -= 1
-        if self._handle_clients <= 0 and not self._closed:
-            self.runtime.spawn(self.close())
+        if self._handle_clients <= 0 and self.transport is not None:
+            transport, self.transport = self.transport, None
+            self.runtime.spawn(self._release_transport(transport))
+
+    async def _release_transport(self, transport: Transport) -> None:
+        await transport.aclose()
+        await self.runtime.release()
+        self.transport_released.set()
 
     # ------------------------------------------------------------------ counters
     def next_model_seq_id(self) -> int:

@@ -9,7 +9,6 @@ authenticates with its own environment.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import itertools
 import json
@@ -23,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from .. import types
+from .. import errors, types
 from ..actors.admission import estimate_model_input_bytes
 from ..actors.sampling import SampleCall, SamplingActor
 from ..actors.session import Session
@@ -113,16 +112,10 @@ class SamplingClient:
                 name=f"sampler:{sampling_session_id}:{next(_client_ids)}",
             )
         ]
-        self._start_lock: Any = None
-        self._supervised = False
-        if shadow:
-            self._actor.prepare = self._start_supervised
-        # The box (not the client) is shared with the supervisor's restart closure, so the
-        # client can be collected; its actor then retires after its last request.
-        release = session.release_handle_client if session.for_handles else None
-        if release is not None:
-            session.add_handle_client()
-        weakref.finalize(self, _retire, session.runtime, self._box, release)
+        # The first call of an unpickled copy starts its actor, as does a call after the
+        # actor stopped while idle (SamplingActor.idle_after).
+        self._activating = False
+        self._actor.book.activate = self._activate_soon
 
     @property
     def _actor(self) -> SamplingActor:
@@ -197,50 +190,77 @@ class SamplingClient:
         )
         return APIFuture.from_coro(session.runtime, coro)
 
-    async def _start_supervised(self) -> None:
-        """Starts the actor under the session's supervisor (once; lazily for unpickled copies)."""
-        if self._supervised:
+    def _activate_soon(self) -> None:
+        """(On the loop) starts an actor for this sampler unless one runs or is starting."""
+        if self._actor.book.active or self._activating:
             return
+        self._activating = True
+        self._session.runtime.spawn(self._activate())
+
+    async def _activate(self) -> None:
+        try:
+            await self._start_supervised()
+        except Exception as exc:  # every call waiting in the mailbox was failed with it
+            log.warning("could not start the sampling actor", error=repr(exc))
+
+    async def _start_supervised(self) -> None:
+        """Starts an actor on the sampler's mailbox under the session's supervisor.
+
+        Runs at creation, and again after the actor stopped while idle (or, for an
+        unpickled copy, at its first call). Calls made meanwhile wait in the mailbox.
+        """
         session = self._session
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if self._supervised:
-                return
+        box = self._box
+        book = box[0].book
+        if book.active:
+            return
+        self._activating = True
+        handle_session = session.for_handles
+        try:
+            if session.closed or (session.supervisor.failed is not None):
+                raise errors.TinkerError("SamplingClient was closed")
+            if handle_session:
+                session.add_handle_client()
             await session.ensure_transport()
-            box = self._box
-            actor = box[0]
-            actor.prepare = None
             first = [True]
 
             async def start(previous: Any) -> SamplingActor:
-                # Captures the box and plain values only, never the client.
-                if first[0]:
-                    first[0] = False
-                    new = actor
+                # Captures the box and plain values, never the client.
+                prev = previous or box[0]
+                if first[0] and prev.state.value == "new":
+                    new = prev
                 else:
                     new = SamplingActor(
                         session,
-                        sampling_session_id=actor.sampling_session_id,
-                        retry_config=actor.user_retry_config,
-                        record_stability_info=actor.record_stability_info,
-                        observer=actor.observer,
-                        previous=previous,
-                        name=actor.name,
+                        sampling_session_id=prev.sampling_session_id,
+                        retry_config=prev.user_retry_config,
+                        record_stability_info=prev.record_stability_info,
+                        observer=prev.observer,
+                        previous=prev,
+                        name=prev.name,
                     )
+                first[0] = False
                 await new.start()
                 box[0] = new
+                if handle_session:
+                    new.link(lambda actor, reason: _released(session, reason, actor))
                 return new
 
             await session.supervisor.start_child(
                 ChildSpec(
-                    name=actor.name,
+                    name=box[0].name,
                     start=start,
                     restart=Restart.TRANSIENT,
                     on_give_up=lambda exc: box[0].fail_all(exc),
                 )
             )
-            self._supervised = True
+        except BaseException as exc:
+            if handle_session and not book.active:
+                session.release_handle_client()
+            box[0].fail_all(exc if isinstance(exc, Exception) else errors.TinkerError(repr(exc)))
+            raise
+        finally:
+            self._activating = False
 
     # ------------------------------------------------------------------ sampling
     def sample(
@@ -442,15 +462,11 @@ async def _fetch_sampler(session: Session, sampling_session_id: str) -> types.Ge
     )
 
 
-def _retire(runtime: Any, box: list[SamplingActor], release: Any) -> None:
-    """Finalizer: once the client is unreachable, its actor stops after its last request.
-
-    ``release`` (handle sessions) then tells the session one client fewer uses it.
-    """
-    try:
-        runtime.call_soon(lambda: box[0].retire(then=release))
-    except RuntimeError:  # loop closed at interpreter exit: nothing left to stop
-        pass
+def _released(session: Session, reason: BaseException | None, actor: SamplingActor) -> None:
+    """An actor of a handle session stopped for good or while idle: one user fewer (a crash
+    is followed by a restart, which keeps using the session)."""
+    if reason is None:
+        session.release_handle_client()
 
 
 def _is_builtin(base_model: str) -> bool:
