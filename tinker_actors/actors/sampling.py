@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import random
 import time
@@ -361,7 +362,7 @@ class SamplingActor(Actor):
         self.no_retries = bool(session.client_config.sample_no_retries)
         self.admission = admission_for(session)
         # A restart keeps the promises made so far: mailbox, ids, requests, queued cancels.
-        self.book = (
+        self.book: _Book = (
             previous.book
             if previous is not None
             else _Book(
@@ -424,7 +425,7 @@ class SamplingActor(Actor):
         if events.ON:
             events.emit(events.SAMPLING_START, {"in_flight": len(requests)}, {})
         task.add_done_callback(self._request_done)
-        cf.add_done_callback(lambda f, t=task: self._on_cf_done(f, t))
+        cf.add_done_callback(functools.partial(self._on_cf_done, task=task))
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
         book = self.book

@@ -393,11 +393,17 @@ class Session:
         deadline = asyncio.get_running_loop().time() + self.close_timeout
         try:
             if self.session_id is not None and self.transport is not None:
-                reason = {
-                    "success": types.ClientSessionFinishSuccess,
-                    "errored": types.ClientSessionFinishErrored,
-                    "interrupted": types.ClientSessionFinishInterrupted,
-                }[status]()
+                reason: (
+                    types.ClientSessionFinishSuccess
+                    | types.ClientSessionFinishErrored
+                    | types.ClientSessionFinishInterrupted
+                )
+                if status == "success":
+                    reason = types.ClientSessionFinishSuccess()
+                elif status == "errored":
+                    reason = types.ClientSessionFinishErrored()
+                else:
+                    reason = types.ClientSessionFinishInterrupted()
                 try:
                     with without_sdk_method():
                         async with asyncio.timeout_at(deadline):

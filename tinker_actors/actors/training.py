@@ -558,7 +558,7 @@ class TrainingActor(Actor):
                 sdk_method=op.sdk_method,
                 log_context={"model_id": model_id},
             )
-            rids, rtype = [fut.request_id], route.request_type_header
+            rids, rtype = [fut.request_id], _request_type(route)
         st.inflight[op.first] = (op, rids, rtype)
         if st.recovery is not None and st.recovery.enabled and not replay:
             st.replay_log.append(op)
@@ -612,7 +612,8 @@ class TrainingActor(Actor):
                     sdk_method=op.sdk_method,
                     log_context={"model_id": model_id},
                 )
-                return fut.request_id
+                rid: str = fut.request_id
+                return rid
 
             if len(bodies) > 1 and cfg.parallel_fwdbwd_chunks:
                 rest = await asyncio.gather(*(post(b) for b in bodies[1:]))
@@ -634,9 +635,9 @@ class TrainingActor(Actor):
                     model_id=model_id, seq_id=seq_id, adam_params=adam
                 )
                 return ROUTES["optim_step"], req
-            case OptimStep(params=params):
+            case OptimStep(params=types.DimuonParams() as dimuon):
                 req = types.OptimStepRequest(
-                    model_id=model_id, seq_id=seq_id, optimizer_params=params
+                    model_id=model_id, seq_id=seq_id, optimizer_params=dimuon
                 )
                 return ROUTES["optim_step"], req
             case SaveState():
@@ -692,7 +693,7 @@ class TrainingActor(Actor):
         t = self.session.transport
         assert t is not None
         try:
-            parts = await asyncio.gather(
+            parts: list[Any] = await asyncio.gather(
                 *(
                     poll_future(
                         t,
@@ -965,15 +966,16 @@ async def create_model(
     start = time.time()
     route = ROUTES["create_model"]
     fut = await t.call(route, req, sdk_method=sdk_method, **_retry_kw(retry))
-    res = await poll_future(
+    res: Any = await poll_future(
         t,
         fut.request_id,
-        route.request_type_header,
+        _request_type(route),
         observer=QueueStateLogger(base_model, "Model creation"),
         start_time=start,
         sdk_method=sdk_method,
     )
-    return res.model_id
+    model_id: str = res.model_id
+    return model_id
 
 
 async def create_via_load(
@@ -1007,7 +1009,7 @@ async def create_via_load(
     route = ROUTES["load_weights"]
     fut = await t.call(route, req, sdk_method=sdk_method, **_retry_kw(retry))
     await poll_future(
-        t, fut.request_id, route.request_type_header, start_time=start, sdk_method=sdk_method
+        t, fut.request_id, _request_type(route), start_time=start, sdk_method=sdk_method
     )
     return f"{sid}:train:{n}"
 
@@ -1017,7 +1019,17 @@ async def get_info(
 ) -> types.GetInfoResponse:
     t = session.transport
     assert t is not None
-    return await t.call("get_info", types.GetInfoRequest(model_id=model_id), **_retry_kw(retry))
+    info: types.GetInfoResponse = await t.call(
+        "get_info", types.GetInfoRequest(model_id=model_id), **_retry_kw(retry)
+    )
+    return info
+
+
+def _request_type(route: Route) -> str:
+    """The request type a future route's results are polled with (every such route has one)."""
+    if route.request_type_header is None:
+        raise errors.ProtocolError(f"route {route.name} has no request type to poll with")
+    return route.request_type_header
 
 
 def _retry_kw(retry: RetryPolicy | None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from .. import errors, types
+from ..actors.actor import Actor
 from ..actors.admission import estimate_model_input_bytes
 from ..actors.sampling import SampleCall, SamplingActor
 from ..actors.session import Session
@@ -457,12 +458,13 @@ def _check_last_n(last_n: int | None, include_prompt_logprobs: bool) -> None:
 
 async def _fetch_sampler(session: Session, sampling_session_id: str) -> types.GetSamplerResponse:
     transport = await session.ensure_transport()
-    return await transport.call(
+    info: types.GetSamplerResponse = await transport.call(
         "get_sampler", path_params={"sampling_session_id": sampling_session_id}
     )
+    return info
 
 
-def _released(session: Session, reason: BaseException | None, actor: SamplingActor) -> None:
+def _released(session: Session, reason: BaseException | None, actor: Actor) -> None:
     """An actor of a handle session stopped for good or while idle: one user fewer (a crash
     is followed by a restart, which keeps using the session)."""
     if reason is None:
