@@ -50,7 +50,7 @@ def endpoint() -> tuple[str, str]:
     url = os.environ.get("TINKER_BASE_URL")
     if url:
         return url.rstrip("/"), os.environ.get("TINKER_API_KEY", "")
-    from tinker_actors.runtime import embedded_endpoint
+    from tinker_actors.embedded import embedded_endpoint
 
     return embedded_endpoint()
 

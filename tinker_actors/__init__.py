@@ -5,6 +5,9 @@
 The public names load on first use (PEP 562), so ``import tinker_actors`` and the command
 line cost almost nothing until a client or a type is touched; type checkers and editors see
 them all through the ``TYPE_CHECKING`` imports below.
+
+This package root is also the composition root (the top layer, see docs/internals.md): it
+provides the embedded local server to the client side, which cannot import it.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from typing import Any as _Any
 from typing import TypedDict as _TypedDict
 
 from . import _layout
+from . import embedded as _embedded
 
 if TYPE_CHECKING:
     from . import auth, types
-    from .actors.training import SequenceBrokenError
     from .clients.admin import AdminClient
     from .clients.backcompat import BackcompatSamplingClientFuture, BackcompatTrainingClientFuture
     from .clients.custom_loss import LossHandle, PerDatumLossFn
@@ -26,10 +29,12 @@ if TYPE_CHECKING:
     from .clients.sampling import SamplingClient
     from .clients.service import ServiceClient
     from .clients.training import TrainingClient
-    from .compat import ExperimentalWarning, Timeout
+    from .compat import Timeout
     from .config import RecoveryPolicy, RestartPolicy, RetryConfig
     from .dropin import install, installed, uninstall
     from .errors import (
+        ActorDeadError,
+        ActorKilled,
         APIConnectionError,
         APIError,
         APIResponseValidationError,
@@ -38,14 +43,33 @@ if TYPE_CHECKING:
         AuthenticationError,
         BadRequestError,
         BillingError,
+        BlockingOnLoopError,
+        CliError,
         ConflictError,
+        DecodeError,
+        DecompressedTooLarge,
+        DriverError,
+        EncodeError,
+        ExperimentalWarning,
         InternalServerError,
         InvalidInputError,
+        InvalidTinkerPathError,
+        MailboxFullError,
         NotFoundError,
         PermissionDeniedError,
+        PromiseExpiredError,
+        ProtocolError,
         RateLimitError,
+        RegularizerError,
+        RegularizerTimeoutError,
         RequestFailedError,
+        RestartLimitExceeded,
+        RetryableException,
+        RunCorruptedError,
+        SequenceBrokenError,
+        TinkerAlreadyImportedError,
         TinkerError,
+        TokenizerError,
         UnprocessableEntityError,
     )
     from .futures import APIFuture
@@ -85,7 +109,6 @@ _LAZY: dict[str, str | None] = {
     "SamplingClient": "clients.sampling",
     "auth": None,
     "types": None,
-    "SequenceBrokenError": "actors.training",
     "AdminClient": "clients.admin",
     "BackcompatSamplingClientFuture": "clients.backcompat",
     "BackcompatTrainingClientFuture": "clients.backcompat",
@@ -94,7 +117,6 @@ _LAZY: dict[str, str | None] = {
     "RestClient": "clients.rest",
     "ServiceClient": "clients.service",
     "TrainingClient": "clients.training",
-    "ExperimentalWarning": "compat",
     "Timeout": "compat",
     "RecoveryPolicy": "config",
     "RestartPolicy": "config",
@@ -107,17 +129,38 @@ _LAZY: dict[str, str | None] = {
     "APIResponseValidationError": "errors",
     "APIStatusError": "errors",
     "APITimeoutError": "errors",
+    "ActorDeadError": "errors",
+    "ActorKilled": "errors",
     "AuthenticationError": "errors",
     "BadRequestError": "errors",
     "BillingError": "errors",
+    "BlockingOnLoopError": "errors",
+    "CliError": "errors",
     "ConflictError": "errors",
+    "DecodeError": "errors",
+    "DecompressedTooLarge": "errors",
+    "DriverError": "errors",
+    "EncodeError": "errors",
+    "ExperimentalWarning": "errors",
     "InternalServerError": "errors",
     "InvalidInputError": "errors",
+    "InvalidTinkerPathError": "errors",
+    "MailboxFullError": "errors",
     "NotFoundError": "errors",
     "PermissionDeniedError": "errors",
+    "PromiseExpiredError": "errors",
+    "ProtocolError": "errors",
     "RateLimitError": "errors",
+    "RegularizerError": "errors",
+    "RegularizerTimeoutError": "errors",
     "RequestFailedError": "errors",
+    "RestartLimitExceeded": "errors",
+    "RetryableException": "errors",
+    "RunCorruptedError": "errors",
+    "SequenceBrokenError": "errors",
+    "TinkerAlreadyImportedError": "errors",
     "TinkerError": "errors",
+    "TokenizerError": "errors",
     "UnprocessableEntityError": "errors",
     "APIFuture": "futures",
     "AdamOptimizerConfig": "types",
@@ -232,8 +275,28 @@ __all__ = [  # noqa: RUF022
     "RecoveryPolicy",
     "RestartPolicy",
     "RetryConfig",
-    "SequenceBrokenError",
     "InvalidInputError",
+    # every other exception class of the package (tinker_actors.errors)
+    "ActorDeadError",
+    "ActorKilled",
+    "BlockingOnLoopError",
+    "CliError",
+    "DecodeError",
+    "DecompressedTooLarge",
+    "DriverError",
+    "EncodeError",
+    "InvalidTinkerPathError",
+    "MailboxFullError",
+    "PromiseExpiredError",
+    "ProtocolError",
+    "RegularizerError",
+    "RegularizerTimeoutError",
+    "RestartLimitExceeded",
+    "RetryableException",
+    "RunCorruptedError",
+    "SequenceBrokenError",
+    "TinkerAlreadyImportedError",
+    "TokenizerError",
     "install",
     "installed",
     "uninstall",
@@ -244,6 +307,19 @@ __all__ = [  # noqa: RUF022
 # alias table (see _layout). Its finder is cheap and goes in now; the alias modules are
 # imported with the first public name, as ``import tinker`` imports its type modules.
 _layout.install_finder()
+
+
+# This module is the composition root: it sees every layer and nothing imports it, and it
+# always runs before any submodule. With no TINKER_BASE_URL a session starts the embedded
+# local server, which the client layers may not import (it is an application, layer 6), so it
+# is injected here; the server is imported only when one is started. See ``embedded``.
+def _start_embedded_server() -> _embedded.EmbeddedServer:
+    from .server import LocalServer
+
+    return LocalServer(engine="torch").start_in_thread()
+
+
+_embedded.provide(_start_embedded_server)
 
 
 def __getattr__(name: str) -> _Any:

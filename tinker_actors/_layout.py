@@ -210,10 +210,10 @@ _OTHER_MODULES: dict[str, dict[str, str]] = {
     "lib.retry_handler": {
         "RetryConfig": "tinker_actors.config:RetryConfig",
         "RetryHandler": "tinker_actors.compat:RetryHandler",
-        "RetryableException": "tinker_actors.compat:RetryableException",
+        "RetryableException": "tinker_actors.errors:RetryableException",
         "is_retryable_status_code": "tinker_actors.compat:is_retryable_status_code",
     },
-    "lib.retryable_exception": {"RetryableException": "tinker_actors.compat:RetryableException"},
+    "lib.retryable_exception": {"RetryableException": "tinker_actors.errors:RetryableException"},
     "lib.telemetry": {
         "Telemetry": "tinker_actors.actors.telemetry:Telemetry",
         "TelemetryProvider": "tinker_actors.compat:TelemetryProvider",
@@ -232,6 +232,19 @@ _OTHER_MODULES: dict[str, dict[str, str]] = {
     "lib.chunked_fwdbwd_helpers": {
         "combine_fwd_bwd_output_results": f"{_TYPES}:combine_fwd_bwd_output_results",
         "Metrics": "tinker_actors.compat:Metrics",
+    },
+}
+
+# Official modules that are real files of a lower layer here, with official names that need
+# a higher one: ``tinker.auth`` is the credentials module (layer 1), but its
+# ``raise_if_tinker_not_accessible`` opens a ServiceClient (layer 5). Those names are added to
+# the real module as it is imported (a module ``__getattr__``, resolved on first use, the same
+# objects), so the lower module never imports upward.
+ADDED: dict[str, dict[str, str]] = {
+    "auth": {
+        "raise_if_tinker_not_accessible": (
+            "tinker_actors.clients.access:raise_if_tinker_not_accessible"
+        ),
     },
 }
 
@@ -300,13 +313,60 @@ class _AliasLoader(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module.__dir__ = lambda: sorted({*mapping, *vars(module)})  # type: ignore[method-assign]
 
 
+def _add_names(module: types.ModuleType, mapping: dict[str, str]) -> None:
+    """Give a real module the official names of ``mapping`` (resolved on first access)."""
+    own = getattr(module, "__getattr__", None)
+    served = _module_getattr(module.__name__, mapping)
+
+    def __getattr__(name: str) -> Any:
+        if name in mapping or own is None:
+            return served(name)
+        return own(name)
+
+    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    names = list(getattr(module, "__all__", ()))
+    module.__all__ = [*names, *(n for n in mapping if n not in names)]  # type: ignore[attr-defined]
+
+
+class _AddingLoader(importlib.machinery.SourceFileLoader):
+    """The normal loader of a real module, which then adds the module's ADDED names."""
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        super().exec_module(module)
+        _add_names(module, ADDED[module.__name__[len(PACKAGE) + 1 :]])
+
+
+class _AddingFinder(importlib.abc.MetaPathFinder):
+    """First on ``sys.meta_path``, for the modules in ADDED only: the path finder's spec,
+    loaded by :class:`_AddingLoader`."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not fullname.startswith(PACKAGE + ".") or fullname[len(PACKAGE) + 1 :] not in ADDED:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            return spec
+        spec.loader = _AddingLoader(spec.loader.name, spec.loader.path)
+        return spec
+
+
 _LOADER = _AliasLoader()
+_ADDING = _AddingFinder()
 
 
 def install_finder() -> None:
-    """Add the alias finder (once): ``import tinker_actors.types.tensor_data`` works."""
+    """Add the alias finders (once): ``import tinker_actors.types.tensor_data`` works, and
+    ``tinker_actors.auth`` has the official names of ADDED."""
     if _LOADER not in sys.meta_path:
         sys.meta_path.append(_LOADER)
+    if _ADDING not in sys.meta_path:
+        sys.meta_path.insert(0, _ADDING)
+        for rel, mapping in ADDED.items():  # a module imported before the finder was in
+            module = sys.modules.get(f"{PACKAGE}.{rel}")
+            if module is not None:
+                _add_names(module, mapping)
 
 
 _registered = False

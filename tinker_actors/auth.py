@@ -4,7 +4,12 @@ Resolution (protocol.md 4.1): the ``api_key`` argument, then ``$TINKER_API_KEY``
 ``$TINKER_CREDENTIAL_CMD`` (a shell command printing a credential, run on every token fetch),
 then the default key of ``~/.tinker/credentials.json`` (written by ``tinker auth login``).
 A credential must look like an API key (``tml-``) or a JWT (``eyJ``). No I/O happens at
-import; nothing here logs a credential.
+import; nothing here logs a credential. ``settings_from_env`` is where a client's settings
+get their credential (``config`` itself only reads the environment).
+
+This is also the official ``tinker.auth`` module: ``get_tinker_token`` and
+``tinker_has_credentials`` are here; ``raise_if_tinker_not_accessible`` needs a ServiceClient,
+so it lives in ``clients/access.py`` and ``_layout`` adds it to this module (``_layout.ADDED``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -19,8 +25,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .config import Settings
 from .errors import TinkerError
 
 __all__ = [
@@ -31,8 +38,8 @@ __all__ = [
     "decode_jwt_claims",
     "default_credentials_path",
     "get_tinker_token",
-    "raise_if_tinker_not_accessible",
     "resolve_credential",
+    "settings_from_env",
     "tinker_has_credentials",
 ]
 
@@ -221,6 +228,30 @@ def resolve_credential(
     return Credential()
 
 
+def settings_from_env(
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    project_id: str | None = None,
+    default_headers: dict[str, str] | None = None,
+) -> Settings:
+    """``Settings.from_env`` (the environment, no I/O) with the credential resolved.
+
+    A remote server needs a credential, looked up in the resolution order above (which may
+    read the stored key file); the embedded server brings its own key, so with no base URL
+    nothing is looked up.
+    """
+    settings = Settings.from_env(
+        base_url=base_url, api_key=api_key, project_id=project_id, default_headers=default_headers
+    )
+    if settings.base_url is None:
+        return settings
+    cred = resolve_credential(api_key)
+    return dataclasses.replace(
+        settings, api_key=cred.static, credential_cmd=cred.cmd, credential_source=cred.source
+    )
+
+
 # ------------------------------------------------------------------------------ official helpers
 def get_tinker_token() -> str | None:
     """The configured static token (argument-free: env, then stored key), or None.
@@ -242,14 +273,8 @@ def tinker_has_credentials() -> bool:
         return False
 
 
-def raise_if_tinker_not_accessible() -> None:
-    """Raises a TinkerError subclass unless one capabilities request with the credential works."""
-    from .clients.service import ServiceClient
-
-    try:
-        with ServiceClient() as sc:
-            sc.get_server_capabilities()
-    except TinkerError:
-        raise
-    except Exception as exc:
-        raise TinkerError(str(exc)) from exc
+if TYPE_CHECKING:
+    # The official ``tinker.auth`` has a third helper, which opens a ServiceClient: it lives
+    # in ``clients/access.py`` (layer 5) and ``_layout`` adds it to this module as it loads,
+    # the same object. Declared here for type checkers only.
+    def raise_if_tinker_not_accessible() -> None: ...

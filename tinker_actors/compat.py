@@ -21,7 +21,12 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload, runtime
 from . import types
 from .actors.telemetry import is_user_error
 from .config import RetryConfig
-from .errors import APIConnectionError, APIStatusError
+from .errors import (
+    APIConnectionError,
+    APIStatusError,
+    ExperimentalWarning,
+    RetryableException,
+)
 from .telemetry import get_logger
 
 __all__ = [
@@ -42,10 +47,6 @@ log = get_logger(__name__)
 T = TypeVar("T")
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class ExperimentalWarning(FutureWarning):
-    """An API that may change or go away in any release was called (shown by default)."""
 
 
 def experimental(
@@ -150,10 +151,6 @@ class Timeout:
             f"{name}(connect={self.connect}, read={self.read}, write={self.write}, "
             f"pool={self.pool})"
         )
-
-
-class RetryableException(Exception):
-    """Raise it from a function run by :class:`RetryHandler` to ask for a retry."""
 
 
 def is_retryable_status_code(status_code: int) -> bool:

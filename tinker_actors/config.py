@@ -120,6 +120,11 @@ class Settings:
         project_id: str | None = None,
         default_headers: dict[str, str] | None = None,
     ) -> Settings:
+        """The environment (``TINKER_*``, Cloudflare) under the explicit arguments; no I/O.
+
+        The credential for a remote server (``TINKER_CREDENTIAL_CMD``, the stored key file)
+        is not looked up here: ``auth.settings_from_env`` does that on top of this.
+        """
         from .errors import InvalidInputError
 
         if api_key is not None and not isinstance(api_key, str):
@@ -135,20 +140,15 @@ class Settings:
             else ("async_sampling",)
         )
         telemetry = (os.environ.get("TINKER_TELEMETRY", "1").strip().lower()) in _TRUE
-        cmd: str | None = None
-        source = "embedded"
-        if url:
-            # A remote server needs a credential; the embedded one brings its own key.
-            from .auth import resolve_credential
-
-            cred = resolve_credential(api_key)
-            api_key, cmd, source = cred.static, cred.cmd, cred.source
+        if not url:
+            source = "embedded"  # the embedded server brings its own key
         else:
-            api_key = api_key or _env("TINKER_API_KEY")
+            source = (
+                "argument" if api_key else "TINKER_API_KEY" if _env("TINKER_API_KEY") else "none"
+            )
         return cls(
             base_url=url or None,
-            api_key=api_key,
-            credential_cmd=cmd,
+            api_key=api_key or _env("TINKER_API_KEY"),
             credential_source=source,
             project_id=project_id or _env("TINKER_PROJECT_ID"),
             tags=tags,

@@ -152,7 +152,7 @@ def _configure_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("tinker_actors").addHandler(handler)
-    logging.getLogger("tinker_actors.runtime").setLevel(logging.INFO)
+    logging.getLogger("tinker_actors.embedded").setLevel(logging.INFO)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     base_url = api_key = None
     if args.sdk != "tinker_actors" and not os.environ.get("TINKER_BASE_URL"):
         # Another SDK has no embedded default: start ours and point that SDK at it.
-        from tinker_actors.runtime import embedded_endpoint
+        from tinker_actors.embedded import embedded_endpoint
 
         base_url, api_key = embedded_endpoint()
     asyncio.run(

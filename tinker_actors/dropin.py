@@ -27,14 +27,12 @@ import types
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from .errors import TinkerAlreadyImportedError
+
 __all__ = ["TinkerAlreadyImportedError", "install", "installed", "is_installed", "uninstall"]
 
 OFFICIAL = "tinker"
 OURS = "tinker_actors"
-
-
-class TinkerAlreadyImportedError(RuntimeError):
-    """``tinker`` was imported from the official package before ``install()``."""
 
 
 def _is_official(name: str) -> bool:

@@ -3,6 +3,10 @@
 Constructors take plain values (status, headers, body) rather than HTTP-library
 objects, so the transport seam can build them from whatever client it uses and
 nothing above it depends on aiohttp. ``status_error_for`` picks the subclass.
+
+Every exception class of the package lives here, whatever layer raises it, and is exported
+from the package root (``tests/unit/test_errors_tree.py`` holds both); the modules that raise
+them re-export them under their old names.
 """
 
 from __future__ import annotations
@@ -23,10 +27,14 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BillingError",
+    "BlockingOnLoopError",
+    "CliError",
     "ConflictError",
     "DecodeError",
     "DecompressedTooLarge",
+    "DriverError",
     "EncodeError",
+    "ExperimentalWarning",
     "InternalServerError",
     "InvalidInputError",
     "InvalidTinkerPathError",
@@ -36,13 +44,18 @@ __all__ = [
     "PromiseExpiredError",
     "ProtocolError",
     "RateLimitError",
+    "RegularizerError",
+    "RegularizerTimeoutError",
     "RequestFailedError",
     "RequestInfo",
     "ResponseInfo",
     "RestartLimitExceeded",
+    "RetryableException",
     "RunCorruptedError",
     "SequenceBrokenError",
+    "TinkerAlreadyImportedError",
     "TinkerError",
+    "TokenizerError",
     "UnprocessableEntityError",
     "status_error_for",
 ]
@@ -299,6 +312,65 @@ class MailboxFullError(TinkerError, RuntimeError):
 
 class ActorKilled(TinkerError):
     """The exit reason of an actor killed from outside (supervision tests, an operator)."""
+
+
+class BlockingOnLoopError(RuntimeError):
+    """A blocking call was made on the loop that would have to produce its result."""
+
+
+# ---------------------------------------------------------------- the domain: losses, tokenizers
+class RegularizerError(RuntimeError):
+    """A regularizer raised, returned something unusable, or timed out; ``name`` says which."""
+
+    def __init__(self, name: str, reason: str, cause: BaseException | None = None):
+        super().__init__(f"regularizer {name!r} failed: {reason}")
+        self.name = name
+        self.reason = reason
+        self.__cause__ = cause
+
+
+class RegularizerTimeoutError(RegularizerError, TimeoutError):
+    """A regularizer did not finish within the pipeline's ``timeout``."""
+
+
+class TokenizerError(RuntimeError):
+    """A tokenizer could not be resolved or loaded; names the model and the reason."""
+
+    def __init__(self, model: str, reason: str):
+        super().__init__(f"cannot load the tokenizer for {model!r}: {reason}")
+        self.model = model
+        self.reason = reason
+
+
+# ---------------------------------------------------------------- official-SDK names, the drop-in
+class RetryableException(Exception):
+    """Raise it from a function run by ``RetryHandler`` to ask for a retry (official name,
+    served at ``tinker.lib.retry_handler`` and ``tinker.lib.retryable_exception``)."""
+
+
+class ExperimentalWarning(FutureWarning):
+    """An API that may change or go away in any release was called (shown by default)."""
+
+
+class TinkerAlreadyImportedError(RuntimeError):
+    """``tinker`` was imported from the official package before ``install()``."""
+
+
+# ---------------------------------------------------------------- the applications
+class CliError(Exception):
+    """A command-line failure the user can act on: ``Error: <message>`` and ``details`` on
+    stderr, then exit with ``exit_code`` (shown by ``tinker_actors.cli.core.show_error``)."""
+
+    def __init__(self, message: str, details: str | None = None, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.exit_code = exit_code
+
+
+class DriverError(RuntimeError):
+    """A benchmark driver cannot run as asked (the official SDK missing, streaming through
+    it...)."""
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from .errors import BlockingOnLoopError
+
 T = TypeVar("T")
 
 __all__ = [
@@ -36,17 +38,12 @@ __all__ = [
     "Inbox",
     "Runtime",
     "await_concurrent",
-    "embedded_endpoint",
     "get_runtime",
     "loop_runtime",
     "warn_if_blocking_async",
 ]
 
 LOOP_MODE_ENV = "TINKER_ACTORS_LOOP"
-
-
-class BlockingOnLoopError(RuntimeError):
-    """A blocking call was made on the loop that would have to produce its result."""
 
 
 class _TurnSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
@@ -430,32 +427,3 @@ def get_runtime() -> Runtime:
         if _daemon is None or _daemon.loop.is_closed():
             _daemon = _start_daemon()
         return _daemon
-
-
-# ------------------------------------------------------------------------ embedded server
-_embedded_lock = threading.Lock()
-_embedded: Any = None
-
-
-def embedded_endpoint() -> tuple[str, str]:
-    """Base URL and API key of this process's embedded local server, starting it once.
-
-    Used only when no base URL was given and ``TINKER_BASE_URL`` is unset. Blocking: call it
-    off the event loop (``asyncio.to_thread``).
-    """
-    global _embedded
-    with _embedded_lock:
-        if _embedded is None:
-            from .server import LocalServer
-            from .telemetry import get_logger
-
-            server = LocalServer(engine="torch").start_in_thread()
-            _embedded = server
-            # A warning, so it shows with no logging configured: a user who forgot
-            # TINKER_BASE_URL must not think they are training on the Tinker service.
-            get_logger(__name__).warning(
-                "no TINKER_BASE_URL set: started the embedded local Tinker server "
-                "(set TINKER_BASE_URL to use a Tinker service)",
-                base_url=server.base_url,
-            )
-        return _embedded.base_url, _embedded.api_key

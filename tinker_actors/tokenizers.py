@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import TokenizerError
+
 __all__ = [
     "LLAMA3_TOKENIZER",
     "TokenizerError",
@@ -57,15 +59,6 @@ _KIMI: dict[str, tuple[str, str]] = {
     "moonshotai/Kimi-K2.6": ("moonshotai/Kimi-K2.6", "b5aabbfb20227ed42becbf5541dbffd213942c58"),
     "moonshotai/Kimi-K3": ("moonshotai/Kimi-K3", "f831ab66814297da540d832a5235f8e904f29d06"),
 }
-
-
-class TokenizerError(RuntimeError):
-    """A tokenizer could not be resolved or loaded; names the model and the reason."""
-
-    def __init__(self, model: str, reason: str):
-        super().__init__(f"cannot load the tokenizer for {model!r}: {reason}")
-        self.model = model
-        self.reason = reason
 
 
 @dataclass(frozen=True)

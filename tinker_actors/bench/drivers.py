@@ -16,12 +16,9 @@ from types import ModuleType
 from typing import Any
 
 from tinker_actors.bench.workload import SampleSpec
+from tinker_actors.errors import DriverError
 
 CLIENTS = ("tinker_actors", "official")
-
-
-class DriverError(RuntimeError):
-    """The driver cannot run as asked (the official SDK missing, streaming through it...)."""
 
 
 def load_client(name: str) -> ModuleType:

@@ -61,12 +61,12 @@ class RootGroup(LazyGroup):
     """The root: a CliError becomes ``Error: ...`` on stderr and its exit code; Ctrl-C 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from tinker_actors.cli.core import CliError
+        from tinker_actors.cli.core import CliError, show_error
 
         try:
             rv = super().invoke(ctx)
         except CliError as exc:
-            exc.show()
+            show_error(exc)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             ctx.exit(130)

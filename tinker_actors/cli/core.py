@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
+from tinker_actors.errors import CliError
+
 if TYPE_CHECKING:
     from tinker_actors.clients.admin import AdminClient
     from tinker_actors.clients.rest import RestClient
@@ -37,19 +39,11 @@ class CliContext:
     format: Literal["table", "json"] = "table"
 
 
-class CliError(Exception):
-    """A failure the user can act on: ``Error: <message>`` and details on stderr, then exit."""
-
-    def __init__(self, message: str, details: str | None = None, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
-        self.exit_code = exit_code
-
-    def show(self) -> None:
-        click.echo(f"Error: {self.message}", err=True)
-        if self.details:
-            click.echo(self.details, err=True)
+def show_error(exc: CliError) -> None:
+    """``Error: <message>`` and the details of a CliError, on stderr."""
+    click.echo(f"Error: {exc.message}", err=True)
+    if exc.details:
+        click.echo(exc.details, err=True)
 
 
 def cli_context() -> CliContext:

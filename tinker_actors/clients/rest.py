@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .. import types
 from ..actors.session import Session
-from ..config import Settings
+from ..auth import settings_from_env
 from ..futures import APIFuture
 from ..runtime import get_runtime
 from ..tinker_path import parse_tinker_path
@@ -41,7 +41,7 @@ class RestBase:
             raise ValueError("_session cannot be combined with base_url or api_key")
         if _session is None:
             _session = Session(
-                Settings.from_env(base_url=base_url, api_key=api_key),
+                settings_from_env(base_url=base_url, api_key=api_key),
                 runtime=get_runtime(),
                 rest_only=True,
             )

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import events
+from ..errors import RegularizerError, RegularizerTimeoutError
 from ..telemetry import get_logger
 
 if TYPE_CHECKING:
@@ -41,20 +42,6 @@ __all__ = [
 _log = get_logger("tinker_actors.regularizers")
 
 Logprobs = Any  # torch.Tensor | Sequence[torch.Tensor]
-
-
-class RegularizerError(RuntimeError):
-    """A regularizer raised, returned something unusable, or timed out; ``name`` says which."""
-
-    def __init__(self, name: str, reason: str, cause: BaseException | None = None):
-        super().__init__(f"regularizer {name!r} failed: {reason}")
-        self.name = name
-        self.reason = reason
-        self.__cause__ = cause
-
-
-class RegularizerTimeoutError(RegularizerError, TimeoutError):
-    """A regularizer did not finish within the pipeline's ``timeout``."""
 
 
 # ----------------------------------------------------------------------------- dispatch
