@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 import numpy as np
 
@@ -12,8 +13,17 @@ from ._bounds import Count32
 from .model_input import ModelInput
 from .tensor import TensorData
 
+if TYPE_CHECKING:
+    import torch
+
 LossFnInputs = dict[str, TensorData]
 LossFnOutput = dict[str, TensorData]
+# What ``Datum(loss_fn_inputs=...)`` takes per key (``to_tensor_data`` converts it): the
+# official SDK converts these too, but types the argument as TensorData only.
+LossFnInputLike: TypeAlias = (
+    "TensorData | np.ndarray | torch.Tensor | Sequence[float] | Sequence[Sequence[float]]"
+    " | Mapping[str, Any]"
+)
 
 # Wire dtype for plain Python lists, by loss_fn_inputs key (protocol.md 5.3).
 KEY_TO_DTYPE: dict[str, str] = {
@@ -93,6 +103,16 @@ class Datum(WireStruct):
     loss_fn_inputs: LossFnInputs = always({})
     model_input_spans: ProvenanceSpans | None = None
     loss_fn_input_spans: ProvenanceSpans | None = None
+
+    if TYPE_CHECKING:
+        # The constructor takes what __post_init__ converts; the fields hold the converted.
+        def __init__(
+            self,
+            model_input: ModelInput,
+            loss_fn_inputs: Mapping[str, LossFnInputLike] = ...,
+            model_input_spans: ProvenanceSpans | None = None,
+            loss_fn_input_spans: ProvenanceSpans | None = None,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         mi = self.model_input
