@@ -366,9 +366,10 @@ def plot_cmd(runs: tuple[str, ...], output: str) -> int:
 
 # ------------------------------------------------------------------------------ shared
 def _target(opts: dict[str, Any]) -> Any:
-    from tinker_actors.bench.drivers import DriverError, load_client
+    from tinker_actors.bench.drivers import load_client
     from tinker_actors.bench.report import check_plot_support
     from tinker_actors.bench.runner import Target
+    from tinker_actors.errors import DriverError
 
     if opts["base_url"] and opts["engine"]:
         raise click.UsageError(
@@ -429,12 +430,13 @@ def _execute(kind: str, target: Any, cfg: Any, runner: Any, opts: dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tinker_actors.bench``: the same commands outside the root CLI."""
-    from tinker_actors.cli.core import CliError
+    from tinker_actors.cli.core import show_error
+    from tinker_actors.errors import CliError
 
     try:
         rv = cli.main(args=argv, prog_name="python -m tinker_actors.bench", standalone_mode=False)
     except CliError as exc:
-        exc.show()
+        show_error(exc)
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
-from tinker_actors.errors import CliError
+from tinker_actors.errors import CliError as CliError  # re-exported: the commands import it here
 
 if TYPE_CHECKING:
     from tinker_actors.clients.admin import AdminClient
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tinker_actors.types import ParsedCheckpointTinkerPath
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C")
 
 PATH_HINT = "Checkpoint paths look like tinker://<run-id>/weights/<name>"
 NO_SERVER_HINT = (
@@ -65,7 +66,7 @@ def endpoint(base_url: str | None = None, api_key: str | None = None) -> tuple[s
     return url, api_key
 
 
-def _setup_errors(build: Callable[[], Any]) -> Any:
+def _setup_errors(build: Callable[[], C]) -> C:
     from tinker_actors.errors import InvalidInputError, TinkerError
 
     try:
