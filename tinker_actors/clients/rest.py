@@ -133,7 +133,10 @@ class RestClient(RestBase):
 
     # ------------------------------------------------------------------ capabilities
     async def _capabilities(self) -> types.GetServerCapabilitiesResponse:
-        return await self._call("get_server_capabilities", "get_server_capabilities")
+        caps: types.GetServerCapabilitiesResponse = await self._call(
+            "get_server_capabilities", "get_server_capabilities"
+        )
+        return caps
 
     def get_server_capabilities(self) -> APIFuture[types.GetServerCapabilitiesResponse]:
         return self._run(self._capabilities())
@@ -144,9 +147,10 @@ class RestClient(RestBase):
     async def _training_run(
         self, run_id: str, scope: Scope, method: str = "get_training_run"
     ) -> types.TrainingRun:
-        return await self._call(
+        run: types.TrainingRun = await self._call(
             "get_training_run", method, query={"access_scope": scope}, run_id=run_id
         )
+        return run
 
     def get_training_run(
         self, training_run_id: str, access_scope: Scope = "owned"
@@ -166,11 +170,12 @@ class RestClient(RestBase):
     get_training_run_by_tinker_path_async = awaited_twin(get_training_run_by_tinker_path)
 
     async def _weights_info(self, tinker_path: str) -> types.WeightsInfoResponse:
-        return await self._call(
+        info: types.WeightsInfoResponse = await self._call(
             "weights_info",
             "get_weights_info_by_tinker_path",
             types.WeightsInfoRequest(tinker_path=tinker_path),
         )
+        return info
 
     def get_weights_info_by_tinker_path(
         self, tinker_path: str
@@ -436,7 +441,8 @@ class RestClient(RestBase):
                 "export_session_trace", "export_session_trace", session_id=session_id
             )
             if res.status == "ready" and res.url:
-                return res.url
+                url: str = res.url
+                return url
             if res.status == "failed":
                 raise RuntimeError(f"trace export failed: {getattr(res, 'error', None)}")
             await asyncio.sleep(5.0)
