@@ -143,7 +143,8 @@ class CredentialStore:
         self._save(data)
 
     def get_key(self, key_id: str) -> dict[str, Any] | None:
-        return self._load()["keys"].get(key_id)
+        key: dict[str, Any] | None = self._load()["keys"].get(key_id)
+        return key
 
     def get_default_key_id(self) -> str | None:
         return self._load().get("default")

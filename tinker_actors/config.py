@@ -57,8 +57,10 @@ def _redact(secret: str | None) -> str:
     return "None" if secret is None else "'<redacted>'"
 
 
-def _redact_url(url: str) -> str:
+def _redact_url(url: str | None) -> str | None:
     """``url`` without the password of any ``user:password@`` part."""
+    if url is None:
+        return None
     scheme, sep, rest = url.partition("://")
     userinfo, at, host = rest.partition("@")
     if not sep or not at or "/" in userinfo:

@@ -110,7 +110,7 @@ class APIError(TinkerError):
         return (_rebuild, (self.__class__, self.__dict__.copy(), self.args))
 
 
-def _rebuild(cls: type, state: dict[str, Any], args: tuple[Any, ...]) -> Any:
+def _rebuild(cls: type[BaseException], state: dict[str, Any], args: tuple[Any, ...]) -> Any:
     obj = cls.__new__(cls)
     Exception.__init__(obj, *args)
     obj.__dict__.update(state)
@@ -177,7 +177,8 @@ class APIConnectionError(APIError):
         self, request: RequestInfo | str | None = None, message: str = "Connection error."
     ) -> None:
         if isinstance(request, str):  # allow APIConnectionError("message")
-            request, message = None, request
+            message = request
+            request = None
         super().__init__(message, request, body=None)
 
 
@@ -397,9 +398,10 @@ def _decode_body(body: object | None) -> object | None:
         if not body:
             return None
         try:
-            return json.loads(body)
+            decoded: object = json.loads(body)
         except ValueError:
             return bytes(body).decode("utf-8", "replace")
+        return decoded
     return body
 
 

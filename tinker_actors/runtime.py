@@ -46,7 +46,7 @@ __all__ = [
 LOOP_MODE_ENV = "TINKER_ACTORS_LOOP"
 
 
-class _TurnSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _TurnSelector(selectors.DefaultSelector):
     """The runtime loop's selector: knows when the loop sleeps, and drains its inbox.
 
     Posting to the runtime from another thread then needs a wake-up (a self-pipe write,
