@@ -6,6 +6,7 @@ the decode's own per-token hook and the futures' events (no timers)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from tinker_actors.server import sampling as sampling_module
 from tinker_actors.server.engine.base import EngineUserError, LoraSpec, SampleJob
 from tinker_actors.server.engine.sampling import ContinuousBatch
 from tinker_actors.server.engine.tokenizer import BOS_ID, EOS_ID
@@ -242,48 +244,110 @@ def _submit(lane, registry, results, seq, job):
 
 
 @pytest.mark.asyncio
-async def test_a_request_arriving_mid_decode_finishes_before_the_running_one(engine, registry):
-    """Issue 15's acceptance: the long request is decoding (its hook has seen tokens) when the
-    short one is submitted; the short one is answered while the long one still decodes (it
-    cannot stop before ``release``), with the tokens it samples alone."""
-    decoding, release = threading.Event(), threading.Event()
-    steps_at_short_done: list[int] = []
-    long_steps: list[int] = []
+async def test_a_request_arriving_mid_decode_decodes_beside_the_running_one(engine, registry):
+    """Issue 15's acceptance, observed through events only (no timers): the long request's
+    token hook holds the runner inside the long request's decode step 3 until the short
+    request has been submitted. The short request is then prefilled by the very next step
+    (its first token comes with the long request's token 4: time to first token is one
+    step, the one that prefills it), decodes beside the long request (its tokens come with
+    the long request's tokens 4..8), is answered while the long one still decodes, and has
+    the tokens and logprobs it samples alone with the same seed."""
+    decoding, submitted, release = threading.Event(), threading.Event(), threading.Event()
+    long_steps: list[int] = []  # the long request's decode steps, in order (runner thread)
+    short_at: list[int] = []  # for each short token: how many long tokens there were then
 
-    def on_token(index: int, step: int, token: int, logprob: float) -> bool:
+    def on_long_token(index: int, step: int, token: int, logprob: float) -> bool:
         long_steps.append(step)
         if step == 3:
             decoding.set()
+            assert submitted.wait(60)  # the runner stays in this step until the short is queued
         return not release.is_set()
+
+    def on_short_token(index: int, step: int, token: int, logprob: float) -> bool:
+        assert step == len(short_at)
+        short_at.append(len(long_steps))
+        return True
 
     long_job = SampleJob(
         prompt=_prompt("a long story"),
         max_tokens=1000,
         seed=1,
         stop_at_eos=False,
-        on_token=on_token,
+        on_token=on_long_token,
     )
     short_job = SampleJob(prompt=_prompt("short"), max_tokens=5, seed=2, temperature=0.8)
-    alone = _alone(engine, "base", short_job)
+    alone = _alone(engine, "base", short_job)  # the same request, sampled on its own
     results = _Results()
     with ThreadPoolExecutor(2) as pool:
         lane = await _lane(registry, engine, pool)
         long_rec = _submit(lane, registry, results, 1, long_job)
         assert await asyncio.to_thread(decoding.wait, 60)
-        short_rec = _submit(lane, registry, results, 2, short_job)
+        short_rec = _submit(
+            lane, registry, results, 2, dataclasses.replace(short_job, on_token=on_short_token)
+        )
+        submitted.set()
         await asyncio.wait_for(short_rec.event.wait(), 60)
-        steps_at_short_done.append(len(long_steps))
         assert short_rec.state == "done"
-        assert not long_rec.finished and lane.depth == 1  # still decoding
+        assert not long_rec.finished and lane.depth == 1  # the long request still decodes
+        # token k of the short request came in the step of the long request's token 4 + k
+        assert short_at == [5, 6, 7, 8, 9]
+        assert long_steps[:5] == [0, 1, 2, 3, 4]
         _assert_same(alone, results.by_seq[2])
         release.set()
         await asyncio.wait_for(long_rec.event.wait(), 60)
         await lane.close("test over")
     (seq,) = results.by_seq[1].sequences
     assert seq.stop_reason == "stop"
-    assert steps_at_short_done[0] < len(seq.tokens) < 1000
-    # the short job ran its 4 decode steps beside the long one: a few steps, not a whole batch
-    assert steps_at_short_done[0] <= 4 + 4 + 5
+    assert 9 <= len(seq.tokens) < 1000  # it decoded on after the short request had finished
+    assert long_steps == list(range(len(seq.tokens)))
+
+
+@pytest.mark.asyncio
+async def test_a_job_queued_behind_a_full_batch_joins_the_step_after_a_slot_frees(engine, registry):
+    """A lane at its batch size admits a queued job in the step right after a running job
+    finished (its slot is free), not when the whole batch has finished; it then samples what
+    it samples alone."""
+    holding, held = threading.Event(), threading.Event()
+    events: list[tuple[str, int]] = []  # (job, token index), in the order the runner made them
+
+    def hook(name: str, hold_at: int = -1) -> Any:
+        def on_token(index: int, step: int, token: int, logprob: float) -> bool:
+            events.append((name, step))
+            if step == hold_at:
+                holding.set()
+                assert held.wait(60)  # the runner stays here until the third job is queued
+            return True
+
+        return on_token
+
+    long_job = SampleJob(
+        prompt=_prompt("long"), max_tokens=40, seed=1, stop_at_eos=False, on_token=hook("long", 1)
+    )
+    short_job = SampleJob(
+        prompt=_prompt("short"), max_tokens=4, seed=2, stop_at_eos=False, on_token=hook("short")
+    )
+    queued = SampleJob(prompt=_prompt("queued"), max_tokens=3, seed=3, stop_at_eos=False)
+    alone = _alone(engine, "base", queued)
+    results = _Results()
+    with ThreadPoolExecutor(2) as pool:
+        lane = await _lane(registry, engine, pool, batch_size=2)
+        recs = [
+            _submit(lane, registry, results, 1, long_job),
+            _submit(lane, registry, results, 2, short_job),
+        ]
+        assert await asyncio.to_thread(holding.wait, 60)  # the batch is full and decoding
+        queued_job = dataclasses.replace(queued, on_token=hook("queued"))
+        recs.append(_submit(lane, registry, results, 3, queued_job))
+        held.set()
+        await asyncio.wait_for(asyncio.gather(*(r.event.wait() for r in recs)), 60)
+        await lane.close("test over")
+    assert all(r.state == "done" for r in recs)
+    pos = {e: i for i, e in enumerate(events)}
+    # the long job's token made in the step where the short job made its last one
+    j = sum(1 for e in events[: pos[("short", 3)]] if e[0] == "long") - 1
+    assert pos[("long", j + 1)] < pos[("queued", 0)] < pos[("long", j + 2)]
+    assert j + 2 < 40  # the long job was far from done
+    _assert_same(alone, results.by_seq[3])
 
 
 @pytest.mark.asyncio
@@ -300,6 +364,39 @@ async def test_a_burst_through_the_lane_equals_each_job_alone(engine, registry):
     assert all(r.state == "done" for r in recs)
     for i in range(len(jobs)):
         _assert_same(alone[i], results.by_seq[i])
+
+
+@pytest.mark.asyncio
+async def test_an_idle_lane_keeps_its_batch_for_the_next_burst_then_drops_it(
+    engine, registry, monkeypatch
+):
+    """The row cache and slot state outlive a short idle spell (the next burst does not
+    allocate them again); after ``IDLE_KEEP_S`` idle the lane holds no batch."""
+    results = _Results()
+
+    def job(seed: int) -> SampleJob:
+        return SampleJob(prompt=_prompt("idle"), max_tokens=3, seed=seed)
+
+    with ThreadPoolExecutor(2) as pool:
+        lane = await _lane(registry, engine, pool)
+        first = _submit(lane, registry, results, 1, job(1))
+        await asyncio.wait_for(first.event.wait(), 60)
+        batch = lane._batch
+        assert batch is not None
+        second = _submit(lane, registry, results, 2, job(2))
+        await asyncio.wait_for(second.event.wait(), 60)
+        assert lane._batch is batch
+        monkeypatch.setattr(sampling_module, "IDLE_KEEP_S", 0.0)
+        third = _submit(lane, registry, results, 3, job(3))
+        await asyncio.wait_for(third.event.wait(), 60)
+        for _ in range(600):
+            if lane._batch is None:
+                break
+            await asyncio.sleep(0.05)
+        assert lane._batch is None
+        await lane.close("test over")
+    for seq in (1, 2, 3):
+        _assert_same(_alone(engine, "base", job(seq)), results.by_seq[seq])
 
 
 @pytest.mark.asyncio

@@ -40,6 +40,12 @@ log = get_logger("tinker_actors.server")
 # never go idle do not starve the others (or create_sampling_session) of the sampling pool.
 RUNNER_SLICE_S = 0.25
 
+# An idle continuous lane keeps its batch (the row cache and slot state its last burst sized)
+# this long, so the next burst does not allocate and zero them again (for the 64-row cache of
+# the smallest built-in model that costs more than the burst's admission); then it drops it,
+# so a sampler idle for longer holds no cache and no weights.
+IDLE_KEEP_S = 5.0
+
 
 class ContinuousLane(SamplerLane):
     """A sampler lane that batches continuously: a job joins the running decode at its next
@@ -75,7 +81,10 @@ class ContinuousLane(SamplerLane):
         self._running = False  # a runner is queued or running; guarded by _lock
         self._closed = False
         self._items: dict[int, _SampleItem] = {}  # submitted, not answered (loop thread)
-        self._batch: Any = None  # the runner's (runner thread only)
+        # the runner's; kept IDLE_KEEP_S after the lane goes idle (then dropped on the loop
+        # under _lock, only while no runner is queued or running)
+        self._batch: Any = None
+        self._idle_since = 0  # counts idle transitions (guarded by _lock): a stale drop skips
 
     async def _run(self) -> None:
         return  # the runners do the work
@@ -106,12 +115,17 @@ class ContinuousLane(SamplerLane):
     # the runner (a sampling pool thread) ----------------------------------------------------
     def _take(self, batch: Any) -> list[_SampleItem] | None:
         """What may join ``batch`` now (up to ``batch_size`` jobs decoding); None when there is
-        nothing to do: the lane is then idle (the next submit starts a runner) and the batch
-        is dropped, so an idle sampler holds no cache and no weights."""
+        nothing to do: the lane is then idle (the next submit starts a runner), and the batch
+        is dropped ``IDLE_KEEP_S`` later unless a runner took it up again."""
         with self._lock:
             if not self._inbox and not batch.jobs:
                 self._running = False
-                self._batch = None
+                self._idle_since += 1
+                mark = self._idle_since
+                try:
+                    self._loop.call_soon_threadsafe(self._drop_later, mark)
+                except RuntimeError:  # the loop is closed
+                    self._batch = None
                 return None
             out: list[_SampleItem] = []
             while self._inbox and len(out) + batch.jobs < self._batch_size:
@@ -192,6 +206,15 @@ class ContinuousLane(SamplerLane):
             self._closed = True
 
     # back on the loop ----------------------------------------------------------------------
+    def _drop_later(self, mark: int) -> None:
+        self._loop.call_later(IDLE_KEEP_S, self._drop_idle, mark)
+
+    def _drop_idle(self, mark: int) -> None:
+        """Drops the batch of a lane idle since ``mark`` (not if a runner ran since)."""
+        with self._lock:
+            if not self._running and self._idle_since == mark:
+                self._batch = None
+
     def _deliver(self, done: list[tuple[Any, Any]]) -> None:
         for item, result in done:
             if self._items.pop(id(item), None) is None:
@@ -207,6 +230,8 @@ class ContinuousLane(SamplerLane):
         self._closed = True
         with self._lock:
             self._inbox.clear()
+            if not self._running:  # a running runner drops it as it stops
+                self._batch = None
         items, self._items = list(self._items.values()), {}
         for item in items:
             self._registry.fail(item.rec, reason)
