@@ -77,7 +77,7 @@ def experimental(
             warnings.warn(message, category, stacklevel=stacklevel + 1)
             return fn(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate
 
@@ -314,9 +314,9 @@ def capture_exceptions(
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
                 telemetry = _provider_telemetry(fn, args)
                 if telemetry is None:
-                    return await fn(*args, **kwargs)  # type: ignore[misc]
+                    return await fn(*args, **kwargs)
                 async with telemetry.acapture_exceptions(fatal=fatal, severity=severity):
-                    return await fn(*args, **kwargs)  # type: ignore[misc]
+                    return await fn(*args, **kwargs)
 
             return awrapper  # type: ignore[return-value]
 
@@ -328,6 +328,6 @@ def capture_exceptions(
             with telemetry.capture_exceptions(fatal=fatal, severity=severity):
                 return fn(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate if func is None else decorate(func)

@@ -14,7 +14,7 @@ import concurrent.futures
 import enum
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 
 from . import codec, errors, events, manifest, types
 from .runtime import Runtime, await_concurrent, warn_if_blocking_async
@@ -51,7 +51,7 @@ def _result_routes() -> dict[str, manifest.Route]:
     out = {r.request_type_header: r for r in manifest.ROUTE_LIST if r.request_type_header}
     # 0.38 sends forward-only work to /forward_backward: its result is protobuf too
     out[manifest.FORWARD_REQUEST_TYPE_HEADER] = manifest.ROUTES["forward_backward"]
-    return out  # type: ignore[return-value]
+    return out
 
 
 # X-Tinker-Request-Type -> the route whose result it is (result type and encoding).
@@ -98,11 +98,11 @@ class APIFuture(Generic[T]):
 
     # -- construction helpers
     @classmethod
-    def from_coro(cls, runtime: Runtime, coro: Coroutine[Any, Any, T]) -> APIFuture[T]:
+    def from_coro(cls, runtime: Runtime, coro: Coroutine[Any, Any, T]) -> Self:
         return cls(runtime.submit(coro), runtime)
 
     @classmethod
-    def completed(cls, value: T) -> APIFuture[T]:
+    def completed(cls, value: T) -> Self:
         cf: concurrent.futures.Future[T] = concurrent.futures.Future()
         cf.set_result(value)
         return cls(cf)

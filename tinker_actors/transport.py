@@ -449,7 +449,7 @@ class Transport:
         method: str,
         url: str,
         *,
-        data: bytes | None,
+        data: bytes | aiohttp.MultipartWriter | None,
         headers: dict[str, str],
         params: Mapping[str, Any] | None,
         timeout: float,  # noqa: ASYNC109
@@ -595,7 +595,7 @@ class Transport:
 
         if tracing.ENABLED:  # opt-in OpenTelemetry: a span, traceparent (caller headers win)
             with tracing.request_span(method, path, route, self.settings.base_url, hdrs) as span:
-                resp = await (
+                resp: Response = await (
                     self._observed(
                         retry, attempt_once, method, url, log_context, path, route, lambda: attempt
                     )
@@ -605,10 +605,12 @@ class Transport:
                 tracing.set_status(span, resp.status)
                 return resp
         if events.ON:  # the only cost of the event catalogue when nobody listens
-            return await self._observed(
+            observed: Response = await self._observed(
                 retry, attempt_once, method, url, log_context, path, route, lambda: attempt
             )
-        return await self._retrying(retry, attempt_once, method, url, log_context)
+            return observed
+        final: Response = await self._retrying(retry, attempt_once, method, url, log_context)
+        return final
 
     def _report_failure(
         self, exc: BaseException, route: str | None, attempts: int, started: float
