@@ -37,6 +37,7 @@ from ..telemetry import get_logger
 from ..transport import sdk_method_scope
 from .backcompat import BackcompatSamplingClientFuture, BackcompatTrainingClientFuture
 from .rest import RestClient
+from .custom_loss import LossHandle, PerDatumLossFn
 from .training import TrainingClient
 from .twins import awaited_twin
 
@@ -400,8 +401,8 @@ class ServiceClient:
 
     # ------------------------------------------------------------------ custom losses
     def create_custom_loss(
-        self, fn: Any, input_ranks: Mapping[str, types.CustomLossInputRank]
-    ) -> APIFuture[Any]:
+        self, fn: PerDatumLossFn, input_ranks: Mapping[str, types.CustomLossInputRank]
+    ) -> APIFuture[LossHandle]:
         """Traces a per-datum loss into a ``LossHandle`` for ``forward_backward_custom``.
 
         The handle runs client-side (no upload): once per datum, summed.
@@ -410,7 +411,7 @@ class ServiceClient:
 
         self._start_now(self._session)
 
-        async def go() -> Any:
+        async def go() -> LossHandle:
             s = await self._started()
             return trace_loss(fn, input_ranks, s.require_session_id())
 
