@@ -129,7 +129,6 @@ async def test_unpickled_sampler_session_owns_and_releases_its_transport(
     users = session.runtime._users
     prompt = types.ModelInput.from_ints([1, 2])
     await clone.sample(prompt, 1, types.SamplingParams(max_tokens=2))
-    assert session.runtime._users == users + 1
     # Idle, the clone's actor stops (no GC finalizer involved) and the session gives its
     # transport back; the next call starts a new actor on a new transport.
     released = session.runtime.submit(session.transport_released.wait())  # on its loop
