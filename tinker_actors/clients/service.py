@@ -36,8 +36,8 @@ from ..runtime import get_runtime
 from ..telemetry import get_logger
 from ..transport import sdk_method_scope
 from .backcompat import BackcompatSamplingClientFuture, BackcompatTrainingClientFuture
-from .rest import RestClient
 from .custom_loss import LossHandle, PerDatumLossFn
+from .rest import RestClient
 from .training import TrainingClient
 from .twins import awaited_twin
 
