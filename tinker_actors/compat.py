@@ -18,6 +18,8 @@ import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload, runtime_checkable
 
+from tenacity import RetryCallState, retry_if_exception
+
 from . import types
 from .actors.telemetry import is_user_error
 from .config import RetryConfig
@@ -28,6 +30,7 @@ from .errors import (
     RetryableException,
 )
 from .telemetry import get_logger
+from .transport import RetryPolicy, resume
 
 __all__ = [
     "CustomLossFnV1",
@@ -172,20 +175,36 @@ class RetryHandler(Generic[T]):
     types, :class:`RetryableException`, a retryable HTTP status) are retried with exponential
     backoff and jitter; when no call has finished for ``progress_timeout`` seconds, waiting
     calls fail with ``APIConnectionError`` (unless ``enable_stuck_detection`` is off).
+
+    The retries are ``policy`` (``RetryPolicy.from_retry_config(config)``), run by a tenacity
+    controller that is built only once a call's first attempt has failed. ``sleep``, ``clock``
+    and ``rand`` (keyword-only, beyond the official signature) let tests run without real
+    time.
     """
 
     def __init__(
-        self, config: RetryConfig | None = None, name: str = "default", telemetry: Any = None
+        self,
+        config: RetryConfig | None = None,
+        name: str = "default",
+        telemetry: Any = None,
+        *,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.config = config if config is not None else RetryConfig()
         self.name = name
+        self.policy = RetryPolicy.from_retry_config(self.config)
         self._telemetry = telemetry
+        self._sleep = sleep
+        self._clock = clock
+        self._rand = rand
         self._semaphore = (
             asyncio.Semaphore(self.config.max_connections)
             if self.config.max_connections is not None
             else None
         )
-        self._last_progress = time.monotonic()
+        self._last_progress = clock()
         self._in_flight = 0
         self.processed_count = 0
         self.retry_count = 0
@@ -198,7 +217,7 @@ class RetryHandler(Generic[T]):
         slot = self._semaphore if self._semaphore is not None else contextlib.nullcontext()
         async with slot:
             if self._in_flight == 0:
-                self._last_progress = time.monotonic()
+                self._last_progress = self._clock()
             self._in_flight += 1
             try:
                 if not self.config.enable_stuck_detection:
@@ -210,10 +229,12 @@ class RetryHandler(Generic[T]):
     async def _watched(
         self, func: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> T:
+        # The progress watchdog, not a retry loop: the call fails once no call of this
+        # handler has finished for progress_timeout seconds.
         task = asyncio.ensure_future(self._attempts(func, args, kwargs))
         try:
             while True:
-                remaining = self._last_progress + self.config.progress_timeout - time.monotonic()
+                remaining = self._last_progress + self.config.progress_timeout - self._clock()
                 if remaining <= 0:
                     task.cancel()
                     raise APIConnectionError(
@@ -228,37 +249,65 @@ class RetryHandler(Generic[T]):
                 task.cancel()
 
     def _should_retry(self, exc: BaseException) -> bool:
+        if not isinstance(exc, Exception):  # a cancellation is never retried
+            return False
         if isinstance(exc, (*self.config.retryable_exceptions, RetryableException)):
             return True
         return isinstance(exc, APIStatusError) and is_retryable_status_code(exc.status_code)
 
     def _delay(self, attempt: int) -> float:
-        cfg = self.config
-        base = min(cfg.retry_delay_base * 2 ** (attempt - 1), cfg.retry_delay_max)
-        return max(0.0, base * (1 + cfg.jitter_factor * random.uniform(-1, 1)))
+        """The wait after failed attempt ``attempt`` (1: the first), as ``policy`` says."""
+        return self.policy.delay(attempt, rand=self._rand)
 
     async def _attempts(
         self, func: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> T:
         if not self.config.enable_retry_logic:
             return await func(*args, **kwargs)
-        attempt = 0
-        while True:
+        try:  # the fast path: no controller unless the first attempt fails retryably
+            result = await func(*args, **kwargs)
+        except Exception as exc:
+            retry = self._should_retry(exc)
+            self._report(func, exc, retry, 1)
+            if not retry:
+                raise
+            result = await self._retried(func, args, kwargs, exc)
+        self._last_progress = self._clock()
+        self.processed_count += 1
+        return result
+
+    async def _retried(
+        self,
+        func: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        failed: Exception,
+    ) -> T:
+        """The attempts after a retryable first failure, under a fresh tenacity controller."""
+        attempt = 1
+
+        async def again() -> T:
+            nonlocal attempt
             attempt += 1
             try:
-                result = await func(*args, **kwargs)
+                return await func(*args, **kwargs)
             except Exception as exc:
-                retry = self._should_retry(exc)
-                self._report(func, exc, retry, attempt)
-                if not retry:
-                    raise
-                self.retry_count += 1
-                log.debug("retrying", handler=self.name, attempt=attempt, error=repr(exc))
-                await asyncio.sleep(self._delay(attempt))
-            else:
-                self._last_progress = time.monotonic()
-                self.processed_count += 1
-                return result
+                self._report(func, exc, self._should_retry(exc), attempt)
+                raise
+
+        def before_sleep(state: RetryCallState) -> None:
+            self.retry_count += 1
+            exc = state.outcome.exception() if state.outcome is not None else None
+            log.debug("retrying", handler=self.name, attempt=state.attempt_number, error=repr(exc))
+
+        controller = self.policy.controller(
+            retry=retry_if_exception(self._should_retry),
+            clock=self._clock,
+            sleep=self._sleep,
+            rand=self._rand,
+            before_sleep=before_sleep,
+        )
+        return await resume(controller, again, failed)
 
     def _report(self, func: Any, exc: Exception, retry: bool, attempt: int) -> None:
         telemetry = self._telemetry

@@ -1,10 +1,13 @@
 """APIFuture (await it or ``.result()`` it) and the ``retrieve_future`` long-poll loop.
 
 The poll loop follows protocol.md section 3.3: try_again and 408 re-poll at once (the server
-long-polls), 5xx re-polls at once, 429 and connection errors back off ``min(2**n, 30)`` s,
+long-polls), 5xx re-polls at once (a run of them backs off, ``POLL_5XX``), 429 and connection
+errors back off ``min(2**n, 30)`` s or as the server's Retry-After says (``POLL_BACKOFF``),
 bare 400 is retried three times, 402 is a bounded billing pause, 410 means the promise is
 gone, ``{"error", "category"}`` is a terminal ``RequestFailedError``. Try-again and queue
-states are business outcomes, not errors, so they never go through the transport retries.
+states are business outcomes, not errors, so they never go through the transport retries;
+each failure kind keeps its own count (they reset differently) and takes its waits from a
+``RetryPolicy``, the same strategies the transport's controllers use.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import enum
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 from . import codec, errors, events, manifest, types
 from .runtime import Runtime, await_concurrent, warn_if_blocking_async
 from .telemetry import get_logger
-from .transport import NO_RETRY, Response, retry_after_seconds
+from .transport import NO_RETRY, Response, RetryPolicy, retry_after_seconds
 
 if TYPE_CHECKING:
     from .transport import Transport
@@ -28,6 +32,8 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 __all__ = [
+    "POLL_5XX",
+    "POLL_BACKOFF",
     "APIFuture",
     "AwaitableConcurrentFuture",
     "PromiseExpiredError",
@@ -42,9 +48,28 @@ log = get_logger(__name__)
 
 POLL_TIMEOUT = 45.0
 # Back-off of consecutive 5xx answers to a poll: the first re-poll at once, then 0.25 s
-# doubling up to 10 s.
+# doubling up to 10 s; no limit.
 POLL_5XX_BASE = 0.25
 POLL_5XX_CAP = 10.0
+POLL_5XX = RetryPolicy(
+    max_attempts=None,
+    max_total=math.inf,
+    base_delay=POLL_5XX_BASE,
+    max_delay=POLL_5XX_CAP,
+    jitter=0.0,
+    immediate_first=True,
+    billing_pause=None,
+)
+# 429 and connection errors (one count): the server's Retry-After (429), else
+# ``min(2**n, 30)`` s; 402: a pause every 5 s (bounded by the caller's billing_max_pause).
+POLL_BACKOFF = RetryPolicy(
+    max_attempts=None,
+    max_total=math.inf,
+    base_delay=1.0,
+    max_delay=30.0,
+    jitter=0.0,
+    billing_interval=5.0,
+)
 
 
 def _result_routes() -> dict[str, manifest.Route]:
@@ -349,9 +374,8 @@ async def poll_future(
             except errors.APIConnectionError as exc:
                 if events.ON:
                     _emit_failure(exc, request_id, request_type, iteration, started)
-                delay = min(2**conn_errors, 30)
                 conn_errors += 1
-                await sleep(delay)
+                await sleep(POLL_BACKOFF.delay(conn_errors))
                 continue
             status = resp.status
             if status < 500:
@@ -403,13 +427,13 @@ async def poll_future(
                 # The first re-poll goes at once (a long-poll worker restarting is routine);
                 # a run of them backs off, capped, so an outage is not hammered.
                 server_errors += 1
-                if server_errors > 1:
-                    await sleep(min(POLL_5XX_BASE * 2 ** (server_errors - 2), POLL_5XX_CAP))
+                delay = POLL_5XX.delay(server_errors)
+                if delay > 0:
+                    await sleep(delay)
                 continue
             if status == 429:
-                delay = retry_after_seconds(resp.headers) or min(2**conn_errors, 30)
                 conn_errors += 1
-                await sleep(delay)
+                await sleep(POLL_BACKOFF.delay(conn_errors, retry_after_seconds(resp.headers)))
                 continue
             if status == 400 and bad_requests < 3:
                 bad_requests += 1
@@ -418,7 +442,7 @@ async def poll_future(
                 now = time.monotonic()
                 billing_since = billing_since or now
                 if now - billing_since < billing_max_pause:
-                    await sleep(5.0)
+                    await sleep(POLL_BACKOFF.billing_interval)
                     continue
                 raise _status(resp)
             raise ValueError(

@@ -2,8 +2,10 @@
 
 Nobody above this module sees an aiohttp exception: connection failures become
 ``errors.APIConnectionError``, timeouts ``errors.APITimeoutError`` and HTTP errors the
-``errors.APIStatusError`` subclass for their status. Retry policies are frozen values; a
-fresh tenacity controller is built for every call.
+``errors.APIStatusError`` subclass for their status. ``RetryPolicy`` is the package's one
+retry policy: a frozen value whose tenacity strategies (stop on an injectable clock, waits
+honouring ``Retry-After``) drive a fresh controller per call, built only once a call's first
+attempt has failed (``resume``).
 """
 
 from __future__ import annotations
@@ -13,21 +15,22 @@ import contextlib
 import contextvars
 import email.utils
 import functools
+import math
 import platform
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
-from tenacity.stop import stop_base
-from tenacity.wait import wait_base
+from tenacity import AsyncRetrying, Future, RetryCallState, retry_if_exception_type
+from tenacity.stop import stop_after_attempt, stop_base, stop_never
+from tenacity.wait import wait_base, wait_chain, wait_exponential, wait_none
 
 from . import codec, errors, events, manifest, tracing, types
-from .config import SDK_VERSION, Settings
+from .config import SDK_VERSION, RetryConfig, Settings
 from .runtime import Runtime
 from .telemetry import get_logger, redact
 
@@ -44,12 +47,15 @@ __all__ = [
     "RetryPolicy",
     "Transport",
     "context_without_sdk_method",
+    "resume",
     "retry_after_seconds",
     "sdk_method_scope",
     "should_retry",
 ]
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 USER_AGENT = f"AsyncTinker/Python {SDK_VERSION}"
 
@@ -98,13 +104,23 @@ _OS = {"Linux": "Linux", "Darwin": "MacOS", "Windows": "Windows"}
 class RetryPolicy:
     """How one call is retried: a value, never a shared controller.
 
-    A call is retried while both budgets last: ``max_attempts`` HTTP attempts (1 = no retry;
+    The one retry policy of the package: the transport's retries, the ``retrieve_future``
+    poll's back-offs, ``RetryHandler`` and the sampling retries (an official
+    ``RetryConfig``, via :meth:`from_retry_config`) are all values of it. It only says
+    *when* to stop and *how long* to wait; *what* is retried is the caller's tenacity
+    ``retry`` predicate (for HTTP answers, ``should_retry`` over ``retry_statuses``).
+
+    A call is retried while both budgets last: ``max_attempts`` attempts (1 = no retry;
     None = bounded by time alone) and ``max_total`` seconds since the first attempt (no
     retry starts after it, and the last wait is cut to end at it). Waits follow the server's
-    ``Retry-After`` (<= 60 s), else ``base_delay * 2**n`` capped at ``max_delay`` minus up to
-    ``jitter`` of it. ``billing_pause`` bounds how long 402 responses are treated as a pause
-    (retry every ``billing_interval`` s). ``progress_after``: once a call has been retrying
-    that long, a warning says so, then at most once per ``progress_interval``.
+    ``Retry-After`` (<= 60 s), else ``base_delay * 2**(n-1)`` before retry n, capped at
+    ``max_delay``, then jittered: minus up to ``jitter`` of it (Stainless), or plus or minus
+    up to ``jitter`` of it and clamped to ``[0, max_delay]`` with ``symmetric_jitter`` (the
+    official RetryHandler). ``immediate_first``: the first retry goes at once and the
+    back-off starts at the second. ``billing_pause`` bounds how long 402 responses are
+    treated as a pause (retry every ``billing_interval`` s). ``progress_after``: once a call
+    has been retrying that long, a warning says so, then at most once per
+    ``progress_interval``.
     """
 
     max_attempts: int | None = 6
@@ -118,6 +134,8 @@ class RetryPolicy:
     jitter: float = 0.25
     progress_after: float | None = None
     progress_interval: float = 60.0
+    symmetric_jitter: bool = False
+    immediate_first: bool = False
 
     def __post_init__(self) -> None:
         if self.max_attempts is not None and self.max_attempts < 1:
@@ -133,6 +151,102 @@ class RetryPolicy:
     def with_budget(self, seconds: float) -> RetryPolicy:
         """This policy with another time budget (tests shorten it; users may lengthen it)."""
         return replace(self, max_total=seconds)
+
+    @classmethod
+    def from_retry_config(cls, config: RetryConfig) -> RetryPolicy:
+        """The official ``RetryConfig`` (RetryHandler, sampling retries) as a policy:
+        unbounded retries, ``min(retry_delay_base * 2**n, retry_delay_max)`` plus or minus
+        ``jitter_factor`` of it, clamped to ``[0, retry_delay_max]``; one attempt when
+        ``enable_retry_logic`` is off. (Stuck detection is the caller's: it is a progress
+        timeout across calls, not a budget of one call.)"""
+        return cls(
+            max_attempts=None if config.enable_retry_logic else 1,
+            max_total=math.inf,
+            base_delay=max(0.0, config.retry_delay_base),
+            max_delay=max(0.0, config.retry_delay_max),
+            jitter=config.jitter_factor,
+            symmetric_jitter=True,
+            billing_pause=None,
+        )
+
+    # ---------------------------------------------------------------- tenacity strategies
+    def stop(self, clock: Callable[[], float] = time.monotonic, start: float = 0.0) -> stop_base:
+        """Both budgets as one tenacity stop condition, the time one on ``clock`` from
+        ``start``. A 402 pause is not stopped by them (its own bound is ``billing_pause``)."""
+        parts: list[stop_base] = []
+        if self.max_attempts is not None:
+            parts.append(stop_after_attempt(self.max_attempts))
+        if math.isfinite(self.max_total):
+            parts.append(stop_after_time(self.max_total, clock, start))
+        if not parts:
+            return stop_never
+        stop = parts[0] if len(parts) == 1 else parts[0] | parts[1]
+        return stop_unless_billing(stop) if self.billing_pause is not None else stop
+
+    def wait(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        start: float | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> wait_base:
+        """The waits as tenacity combinators: the server's ``Retry-After`` over exponential
+        back-off (capped, then jittered with ``rand``), cut to the time budget left on
+        ``clock`` from ``start`` (None: not cut)."""
+        backoff: wait_base = wait_exponential(multiplier=self.base_delay, max=self.max_delay)
+        if self.immediate_first:
+            # retry 1 at once; retry n >= 2 waits base * 2**(n-2)
+            backoff = wait_chain(
+                wait_none(), wait_exponential(multiplier=self.base_delay / 2, max=self.max_delay)
+            )
+        if self.jitter:
+            backoff = wait_jittered(
+                backoff, self.jitter, rand, cap=self.max_delay if self.symmetric_jitter else None
+            )
+        wait: wait_base = wait_retry_after(backoff)
+        if start is not None and math.isfinite(self.max_total):
+            wait = wait_within_budget(wait, self.max_total, clock, start)
+        return wait
+
+    def controller(
+        self,
+        *,
+        retry: Any,
+        clock: Callable[[], float] = time.monotonic,
+        start: float | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+        before_sleep: Callable[[RetryCallState], Any] | None = None,
+    ) -> AsyncRetrying:
+        """A fresh tenacity controller for ONE call (a controller keeps per-call state: never
+        share one). ``retry`` is the tenacity predicate (what is retried); ``start`` is when
+        the call's first attempt began on ``clock`` (default: now); ``sleep`` is awaited for
+        every wait."""
+        if start is None:
+            start = clock()
+        return AsyncRetrying(
+            stop=self.stop(clock, start),
+            wait=self.wait(clock, start, rand),
+            sleep=sleep,
+            retry=retry,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+    def delay(
+        self,
+        retry_no: int,
+        retry_after: float | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> float:
+        """The wait before retry ``retry_no`` (1: the first), from the same strategies a
+        controller uses, for loops that keep their own counters (the ``retrieve_future``
+        poll, whose failure kinds back off independently). ``retry_after``: the server's
+        hint, which wins as it does in a controller."""
+        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.attempt_number = retry_no
+        if retry_after is not None:
+            state.outcome = Future.construct(retry_no, _Retry(_SERVER_HINT, retry_after), True)
+        return self.wait(rand=rand)(state)
 
 
 STANDARD = RetryPolicy()
@@ -205,8 +319,10 @@ def should_retry(status: int, headers: Mapping[str, str], policy: RetryPolicy) -
     return status in policy.retry_statuses or (policy.retry_5xx and status >= 500)
 
 
+# ============================================================================ strategies
 class _Retry(Exception):
-    """Internal: the attempt failed in a retryable way; ``error`` is what the user would see."""
+    """Internal: the attempt failed in a retryable way; ``error`` is what the user would see,
+    ``delay`` the server's ``Retry-After`` (None: none given)."""
 
     def __init__(self, error: BaseException, delay: float | None = None):
         super().__init__(str(error))
@@ -218,6 +334,15 @@ class _Billing(_Retry):
     """A 402 pause: retried every ``billing_interval`` s, bounded by ``billing_pause``."""
 
 
+# what a bare server hint stands for in ``RetryPolicy.delay`` (no failure object there)
+_SERVER_HINT = Exception("Retry-After")
+
+
+def _failure(retry_state: RetryCallState) -> BaseException | None:
+    outcome = retry_state.outcome
+    return outcome.exception() if outcome is not None else None
+
+
 class wait_retry_after(wait_base):
     """Waits what the server asked for (``Retry-After``) when it asked, else ``fallback``."""
 
@@ -225,93 +350,112 @@ class wait_retry_after(wait_base):
         self.fallback = fallback
 
     def __call__(self, retry_state: RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        exc = _failure(retry_state)
         if isinstance(exc, _Retry) and exc.delay is not None:
             return exc.delay
         return self.fallback(retry_state)
 
 
-class _jittered_backoff(wait_base):
-    """``base * 2**(n-1)`` capped at ``max_delay``, minus up to ``jitter`` of it (n: retry no.)."""
+class wait_jittered(wait_base):
+    """``inner``'s wait jittered by up to ``jitter`` of it: downward only (``d * (1 - j*r)``,
+    Stainless), or with ``cap`` both ways and clamped to ``[0, cap]`` (the official
+    RetryHandler). ``rand`` draws r uniformly from [0, 1) (tests inject it)."""
 
-    def __init__(self, policy: RetryPolicy, rand: Callable[[], float] = random.random):
-        self.policy = policy
+    def __init__(
+        self,
+        inner: wait_base,
+        jitter: float,
+        rand: Callable[[], float] = random.random,
+        cap: float | None = None,
+    ):
+        self.inner = inner
+        self.jitter = jitter
         self.rand = rand
+        self.cap = cap
 
     def __call__(self, retry_state: RetryCallState) -> float:
-        # the controller's attempt 1 is the call's second HTTP attempt
-        return self.delay(retry_state.attempt_number + 1)
-
-    def delay(self, retry_no: int) -> float:
-        p = self.policy
-        d = min(p.base_delay * 2 ** min(retry_no - 1, 64), p.max_delay)
-        return d * (1 - p.jitter * self.rand())
+        d = self.inner(retry_state)
+        if self.cap is None:
+            return d * (1 - self.jitter * self.rand())
+        return max(0.0, min(d + d * self.jitter * (2 * self.rand() - 1), self.cap))
 
 
-class _Budget(stop_base):
-    """Both retry budgets of a policy on an injectable clock: a tenacity stop condition that
-    also cuts each wait so the last attempt starts when the time budget ends."""
+class wait_within_budget(wait_base):
+    """``inner``'s wait cut so it ends when the time budget does (a 402 pause is not cut)."""
 
-    def __init__(self, policy: RetryPolicy, clock: Callable[[], float], start: float):
-        self.policy = policy
+    def __init__(self, inner: wait_base, limit: float, clock: Callable[[], float], start: float):
+        self.inner = inner
+        self.limit = limit
         self.clock = clock
         self.start = start
 
-    def exhausted(self, attempts: int) -> bool:
-        p = self.policy
-        return (p.max_attempts is not None and attempts >= p.max_attempts) or (
-            self.clock() - self.start >= p.max_total
-        )
+    def __call__(self, retry_state: RetryCallState) -> float:
+        delay = self.inner(retry_state)
+        if isinstance(_failure(retry_state), _Billing):
+            return delay
+        return max(0.0, min(delay, self.start + self.limit - self.clock()))
+
+
+class stop_after_time(stop_base):
+    """Stops once ``limit`` s have passed since ``start`` on ``clock`` (tenacity's own
+    ``stop_after_delay`` reads ``time.monotonic`` from the controller's first attempt; this
+    one is injectable and counts from the call's first attempt, made before any controller)."""
+
+    def __init__(self, limit: float, clock: Callable[[], float], start: float):
+        self.limit = limit
+        self.clock = clock
+        self.start = start
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, _Billing):
-            return False  # billing has its own bound, checked where the 402 is seen
-        return self.exhausted(retry_state.attempt_number + 1)
-
-    def capped(self, inner: wait_base) -> _CappedWait:
-        return _CappedWait(inner, self)
-
-    def annotate(self, err: BaseException, attempts: int) -> BaseException:
-        """``err`` with how long and how often it was tried (``retry_attempts``/``retry_elapsed``)."""
-        elapsed = self.clock() - self.start
-        err.retry_attempts = attempts  # type: ignore[attr-defined]
-        err.retry_elapsed = elapsed  # type: ignore[attr-defined]
-        if attempts > 1:
-            limit = (
-                f"{self.policy.max_total:g} s"
-                if self.policy.max_attempts is None
-                else f"{self.policy.max_attempts} attempts or {self.policy.max_total:g} s"
-            )
-            err.add_note(
-                f"gave up after {attempts} attempts over {elapsed:.1f} s (retry budget: {limit})"
-            )
-        return err
+        return self.clock() - self.start >= self.limit
 
 
-class _CappedWait(wait_base):
-    def __init__(self, inner: wait_base, budget: _Budget):
+class stop_unless_billing(stop_base):
+    """``inner``, except that a 402 pause never stops (it has its own bound)."""
+
+    def __init__(self, inner: stop_base):
         self.inner = inner
-        self.budget = budget
 
-    def _cap(self, delay: float, billing: bool) -> float:
-        if billing:
-            return delay
-        left = self.budget.start + self.budget.policy.max_total - self.budget.clock()
-        return max(0.0, min(delay, left))
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return not isinstance(_failure(retry_state), _Billing) and self.inner(retry_state)
 
-    def __call__(self, retry_state: RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        return self._cap(self.inner(retry_state), isinstance(exc, _Billing))
 
-    def first(self, failed: _Retry) -> float:
-        """The wait after the first (controller-less) attempt."""
-        if failed.delay is not None:
-            delay = failed.delay
-        else:
-            backoff = self.inner.fallback if isinstance(self.inner, wait_retry_after) else None
-            delay = backoff.delay(1) if isinstance(backoff, _jittered_backoff) else 0.0
-        return self._cap(delay, isinstance(failed, _Billing))
+async def resume(
+    controller: AsyncRetrying, attempt: Callable[[], Awaitable[T]], failed: BaseException
+) -> T:
+    """Runs ``attempt`` under ``controller`` after a first attempt that failed with ``failed``.
+
+    The fast path: every caller makes its first attempt with no controller (most calls never
+    retry, and building one costs allocations), and only a retryable failure builds one.
+    That failure is replayed as the controller's attempt 1, so its stop and wait count the
+    real attempts. Cancellation is never retried: the predicates take ``Exception`` only.
+    """
+    pending: BaseException | None = failed
+    async for att in controller:
+        with att:
+            if pending is not None:
+                exc, pending = pending, None
+                raise exc
+            return await attempt()
+    raise AssertionError("unreachable")
+
+
+def _annotate(
+    err: BaseException, policy: RetryPolicy, attempts: int, elapsed: float
+) -> BaseException:
+    """``err`` with how long and how often it was tried (``retry_attempts``/``retry_elapsed``)."""
+    err.retry_attempts = attempts  # type: ignore[attr-defined]
+    err.retry_elapsed = elapsed  # type: ignore[attr-defined]
+    if attempts > 1:
+        limit = (
+            f"{policy.max_total:g} s"
+            if policy.max_attempts is None
+            else f"{policy.max_attempts} attempts or {policy.max_total:g} s"
+        )
+        err.add_note(
+            f"gave up after {attempts} attempts over {elapsed:.1f} s (retry budget: {limit})"
+        )
+    return err
 
 
 class _Progress:
@@ -345,11 +489,11 @@ class _Progress:
         if self.last is not None and now - self.last < self.policy.progress_interval:
             return
         self.last = now
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        exc = _failure(retry_state)
         reason = exc.error if isinstance(exc, _Retry) else exc
         log.warning(
             f"{self.what} still failing after {elapsed:.0f} s "
-            f"({retry_state.attempt_number + 1} attempts); retrying for up to "
+            f"({retry_state.attempt_number} attempts); retrying for up to "
             f"{self.policy.max_total:g} s",
             last_error=redact(repr(reason)),
             **self.context,
@@ -736,35 +880,23 @@ class Transport:
     ) -> Any:
         start = self.clock()
         # Fast path: the first attempt runs without a controller (most calls never retry);
-        # only a retryable failure builds the tenacity controller for the attempts after it.
+        # only a retryable failure builds the tenacity controller, which replays it.
         try:
             return await fn()
         except _Retry as first:
             failed = first
-        budget = _Budget(policy, self.clock, start)
-        if budget.exhausted(1) and not isinstance(failed, _Billing):
-            raise budget.annotate(failed.error, 1) from None
-        wait = budget.capped(wait_retry_after(_jittered_backoff(policy)))
-        progress = _Progress(policy, self.clock, start, method, url, log_context)
-        # the controller numbers its attempts from the second HTTP attempt
-        await self.sleep(wait.first(failed))
-        controller = AsyncRetrying(
-            stop=budget,
-            wait=wait,
-            sleep=self.sleep,
+        controller = policy.controller(
             retry=retry_if_exception_type(_Retry),
-            before_sleep=progress,
-            reraise=True,
+            clock=self.clock,
+            start=start,
+            sleep=self.sleep,
+            before_sleep=_Progress(policy, self.clock, start, method, url, log_context),
         )
-        attempts = 1
         try:
-            async for att in controller:
-                attempts += 1
-                with att:
-                    return await fn()
+            return await resume(controller, fn, failed)
         except _Retry as r:
-            raise budget.annotate(r.error, attempts) from None
-        raise AssertionError("unreachable")
+            attempts = controller.statistics.get("attempt_number", 1)
+            raise _annotate(r.error, policy, attempts, self.clock() - start) from None
 
     async def call(
         self,
@@ -964,8 +1096,11 @@ class JwtAuth:
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # asyncio.wait, not suppress(CancelledError) around ``await task``: that would also
+            # swallow a cancellation of the caller arriving while it waits
+            await asyncio.wait({task})
+            if not task.cancelled():
+                task.result()  # an unexpected failure of the refresh task is not hidden
 
 
 @functools.lru_cache(maxsize=32)
