@@ -519,7 +519,7 @@ class SamplingActor(Actor):
         started = time.time()
         decode = result_decoder(_SAMPLE_TYPE, sequence_ids=untyped.sample_sequence_ids)
         try:
-            response = await poll_future(
+            response: types.SampleResponse = await poll_future(
                 transport,
                 untyped.request_id,
                 _SAMPLE_TYPE,
@@ -553,13 +553,14 @@ class SamplingActor(Actor):
                     await self.sleep(min(remaining, 1.0))
                     remaining = adm.backoff.remaining()
                 try:
-                    return await transport.call(
+                    submitted: types.UntypedAPIFuture = await transport.call(
                         _ASAMPLE,
                         body,
                         headers=BACKPRESSURE_HEADERS,
                         retry=ASAMPLE_RETRY,
                         sdk_method=call.sdk_method,
                     )
+                    return submitted
                 except errors.RateLimitError:
                     pass
                 except errors.BillingError:
