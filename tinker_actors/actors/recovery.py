@@ -42,6 +42,7 @@ from .. import errors, events, types
 from ..config import RecoveryPolicy, Restart
 from ..errors import RunCorruptedError
 from ..telemetry import get_logger
+from ..transport import RetryPolicy
 from .actor import Actor, ActorState
 from .supervisor import ChildSpec
 
@@ -281,7 +282,14 @@ class RecoveryExecutor(Actor):
             if not entry.done.done():
                 entry.done.set_exception(exc)
             return
-        delay = min(policy.backoff * 2 ** (entry.attempt - 1), policy.max_backoff)
+        # the one retry-policy type: exponential from backoff, capped, no jitter
+        backoff = RetryPolicy(
+            max_attempts=policy.max_attempts,
+            base_delay=policy.backoff,
+            max_delay=policy.max_backoff,
+            jitter=0.0,
+        )
+        delay = backoff.delay(entry.attempt)
         log.warning(
             "recovery attempt failed; retrying",
             run_id=entry.run_id,
