@@ -66,7 +66,7 @@ class Mailbox(Generic[M]):
     __slots__ = ("_capacity", "_closed", "_items", "_lock", "_post", "_waiter", "_waking", "name")
 
     def __init__(
-        self, post: Callable[..., None], *, name: str = "mailbox", capacity: int | None = None
+        self, post: Callable[..., object], *, name: str = "mailbox", capacity: int | None = None
     ) -> None:
         self.name = name
         self._post = post

@@ -43,7 +43,7 @@ from ..config import RecoveryPolicy, Restart
 from ..errors import RunCorruptedError
 from ..telemetry import get_logger
 from ..transport import RetryPolicy
-from .actor import Actor, ActorState
+from .actor import Actor, ActorState, Mailbox
 from .supervisor import ChildSpec
 
 if TYPE_CHECKING:
@@ -127,7 +127,8 @@ class RecoveryExecutor(Actor):
         self._known: dict[int, _Entry] = {}  # id(state) -> entry queued, running or waiting
         self._lock = threading.Lock()  # recover() is called from any thread
         self._running = 0
-        self._wake: asyncio.Event | None = None
+        # recoveries to queue; None is a freed slot (a recovery ended: start the next)
+        self._mailbox: Mailbox[_Entry | None] | None = None
 
     # ------------------------------------------------------------------ public
     @classmethod
@@ -152,40 +153,28 @@ class RecoveryExecutor(Actor):
             if id(st) in self._known:
                 return None
             self._known[id(st)] = entry
-        self._call_soon(self._enqueue, entry)
+        mailbox = self._mailbox
+        if mailbox is None:
+            raise RuntimeError("RecoveryExecutor is not started")
+        mailbox.put(entry)
         return entry.done
 
     def pending(self, client: Any) -> bool:
         return id(_state(client)) in self._known
 
     # ------------------------------------------------------------------ loop side
-    def _call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError("RecoveryExecutor is not started")
-        if self._caller_on_loop():
-            fn(*args)
-        else:
-            loop.call_soon_threadsafe(fn, *args)
-
-    def _enqueue(self, entry: _Entry) -> None:
-        self._queue.append(entry)
-        if self._wake is not None:
-            self._wake.set()
-
     async def on_start(self) -> None:
-        self._wake = asyncio.Event()
+        self._mailbox = Mailbox(self.loop.call_soon_threadsafe, name=self.name)
 
     async def main(self) -> None:
-        wake = self._wake
-        assert wake is not None
+        mailbox = self._mailbox
+        assert mailbox is not None
         while True:
+            self._queue.extend(e for e in await mailbox.get() if e is not None)
             while self._queue and self._running < self.max_concurrent:
                 entry = self._queue.popleft()
                 self._running += 1
                 self.spawn(self._recover_one(entry), name=f"recover-{entry.run_id}")
-            wake.clear()
-            await wake.wait()
 
     async def _recover_one(self, entry: _Entry) -> None:
         try:
@@ -202,8 +191,8 @@ class RecoveryExecutor(Actor):
                 entry.done.set_result(new_run)
         finally:
             self._running -= 1
-            if self._wake is not None:
-                self._wake.set()
+            if self._mailbox is not None:
+                self._mailbox.put(None)
 
     def _meta(self, entry: _Entry, **extra: Any) -> dict[str, Any]:
         strategy = "latest" if entry.policy.checkpoint == "latest" else "specific"
@@ -300,7 +289,8 @@ class RecoveryExecutor(Actor):
 
         async def later() -> None:
             await self._sleep(delay)
-            self._enqueue(entry)  # back at the tail of the queue
+            if self._mailbox is not None:
+                self._mailbox.put(entry)  # back at the tail of the queue
 
         self.spawn(later(), name=f"recover-retry-{entry.run_id}")
 
