@@ -16,10 +16,10 @@ import contextvars
 import email.utils
 import functools
 import math
+import os
 import platform
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -514,6 +514,87 @@ def status_error(status: int, body: bytes, headers: Mapping[str, str]) -> errors
     return err
 
 
+def idempotency_key() -> str:
+    """``stainless-python-retry-<uuid4>``: a random version-4 UUID in its canonical form, as
+    0.38 sends it: ``uuid.uuid4()``'s 16 bytes of ``os.urandom`` (fork-safe), formatted
+    without building a ``uuid.UUID`` object (half the cost on the per-request path)."""
+    h = "%032x" % (int.from_bytes(os.urandom(16), "big") & _UUID4_CLEAR | _UUID4_SET)
+    return f"stainless-python-retry-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# version 4 (bits 76-79 = 0100) and the RFC 4122 variant (bits 62-63 = 10)
+_UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4 << 76) | (0x2 << 62)
+_RETRY_COUNT = tuple(str(i) for i in range(16))
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout_str(seconds: float) -> str:
+    return str(seconds)
+
+
+def _maybe_multipart(content_type: str | None, headers: Mapping[str, str] | None) -> bool:
+    """Whether a request without files may still be multipart (the caller's Content-Type
+    says multipart/form-data): only then is ``multipart.for_request`` consulted."""
+    if content_type and "multipart" in content_type.lower():
+        return True
+    if headers:
+        for k in headers:
+            if len(k) == 12 and k.lower() == "content-type":
+                return True
+    return False
+
+
+class _Call:
+    """One logical request across its attempts (what a closure would otherwise capture)."""
+
+    __slots__ = (
+        "attempt",
+        "billing_started",
+        "content",
+        "form",
+        "hdrs",
+        "jwt",
+        "method",
+        "params",
+        "raise_for_status",
+        "read_timeout",
+        "retry",
+        "route",
+        "started",
+        "url",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        content: bytes | None,
+        form: Any,
+        hdrs: dict[str, str],
+        params: Mapping[str, Any] | None,
+        read_timeout: float,
+        jwt: JwtAuth | None,
+        retry: RetryPolicy,
+        raise_for_status: bool,
+        route: str | None,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.content = content
+        self.form = form
+        self.hdrs = hdrs
+        self.params = params
+        self.read_timeout = read_timeout
+        self.jwt = jwt
+        self.retry = retry
+        self.raise_for_status = raise_for_status
+        self.route = route
+        self.started = time.time()
+        self.attempt = 0
+        self.billing_started: float | None = None
+
+
 @dataclass
 class Transport:
     """Sends requests for one client configuration over the runtime's shared session."""
@@ -529,6 +610,11 @@ class Transport:
     jwt: JwtAuth | None = field(default=None, init=False, repr=False)
     # the session's telemetry reporter, set while it runs (0.38 reports failed futures to it)
     telemetry: Any = field(default=None, init=False, repr=False)
+    # header templates per request kind (see _headers), valid for one _static_version
+    _templates: dict[Any, tuple[object, dict[str, str], dict[str, str]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _static_version: object = field(default_factory=object, init=False, repr=False)
 
     def __post_init__(self) -> None:
         h = {
@@ -552,6 +638,7 @@ class Transport:
     def set_api_key(self, key: str) -> None:
         """The static X-API-Key (a credential command's output, resolved once)."""
         self._static_headers["X-API-Key"] = key
+        self._static_version = object()  # the header templates hold the old key
 
     def enable_jwt(self, credential: Credential, **kw: Any) -> JwtAuth:
         """JWT mode (``pjwt_auth_enabled``): X-API-Key carries a JWT exchanged for the credential."""
@@ -599,30 +686,54 @@ class Transport:
         timeout: float,  # noqa: ASYNC109
     ) -> Response:
         http = self.runtime.http()
+        # One aiohttp timeout: the whole request (pool wait, connect, send, read) within
+        # ``timeout + connect_timeout``, the connect within ``connect_timeout`` and every
+        # read within ``timeout`` (no asyncio.timeout of our own: one timer per request).
         to = _client_timeout(self.connect_timeout, timeout)
         try:
-            async with asyncio.timeout(timeout + self.connect_timeout):
-                # Redirects are answers, not hops (as httpx in the official SDK): the
-                # archive route's 302 carries the signed URL in Location.
-                async with http.request(
-                    method,
-                    url,
-                    data=data,
-                    headers=headers,
-                    params=params,
-                    timeout=to,
-                    allow_redirects=False,
-                ) as resp:
-                    body = await resp.read()
-                    hdrs = {k.lower(): v for k, v in resp.headers.items()}
-                    ctype = hdrs.get("content-type", "")
-                    return Response(resp.status, hdrs, body, ctype)
+            # Redirects are answers, not hops (as httpx in the official SDK): the
+            # archive route's 302 carries the signed URL in Location.
+            async with http.request(
+                method,
+                url,
+                data=data,
+                headers=headers,
+                params=params,
+                timeout=to,
+                allow_redirects=False,
+            ) as resp:
+                body = await resp.read()
+                hdrs = {k.lower(): v for k, v in resp.headers.items()}
+                return Response(resp.status, hdrs, body, hdrs.get("content-type", ""))
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise errors.APITimeoutError(errors.RequestInfo(method, url)) from exc
         except aiohttp.ClientError as exc:
             raise errors.APIConnectionError(
                 errors.RequestInfo(method, url), message=str(exc) or type(exc).__name__
             ) from exc
+
+    def _headers(
+        self, has_body: bool, content_type: str | None, sdk_method: str | None, read_timeout: float
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The fixed headers of a request kind, in wire order, around X-Idempotency-Key:
+        (credentials, platform, Accept, Content-Type) and (x-sdk-*, x-stainless-read-timeout).
+        Cached per kind; rebuilt when the static headers change (a new API key)."""
+        key = (has_body, content_type, sdk_method, read_timeout)
+        cached = self._templates.get(key)
+        if cached is not None and cached[0] is self._static_version:
+            return cached[1], cached[2]
+        head = dict(self._static_headers)
+        head["Accept"] = "application/json"
+        if has_body:
+            head["Content-Type"] = content_type or "application/json"
+        tail: dict[str, str] = {}
+        if sdk_method:
+            tail["x-sdk-version"] = SDK_VERSION
+            tail["x-sdk-method"] = sdk_method
+        if len(self._templates) > 256:
+            self._templates.clear()
+        self._templates[key] = (self._static_version, head, tail)
+        return head, tail
 
     # ------------------------------------------------------------------ public
     async def request(
@@ -653,9 +764,57 @@ class Transport:
         ``files`` (POST/PUT) sends ``json`` as multipart form fields plus the files
         (``tinker_actors.multipart``); each attempt streams a freshly built body.
         """
+        c = self._prepare(
+            method,
+            path,
+            json,
+            content,
+            content_type,
+            headers,
+            params,
+            timeout,
+            retry,
+            sdk_method,
+            raise_for_status,
+            authenticate,
+            files,
+            route,
+        )
+        if tracing.ENABLED or events.ON:
+            return await self._request_observed(c, path, log_context)
+        # The fast path: the first attempt with no retry controller (most calls never retry);
+        # a retryable failure builds one, which replays it.
+        start = self.clock()
+        try:
+            return await self._attempt(c)
+        except _Retry as first:
+            failed = first
+        final: Response = await self._retry_from(
+            retry, functools.partial(self._attempt, c), failed, start, c.method, c.url, log_context
+        )
+        return final
+
+    def _prepare(
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        content: bytes | None,
+        content_type: str | None,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, Any] | None,
+        timeout: float | None,
+        retry: RetryPolicy,
+        sdk_method: str | None,
+        raise_for_status: bool,
+        authenticate: bool,
+        files: Any,
+        route: str | None,
+    ) -> _Call:
+        """Everything a logical request sends, built once for all its attempts."""
         method = method.upper()
         form = None
-        if files is not None or content_type or headers:
+        if files is not None or _maybe_multipart(content_type, headers):
             from . import multipart
 
             form = multipart.for_request(method, json, content, files, content_type, headers)
@@ -664,97 +823,121 @@ class Transport:
         if sdk_method != "":  # "" forces no attribution; else the outermost method wins
             sdk_method = _sdk_method.get() or sdk_method
         url = self.url(path)
-        hdrs = dict(self._static_headers)
-        hdrs["Accept"] = "application/json"
-        if method != "GET":
+        read_timeout = self.timeout if timeout is None else timeout
+        has_body = method != "GET"
+        head, tail = self._headers(has_body, content_type, sdk_method, read_timeout)
+        if has_body:
             if content is None:
                 content = b"" if json is None else codec.json_encode(json)
-            hdrs["Content-Type"] = content_type or "application/json"
-            hdrs["X-Idempotency-Key"] = f"stainless-python-retry-{uuid.uuid4()}"
-        if sdk_method:
-            hdrs["x-sdk-version"] = SDK_VERSION
-            hdrs["x-sdk-method"] = sdk_method
+            hdrs = {**head, "X-Idempotency-Key": idempotency_key(), **tail}
+        else:
+            hdrs = {**head, **tail}
         if headers:
             hdrs.update(headers)
         if form is not None:
             hdrs = {k: v for k, v in hdrs.items() if k.lower() != "content-type"}
             hdrs["Content-Type"] = form.content_type
-        read_timeout = self.timeout if timeout is None else timeout
-        hdrs["x-stainless-read-timeout"] = str(read_timeout)
+        # after the caller's headers, as before (and the retry count after it, per attempt)
+        hdrs["x-stainless-read-timeout"] = _timeout_str(read_timeout)
         if params:
             params = {k: _qv(v) for k, v in params.items() if v is not None}
+        return _Call(
+            method,
+            url,
+            content,
+            form,
+            hdrs,
+            params,
+            read_timeout,
+            self.jwt if authenticate else None,
+            retry,
+            raise_for_status,
+            route,
+        )
 
-        attempt = 0
-        started = time.time()
-        billing_started: float | None = None
-        jwt = self.jwt if authenticate else None
+    async def _request_observed(
+        self, call: _Call, path: str, log_context: Mapping[str, Any] | None
+    ) -> Response:
+        """``request`` with the opt-in tracing span and/or the event catalogue around it."""
+        fn = functools.partial(self._attempt, call)
+        method, url, route = call.method, call.url, call.route
 
-        async def attempt_once() -> Response:
-            nonlocal attempt, billing_started
-            hdrs["x-stainless-retry-count"] = str(attempt)
-            attempt += 1
-            try:
-                if jwt is not None:
-                    hdrs["X-API-Key"] = await jwt.token()
-                resp = await self._send_once(
-                    method,
-                    url,
-                    data=content if form is None else form.writer(),
-                    headers=hdrs,
-                    params=params,
-                    timeout=read_timeout,
+        def attempts() -> int:
+            return call.attempt
+
+        async def run() -> Response:
+            if events.ON:  # the only cost of the event catalogue when nobody listens
+                observed: Response = await self._observed(
+                    call.retry, fn, method, url, log_context, path, route, attempts
                 )
-                if jwt is not None and resp.status == 401 and _invalid_token(resp.headers):
-                    # the JWT was revoked or expired early: exchange it and replay once
-                    await jwt.refresh(stale=hdrs["X-API-Key"])
-                    hdrs["X-API-Key"] = await jwt.token()
-                    resp = await self._send_once(
-                        method,
-                        url,
-                        data=content if form is None else form.writer(),
-                        headers=hdrs,
-                        params=params,
-                        timeout=read_timeout,
-                    )
-            except errors.APIConnectionError as exc:  # APITimeoutError subclasses it
-                if self.telemetry is not None:
-                    self._report_failure(exc, route, attempt - 1, started)
-                raise _Retry(exc) from exc
-            _deprecation(resp)
-            if resp.status < 400 or not raise_for_status:
-                return resp
-            err = status_error(resp.status, resp.body, resp.headers)
-            if self.telemetry is not None and not (resp.status == 402 and retry.billing_pause):
-                self._report_failure(err, route, attempt - 1, started)
-            if resp.status == 402 and retry.billing_pause:
-                now = self.clock()
-                billing_started = billing_started or now
-                if now - billing_started < retry.billing_pause:
-                    log.warning("paused due to billing (HTTP 402); retrying", url=url)
-                    raise _Billing(err, retry.billing_interval)
-                raise err
-            if should_retry(resp.status, resp.headers, retry):
-                raise _Retry(err, retry_after_seconds(resp.headers))
-            raise err
+                return observed
+            plain: Response = await self._retrying(call.retry, fn, method, url, log_context)
+            return plain
 
         if tracing.ENABLED:  # opt-in OpenTelemetry: a span, traceparent (caller headers win)
-            with tracing.request_span(method, path, route, self.settings.base_url, hdrs) as span:
-                resp: Response = await (
-                    self._observed(
-                        retry, attempt_once, method, url, log_context, path, route, lambda: attempt
-                    )
-                    if events.ON
-                    else self._retrying(retry, attempt_once, method, url, log_context)
-                )
+            with tracing.request_span(
+                method, path, route, self.settings.base_url, call.hdrs
+            ) as span:
+                resp = await run()
                 tracing.set_status(span, resp.status)
                 return resp
-        if events.ON:  # the only cost of the event catalogue when nobody listens
-            observed: Response = await self._observed(
-                retry, attempt_once, method, url, log_context, path, route, lambda: attempt
+        return await run()
+
+    async def _attempt(self, c: _Call) -> Response:
+        """One HTTP attempt of a logical request (``c`` carries its state across attempts)."""
+        hdrs = c.hdrs
+        hdrs["x-stainless-retry-count"] = (
+            _RETRY_COUNT[c.attempt] if c.attempt < 16 else str(c.attempt)
+        )
+        c.attempt += 1
+        jwt = c.jwt
+        form = c.form
+        try:
+            if jwt is not None:
+                hdrs["X-API-Key"] = await jwt.token()
+            resp = await self._send_once(
+                c.method,
+                c.url,
+                data=c.content if form is None else form.writer(),
+                headers=hdrs,
+                params=c.params,
+                timeout=c.read_timeout,
             )
-            return observed
-        final: Response = await self._retrying(retry, attempt_once, method, url, log_context)
-        return final
+            if jwt is not None and resp.status == 401 and _invalid_token(resp.headers):
+                # the JWT was revoked or expired early: exchange it and replay once
+                await jwt.refresh(stale=hdrs["X-API-Key"])
+                hdrs["X-API-Key"] = await jwt.token()
+                resp = await self._send_once(
+                    c.method,
+                    c.url,
+                    data=c.content if form is None else form.writer(),
+                    headers=hdrs,
+                    params=c.params,
+                    timeout=c.read_timeout,
+                )
+        except errors.APIConnectionError as exc:  # APITimeoutError subclasses it
+            if self.telemetry is not None:
+                self._report_failure(exc, c.route, c.attempt - 1, c.started)
+            raise _Retry(exc) from exc
+        if "x-deprecation-note" in resp.headers:
+            _deprecation(resp)
+        status = resp.status
+        if status < 400 or not c.raise_for_status:
+            return resp
+        retry = c.retry
+        err = status_error(status, resp.body, resp.headers)
+        if self.telemetry is not None and not (status == 402 and retry.billing_pause):
+            self._report_failure(err, c.route, c.attempt - 1, c.started)
+        if status == 402 and retry.billing_pause:
+            now = self.clock()
+            c.billing_started = c.billing_started or now
+            if now - c.billing_started < retry.billing_pause:
+                log.warning("paused due to billing (HTTP 402); retrying", url=c.url)
+                raise _Billing(err, retry.billing_interval)
+            raise err
+        if should_retry(status, resp.headers, retry):
+            raise _Retry(err, retry_after_seconds(resp.headers))
+        raise err
 
     def _report_failure(
         self, exc: BaseException, route: str | None, attempts: int, started: float
@@ -885,6 +1068,19 @@ class Transport:
             return await fn()
         except _Retry as first:
             failed = first
+        return await self._retry_from(policy, fn, failed, start, method, url, log_context)
+
+    async def _retry_from(
+        self,
+        policy: RetryPolicy,
+        fn: Callable[[], Any],
+        failed: _Retry,
+        start: float,
+        method: str,
+        url: str,
+        log_context: Mapping[str, Any] | None,
+    ) -> Any:
+        """The retries after a retryable first attempt (made at ``start`` on the clock)."""
         controller = policy.controller(
             retry=retry_if_exception_type(_Retry),
             clock=self.clock,
@@ -940,21 +1136,43 @@ class Transport:
             if enc == "none":
                 raise TypeError(f"{r.name} takes no request body")
             content = body if isinstance(body, bytes) else codec.json_encode(body)
-        resp = await self.request(
+        c = self._prepare(
             r.method,
             path,
-            content=content,
-            content_type=ctype,
-            headers=headers,
-            params=query,
-            timeout=timeout,
-            retry=retry,
-            sdk_method=sdk_method,
-            raise_for_status=raise_for_status,
-            authenticate=authenticate,
-            log_context=log_context,
-            route=r.name,
+            None,
+            content,
+            ctype,
+            headers,
+            query,
+            timeout,
+            retry,
+            sdk_method,
+            raise_for_status,
+            authenticate,
+            None,
+            r.name,
         )
+        # request()'s body, inlined: one coroutine less on every call (the hot path)
+        resp: Response
+        if tracing.ENABLED or events.ON:
+            resp = await self._request_observed(c, path, log_context)
+        else:
+            start = self.clock()
+            failed: _Retry | None = None
+            try:
+                resp = await self._attempt(c)
+            except _Retry as first:
+                failed = first
+            if failed is not None:
+                resp = await self._retry_from(
+                    retry,
+                    functools.partial(self._attempt, c),
+                    failed,
+                    start,
+                    c.method,
+                    c.url,
+                    log_context,
+                )
         if raw:
             return resp
         rtype = r.response_type
@@ -1105,8 +1323,10 @@ class JwtAuth:
 
 @functools.lru_cache(maxsize=32)
 def _client_timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
-    """aiohttp's per-request timeout (a frozen value, shared by every request alike)."""
-    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+    """aiohttp's per-request timeout (a frozen value, shared by every request alike): the
+    whole request within ``read + connect``, the connect within ``connect``, each read
+    within ``read``."""
+    return aiohttp.ClientTimeout(total=read + connect, sock_connect=connect, sock_read=read)
 
 
 def _qv(v: Any) -> Any:
