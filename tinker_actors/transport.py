@@ -675,43 +675,6 @@ class Transport:
         return self.base_url + path
 
     # ------------------------------------------------------------------ one attempt
-    async def _send_once(
-        self,
-        method: str,
-        url: str,
-        *,
-        data: bytes | aiohttp.MultipartWriter | None,
-        headers: dict[str, str],
-        params: Mapping[str, Any] | None,
-        timeout: float,  # noqa: ASYNC109
-    ) -> Response:
-        http = self.runtime.http()
-        # One aiohttp timeout: the whole request (pool wait, connect, send, read) within
-        # ``timeout + connect_timeout``, the connect within ``connect_timeout`` and every
-        # read within ``timeout`` (no asyncio.timeout of our own: one timer per request).
-        to = _client_timeout(self.connect_timeout, timeout)
-        try:
-            # Redirects are answers, not hops (as httpx in the official SDK): the
-            # archive route's 302 carries the signed URL in Location.
-            async with http.request(
-                method,
-                url,
-                data=data,
-                headers=headers,
-                params=params,
-                timeout=to,
-                allow_redirects=False,
-            ) as resp:
-                body = await resp.read()
-                hdrs = {k.lower(): v for k, v in resp.headers.items()}
-                return Response(resp.status, hdrs, body, hdrs.get("content-type", ""))
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise errors.APITimeoutError(errors.RequestInfo(method, url)) from exc
-        except aiohttp.ClientError as exc:
-            raise errors.APIConnectionError(
-                errors.RequestInfo(method, url), message=str(exc) or type(exc).__name__
-            ) from exc
-
     def _headers(
         self, has_body: bool, content_type: str | None, sdk_method: str | None, read_timeout: float
     ) -> tuple[dict[str, str], dict[str, str]]:
@@ -892,29 +855,48 @@ class Transport:
         c.attempt += 1
         jwt = c.jwt
         form = c.form
+        method, url = c.method, c.url
+        replayed = False
         try:
-            if jwt is not None:
-                hdrs["X-API-Key"] = await jwt.token()
-            resp = await self._send_once(
-                c.method,
-                c.url,
-                data=c.content if form is None else form.writer(),
-                headers=hdrs,
-                params=c.params,
-                timeout=c.read_timeout,
-            )
-            if jwt is not None and resp.status == 401 and _invalid_token(resp.headers):
-                # the JWT was revoked or expired early: exchange it and replay once
-                await jwt.refresh(stale=hdrs["X-API-Key"])
-                hdrs["X-API-Key"] = await jwt.token()
-                resp = await self._send_once(
-                    c.method,
-                    c.url,
-                    data=c.content if form is None else form.writer(),
-                    headers=hdrs,
-                    params=c.params,
-                    timeout=c.read_timeout,
-                )
+            while True:
+                if jwt is not None:
+                    hdrs["X-API-Key"] = await jwt.token()
+                http = self.runtime.http()
+                try:
+                    # One aiohttp timeout: the whole request (pool wait, connect, send, read)
+                    # within read_timeout + connect_timeout, the connect within
+                    # connect_timeout, each read within read_timeout. Redirects are answers,
+                    # not hops (as httpx in the official SDK): the archive route's 302
+                    # carries the signed URL in Location.
+                    async with http.request(
+                        method,
+                        url,
+                        data=c.content if form is None else form.writer(),
+                        headers=hdrs,
+                        params=c.params,
+                        timeout=_client_timeout(self.connect_timeout, c.read_timeout),
+                        allow_redirects=False,
+                    ) as r:
+                        body = await r.read()
+                        rh = {k.lower(): v for k, v in r.headers.items()}
+                        resp = Response(r.status, rh, body, rh.get("content-type", ""))
+                except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                    raise errors.APITimeoutError(errors.RequestInfo(method, url)) from exc
+                except aiohttp.ClientError as exc:
+                    raise errors.APIConnectionError(
+                        errors.RequestInfo(method, url), message=str(exc) or type(exc).__name__
+                    ) from exc
+                if (
+                    jwt is not None
+                    and not replayed
+                    and resp.status == 401
+                    and _invalid_token(resp.headers)
+                ):
+                    # the JWT was revoked or expired early: exchange it and replay once
+                    await jwt.refresh(stale=hdrs["X-API-Key"])
+                    replayed = True
+                    continue
+                break
         except errors.APIConnectionError as exc:  # APITimeoutError subclasses it
             if self.telemetry is not None:
                 self._report_failure(exc, c.route, c.attempt - 1, c.started)
