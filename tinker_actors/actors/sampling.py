@@ -26,7 +26,7 @@ import random
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -246,6 +246,22 @@ class SampleFuture(APIFuture[Any]):
                 await self._wait(task)
         return cf.result()
 
+    def __await__(self) -> Generator[Any, None, Any]:
+        """``await future``: ``result_async()`` without its coroutines (a generator)."""
+        cf = self._cf
+        if not cf.done():
+            task = self._task
+            if task is not None and task.get_loop() is asyncio.get_running_loop():
+                yield from task  # never raises except CancelledError; outcome in the cf
+            else:
+                fut = await_concurrent(cf)
+                try:
+                    yield from fut
+                except asyncio.CancelledError:
+                    cf.cancel()  # abandoning the wait abandons the request
+                    raise
+        return cf.result()
+
     async def _wait(self, task: asyncio.Task[None] | None) -> None:
         if task is not None and task.get_loop() is asyncio.get_running_loop():
             # The task never raises except CancelledError; its outcome is in the cf.
@@ -331,7 +347,6 @@ class _Book:
 
 class SamplingActor(Actor):
     """Owns a sampler's in-flight requests, its seq ids, the progress watchdog and cancels."""
-
 
     def __init__(
         self,
@@ -461,8 +476,31 @@ class SamplingActor(Actor):
         try:
             if self.no_retries:
                 response = await self._attempt(call)
-            else:
-                response = await self._with_retries(call, task)
+            else:  # the retry handler (in-flight cap, progress, retries), inline: no coroutine
+                config = self.retry_config
+                sem = book.inflight
+                if sem is not None:
+                    await sem.acquire()
+                try:
+                    running = book.running
+                    if not running:
+                        book.last_progress = self.clock()
+                    running.add(task)
+                    if config.enable_stuck_detection and len(running) == 1:
+                        book.wake.set()
+                    started = time.time()
+                    try:  # the fast path: no tenacity controller unless this attempt fails
+                        response = await self._attempt(call)
+                    except Exception as exc:
+                        if not _report_attempt(self, exc, 1, started):
+                            raise
+                        response = await _retry_sample(self, call, exc, started)
+                    book.last_progress = self.clock()
+                    book.completed += 1
+                finally:
+                    book.running.discard(task)
+                    if sem is not None:
+                        sem.release()
             value = decode(response)
         except asyncio.CancelledError:
             if task in book.stuck:
@@ -478,35 +516,6 @@ class SamplingActor(Actor):
                 tel.log_fatal_exception_sync(exc)  # 0.38's capture_exceptions(fatal=True)
             return
         resolve(cf, value)
-
-    async def _with_retries(
-        self, call: SampleCall, task: asyncio.Task[None]
-    ) -> types.SampleResponse:
-        config = self.retry_config
-        book = self.book
-        sem = book.inflight
-        if sem is not None:
-            await sem.acquire()
-        try:
-            if not book.running:
-                book.last_progress = self.clock()
-            book.running.add(task)
-            if config.enable_stuck_detection and len(book.running) == 1:
-                book.wake.set()
-            started = time.time()
-            try:  # the fast path: no tenacity controller unless this attempt fails
-                response = await self._attempt(call)
-            except Exception as exc:
-                if not _report_attempt(self, exc, 1, started):
-                    raise
-                response = await _retry_sample(self, call, exc, started)
-            book.last_progress = self.clock()
-            book.completed += 1
-            return response
-        finally:
-            book.running.discard(task)
-            if sem is not None:
-                sem.release()
 
     async def _attempt(self, call: SampleCall) -> types.SampleResponse:
         """One submission under one seq id, then its poll. 429 re-sends the same seq id."""
