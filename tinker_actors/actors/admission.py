@@ -153,6 +153,64 @@ class BytesBudget:
             fut.set_result(None)
 
 
+class Slots:
+    """A FIFO counting semaphore with a synchronous fast path (``try_acquire``).
+
+    ``asyncio.Semaphore.acquire`` is a coroutine even when a slot is free; on the sampling
+    hot path (two or three of them per call) a plain method call does the common case.
+    """
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, n: int) -> None:
+        if n <= 0:
+            raise ValueError(f"slot count must be positive, got {n}")
+        self._free = n
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    def locked(self) -> bool:
+        return self._free <= 0 or bool(self._waiters)
+
+    def try_acquire(self) -> bool:
+        """Take a slot now if one is free and nobody is queued."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted and cancelled in the same tick: hand it back
+            else:
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:
+                    pass
+            raise
+
+    def release(self) -> None:
+        self._free += 1
+        waiters = self._waiters
+        while waiters and self._free > 0:
+            fut = waiters.popleft()
+            if fut.done():
+                continue
+            self._free -= 1
+            fut.set_result(None)
+
+
 class DispatchBackoff:
     """The session-wide pause after an asample 429, and the throttled window that follows it."""
 
@@ -196,10 +254,21 @@ class SamplingAdmission:
         throttled_concurrency: int = THROTTLED_CONCURRENCY,
         clock: Clock = time.monotonic,
     ) -> None:
-        self.concurrency = asyncio.Semaphore(concurrency)
-        self.throttled_concurrency = asyncio.Semaphore(throttled_concurrency)
+        self.concurrency = Slots(concurrency)
+        self.throttled_concurrency = Slots(throttled_concurrency)
         self.bytes = BytesBudget(dispatch_bytes)
         self.backoff = DispatchBackoff(clock)
+
+    def try_acquire(self, estimated_bytes: int) -> Ticket | None:
+        """The common case without awaiting: a free slot, no throttling, bytes available
+        (nobody queued anywhere); None when ``acquire`` has to wait."""
+        if self.backoff.until is not None and self.backoff.throttled():
+            return None
+        bb = self.bytes
+        if bb._waiters or bb._available < 0 or not self.concurrency.try_acquire():
+            return None
+        bb._available -= estimated_bytes
+        return (estimated_bytes, False)
 
     async def acquire(self, estimated_bytes: int) -> Ticket:
         """Wait for a dispatch slot; returns the ticket to pass to ``release``."""

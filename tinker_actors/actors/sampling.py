@@ -43,6 +43,7 @@ from .actor import Actor, Mailbox
 from .admission import (
     DEFAULT_DISPATCH_BYTES,
     SamplingAdmission,
+    Slots,
     backoff_seconds,
 )
 from .telemetry import retry_handler_exception
@@ -336,7 +337,7 @@ class _Book:
         self.requests: dict[asyncio.Task[None], concurrent.futures.Future[Any]] = {}
         self.running: set[asyncio.Task[None]] = set()
         self.stuck: set[asyncio.Task[None]] = set()
-        self.inflight = asyncio.Semaphore(max_connections) if max_connections else None
+        self.inflight = Slots(max_connections) if max_connections else None
         self.cancels: deque[str] = deque()
         self.wake = asyncio.Event()
         self.cancel_wake = asyncio.Event()
@@ -479,7 +480,7 @@ class SamplingActor(Actor):
             else:  # the retry handler (in-flight cap, progress, retries), inline: no coroutine
                 config = self.retry_config
                 sem = book.inflight
-                if sem is not None:
+                if sem is not None and not sem.try_acquire():
                     await sem.acquire()
                 try:
                     running = book.running
@@ -552,7 +553,7 @@ class SamplingActor(Actor):
     ) -> types.UntypedAPIFuture:
         """POSTs asample under admission; waits out 429 pauses and re-sends the same body."""
         adm = self.admission
-        ticket = await adm.acquire(call.estimated_bytes)
+        ticket = adm.try_acquire(call.estimated_bytes) or await adm.acquire(call.estimated_bytes)
         try:
             body = codec.json_encode(self._sample_request(call, seq_id))
             billing_since: float | None = None
