@@ -2,7 +2,11 @@
 
 Training: tokens/s of one forward_backward + optim_step through the Engine, against a bare loop
 (the same base module, the same LoRA tensors applied directly, torch AdamW, the same batch).
-Sampling: sampled tokens/s with 1 and with 64 concurrent jobs in one ``sample`` call.
+Sampling: sampled tokens/s with 1 and with 64 concurrent jobs in one ``sample`` call. The jobs
+are what the server's sampling scenarios send (``benchmarks/client_worker.py``:
+``SamplingParams(max_tokens=64, temperature=1.0)``, whose default stop ends a sequence at EOS),
+so "the engine alone" and "through the server" count the same work; they are seeded here (the
+same tokens every run). ``--no-eos`` samples every sequence to max_tokens instead.
 
     .venv/bin/python benchmarks/bench_engine.py [--model tinker-actors/byte-1m] [--steps 20]
 """
@@ -76,11 +80,15 @@ def bench_bare_train(engine, model, data, steps) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def bench_sample(engine, model, jobs_n, max_tokens) -> float:
+def bench_sample(engine, model, jobs_n, max_tokens, stop_at_eos: bool = True) -> float:
+    """Sampled tokens/s of one ``engine.sample`` call with ``jobs_n`` jobs: the server
+    scenario's requests (prompt, max_tokens, temperature 1, EOS stops them), seeded."""
     engine.create_sampler("bench-s", model, None)
     prompt = np.array([257, *b"Once upon a time"], dtype=np.int64)
     jobs = [
-        SampleJob(prompt=prompt, max_tokens=max_tokens, seed=i, stop_at_eos=False)
+        SampleJob(
+            prompt=prompt, max_tokens=max_tokens, temperature=1.0, seed=i, stop_at_eos=stop_at_eos
+        )
         for i in range(jobs_n)
     ]
     engine.sample("bench-s", jobs[:1])
@@ -97,14 +105,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--no-eos", action="store_true", help="sample every sequence to max_tokens")
     args = ap.parse_args()
     engine = TorchEngine(cache_dir=tempfile.mkdtemp())
     data = make_batch(args.batch, args.length)
     ntok = args.batch * args.length
     t_engine = bench_engine_train(engine, args.model, data, args.steps)
     t_bare = bench_bare_train(engine, args.model, data, args.steps)
-    s1 = bench_sample(engine, args.model, 1, args.max_tokens)
-    s64 = bench_sample(engine, args.model, 64, args.max_tokens)
+    s1 = bench_sample(engine, args.model, 1, args.max_tokens, not args.no_eos)
+    s64 = bench_sample(engine, args.model, 64, args.max_tokens, not args.no_eos)
     print(
         f"model {args.model}, torch threads {torch.get_num_threads()}, "
         f"train batch {args.batch}x{args.length} tokens, LoRA rank 32"

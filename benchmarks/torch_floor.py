@@ -2,8 +2,9 @@
 
 Prints ``BENCH_RESULT {json}`` with training tokens/s of the bare torch loop (same built-in
 model, same LoRA rank, same batch shape) and of the engine called in-process (no HTTP), and
-sampled tokens/s of one ``engine.sample`` call with 1 and with N jobs. All of it comes from
-``bench_engine.py`` (owned by the engine engineer); this file only calls it.
+sampled tokens/s of one ``engine.sample`` call with 1 and with N jobs (the server scenario's
+requests, which EOS ends; ``..._no_eos_...``: every sequence run to max_tokens). All of it
+comes from ``bench_engine.py`` (owned by the engine engineer); this file only calls it.
 """
 
 from __future__ import annotations
@@ -34,8 +35,13 @@ def run(p: dict) -> dict:
     t_eng = be.bench_engine_train(engine, p["base_model"], data, p["steps"])
     out.update(engine_train_tokens_per_s=ntok / t_eng, engine_train_step_ms=t_eng * 1e3)
     for n in p["sample_concurrency"]:
+        # the server scenario's requests (EOS ends a sequence), and every sequence run to
+        # max_tokens (work the server is never asked for: for reference only)
         out[f"engine_sample_tok_per_s_{n}"] = be.bench_sample(
             engine, p["base_model"], n, p["max_tokens"]
+        )
+        out[f"engine_sample_no_eos_tok_per_s_{n}"] = be.bench_sample(
+            engine, p["base_model"], n, p["max_tokens"], stop_at_eos=False
         )
     import torch
 
