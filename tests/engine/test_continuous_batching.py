@@ -54,8 +54,8 @@ def _jobs() -> list[SampleJob]:
     ]
 
 
-def _lora_engine(cache_dir: Path) -> TorchEngine:
-    eng = TorchEngine(cache_dir=cache_dir)
+def _lora_engine(cache_dir: Path, **kw: Any) -> TorchEngine:
+    eng = TorchEngine(cache_dir=cache_dir, **kw)
     eng.create_model("m", M1, LoraSpec(rank=4, seed=3))
     with torch.no_grad():
         g = torch.Generator().manual_seed(5)
@@ -120,6 +120,22 @@ def test_jobs_joining_a_running_batch_sample_what_they_sample_alone(engine, samp
     for i in range(len(jobs)):
         _assert_same(alone[i], got[i])
     assert batch.live == 0 and batch.jobs == 0
+
+
+def test_an_unmerged_lora_sampler_samples_in_a_running_batch_what_it_samples_alone(cache_dir):
+    """A sampler whose merged weights do not fit the budget keeps its LoRA pairs: the batch's
+    forward adds them per projection (no fused q/k/v, gate/up matmul) and samples as alone."""
+    eng = _lora_engine(cache_dir, merged_budget_bytes=0)
+    assert not eng._samplers["lora"].merge
+    jobs = _jobs()
+    alone = [_alone(eng, "lora", j) for j in jobs]
+    batch = eng.continuous_sampler("lora")
+    got = dict(batch.admit([(j, i) for i, j in enumerate(jobs[:5])]))
+    got.update(batch.step())
+    got.update(batch.admit([(j, i + 5) for i, j in enumerate(jobs[5:])]))
+    _drain(batch, got)
+    for i in range(len(jobs)):
+        _assert_same(alone[i], got[i])
 
 
 def test_a_short_job_finishes_while_a_long_one_decodes_and_its_slot_is_reused(engine):

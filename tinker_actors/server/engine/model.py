@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import EngineUserError, ModelSpec
-from .lora import LoraLinear, assign_lora_keys, lora_target_names
+from .lora import AdapterWeights, LoraLinear, LoraPair, assign_lora_keys, lora_target_names
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
 if TYPE_CHECKING:
@@ -179,8 +179,95 @@ class RowCache:
                 t[dst, :, :keys] = t[src, :, :keys]
 
 
+# A linear layer as the continuous batch calls it: the weight in force (the base weight or a
+# merged one) and the LoRA pair added to it, if any (``LoraLinear.forward``'s arithmetic).
+_Linear = tuple[torch.Tensor, LoraPair | None]
+
+
+def _linear(x: torch.Tensor, lin: _Linear) -> torch.Tensor:
+    w, pair = lin
+    y = F.linear(x, w)
+    if pair is not None:
+        y = y + F.linear(F.linear(x, pair.a), pair.b) * pair.scale
+    return y
+
+
+def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))  # RMSNorm.forward
+
+
+@dataclass(frozen=True, slots=True)
+class _LayerPlan:
+    ln1: torch.Tensor
+    qkv: tuple[_Linear, ...]  # one fused [q; k; v] weight, or q, k, v when a LoRA pair is in
+    o: _Linear
+    ln2: torch.Tensor
+    gate_up: tuple[_Linear, ...]  # one fused [gate; up] weight, or gate, up
+    down: _Linear
+
+
+@dataclass(frozen=True, slots=True)
+class RowsPlan:
+    """A ``LlamaLM`` with one adapter in force, as plain tensors for ``forward_rows``: no
+    module calls, no per-call adapter lookup, q/k/v and gate/up as one matmul each where no
+    LoRA pair is added (the concatenated weight gives the same products). Built once per
+    running batch, whose adapter does not change."""
+
+    embed: torch.Tensor
+    layers: tuple[_LayerPlan, ...]
+    norm: torch.Tensor
+    lm_head: _Linear
+    eps: float
+    inv_freq: torch.Tensor
+    nh: int
+    nkv: int
+    hd: int
+
+
+def rows_plan(module: LlamaLM, weights: AdapterWeights | None) -> RowsPlan:
+    """``module``'s weights as ``weights`` (``use_adapter``'s) make them, for ``forward_rows``."""
+
+    def lin(m: LoraLinear) -> _Linear:
+        entry = weights.get(m.lora_key) if weights else None
+        if isinstance(entry, torch.Tensor):
+            return entry, None
+        return m.weight, entry
+
+    def fused(*ms: LoraLinear) -> tuple[_Linear, ...]:
+        parts = [lin(m) for m in ms]
+        if any(pair is not None for _, pair in parts):
+            return tuple(parts)
+        return ((torch.cat([w for w, _ in parts]), None),)
+
+    layers = []
+    for layer in module.model.decoder_layers:
+        a, mlp = layer.self_attn, layer.mlp
+        layers.append(
+            _LayerPlan(
+                layer.input_layernorm.weight,
+                fused(a.q_proj, a.k_proj, a.v_proj),
+                lin(a.o_proj),
+                layer.post_attention_layernorm.weight,
+                fused(mlp.gate_proj, mlp.up_proj),
+                lin(mlp.down_proj),
+            )
+        )
+    attn0 = module.model.decoder_layers[0].self_attn
+    return RowsPlan(
+        module.model.embed_tokens.weight,
+        tuple(layers),
+        module.model.norm.weight,
+        lin(module.lm_head),
+        module.model.norm.eps,
+        module.inv_freq,
+        attn0.nh,
+        attn0.nkv,
+        attn0.hd,
+    )
+
+
 def forward_rows(
-    module: LlamaLM,
+    plan: RowsPlan,
     cache: RowCache,
     tok: torch.Tensor,
     positions: torch.Tensor,
@@ -197,23 +284,22 @@ def forward_rows(
     costs its extra rows, not a forward of its own); only attention is per kind. The cache
     writes of the decode rows come before those of the prefill (a row just admitted may sit
     in the batch as a hole whose dummy token writes position 0). Same layers and arithmetic
-    as ``LlamaLM.forward``. Returns logits [B, V] and [n, T, V] (None without a prefill).
+    as ``LlamaLM.forward``, on ``plan``'s tensors (rotary applied to q and k in one go).
+    Returns logits [B, V] and [n, T, V] (None without a prefill).
     """
     b = tok.shape[0]
     n, t = (0, 0) if ids is None else ids.shape
-    layers = module.model.decoder_layers
-    attn0 = layers[0].self_attn
-    nh, nkv, hd = attn0.nh, attn0.nkv, attn0.hd
+    nh, nkv, hd, eps = plan.nh, plan.nkv, plan.hd, plan.eps
     dev = tok.device
     flat_ids, flat_pos = tok, positions
     if ids is not None and n:
         prefill_pos = torch.arange(t, device=dev).repeat(n)
         flat_ids = torch.cat((tok, ids.reshape(-1)))
         flat_pos = torch.cat((positions, prefill_pos))
-    freqs = flat_pos.to(torch.float32)[:, None] * module.inv_freq.to(dev)
+    freqs = flat_pos.to(torch.float32)[:, None] * plan.inv_freq.to(dev)
     emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [N, 1, D]
     cos, sin = emb.cos(), emb.sin()
-    x = module.model.embed_tokens(flat_ids)  # [N, d]
+    x = F.embedding(flat_ids, plan.embed)  # [N, d]
     # where each decode row's new key goes in a layer's cache viewed as [rows * H * L, D]
     heads = torch.arange(nkv, device=dev)[None] * cache.max_len
     flat = (torch.arange(b, device=dev) * (nkv * cache.max_len))[:, None] + heads
@@ -221,22 +307,25 @@ def forward_rows(
     # additive, made once for all layers (SDPA would convert a bool mask in every layer)
     mask = torch.zeros(key_mask.shape, device=dev, dtype=cos.dtype)
     mask = mask.masked_fill_(~key_mask, float("-inf"))[:, None, None, :]
+    keys = key_mask.shape[1]
     gqa = nh != nkv
     scale = hd**-0.5
-    for i, layer in enumerate(layers):
-        attn = layer.self_attn
-        h = layer.input_layernorm(x)
-        q = attn.q_proj(h).view(-1, nh, hd)
-        k = attn.k_proj(h).view(-1, nkv, hd)
-        v = attn.v_proj(h).view(-1, nkv, hd)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+    qk_heads = nh + nkv
+    for i, lp in enumerate(plan.layers):
+        h = _rms(x, lp.ln1, eps)
+        if len(lp.qkv) == 1:
+            y = _linear(h, lp.qkv[0])
+        else:
+            y = torch.cat([_linear(h, lin) for lin in lp.qkv], dim=-1)
+        y = y.view(-1, qk_heads + nkv, hd)
+        qk = y[:, :qk_heads]
+        qk = qk * cos + _rotate_half(qk) * sin
+        q, k, v = qk[:, :nh], qk[:, nh:], y[:, qk_heads:]
         outs = []
         if b:
             kc, vc = cache.k[i], cache.v[i]
             kc.view(-1, hd).index_copy_(0, flat, k[:b].reshape(-1, hd))
             vc.view(-1, hd).index_copy_(0, flat, v[:b].reshape(-1, hd))
-            keys = key_mask.shape[1]
             if gqa:
                 o = F.scaled_dot_product_attention(
                     q[:b, :, None],
@@ -251,16 +340,21 @@ def forward_rows(
                 o = torch.matmul(torch.softmax(scores, dim=-1), vc[:b, :, :keys])
             outs.append(o.reshape(b, nh * hd))
         if n:
-            qp = q[b:].view(n, t, nh, hd).transpose(1, 2)
-            kp = k[b:].view(n, t, nkv, hd).transpose(1, 2)
-            vp = v[b:].view(n, t, nkv, hd).transpose(1, 2)
+            qp = q[b:].reshape(n, t, nh, hd).transpose(1, 2)
+            kp = k[b:].reshape(n, t, nkv, hd).transpose(1, 2)
+            vp = v[b:].reshape(n, t, nkv, hd).transpose(1, 2)
             cache.k[i][slots, :, :t] = kp
             cache.v[i][slots, :, :t] = vp
             o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=gqa)
             outs.append(o.transpose(1, 2).reshape(n * t, nh * hd))
-        x = x + attn.o_proj(outs[0] if len(outs) == 1 else torch.cat(outs))
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
-    logits: torch.Tensor = module.lm_head(module.model.norm(x))
+        x = x + _linear(outs[0] if len(outs) == 1 else torch.cat(outs), lp.o)
+        h = _rms(x, lp.ln2, eps)
+        if len(lp.gate_up) == 1:
+            gate, up = _linear(h, lp.gate_up[0]).chunk(2, dim=-1)
+        else:
+            gate, up = (_linear(h, lin) for lin in lp.gate_up)
+        x = x + _linear(F.silu(gate) * up, lp.down)
+    logits = _linear(_rms(x, plan.norm, eps), plan.lm_head)
     return logits[:b], (logits[b:].view(n, t, -1) if n else None)
 
 
@@ -462,8 +556,13 @@ class Backend:
     def new_row_cache(self, rows: int, max_len: int) -> RowCache | None:
         return None
 
+    def rows_plan(self, weights: AdapterWeights | None) -> Any:
+        """What ``forward_rows`` runs with ``weights`` in force (made once per batch)."""
+        raise NotImplementedError
+
     def forward_rows(
         self,
+        plan: Any,
         cache: RowCache,
         tok: torch.Tensor,
         positions: torch.Tensor,
@@ -523,8 +622,12 @@ class NativeBackend(Backend):
     def new_row_cache(self, rows: int, max_len: int) -> RowCache:
         return RowCache(self.cfg, rows, max_len, self.device, torch.float32)
 
+    def rows_plan(self, weights: AdapterWeights | None) -> RowsPlan:
+        return rows_plan(self.module, weights)
+
     def forward_rows(
         self,
+        plan: RowsPlan,
         cache: RowCache,
         tok: torch.Tensor,
         positions: torch.Tensor,
@@ -532,7 +635,7 @@ class NativeBackend(Backend):
         ids: torch.Tensor | None,
         slots: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return forward_rows(self.module, cache, tok, positions, key_mask, ids, slots)
+        return forward_rows(plan, cache, tok, positions, key_mask, ids, slots)
 
 
 class HFBackend(Backend):

@@ -433,6 +433,7 @@ class ContinuousBatch:
         self._decode = decode
         self._dev = backend.device
         self._cache: RowCache | None = None
+        self._plan: Any = None  # backend.rows_plan(weights), made by the first step
         self._rows: list[_Row | None] = []  # by slot; len(self._rows) is the batch height
         self._free: list[int] = []  # free slots below the top
         self._cap = 0
@@ -630,7 +631,11 @@ class ContinuousBatch:
         lens = self._len[:b]
         keys = int(lens.max()) + 1 if b else 1
         key_mask = torch.arange(keys, device=dev)[None] <= lens[:, None]
-        dec, pre = backend.forward_rows(cache, self._tok[:b], lens, key_mask, ids, first)
+        if self._plan is None:  # the weights in force for the batch's life, as plain tensors
+            self._plan = backend.rows_plan(self._weights)
+        dec, pre = backend.forward_rows(
+            self._plan, cache, self._tok[:b], lens, key_mask, ids, first
+        )
         last = dec if b else torch.zeros((h, backend.vocab_size), device=dev)
         fresh: list[int] = []
         done: list[tuple[object, object]] = []
