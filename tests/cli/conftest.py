@@ -98,11 +98,15 @@ def run_official(args: list[str], env: dict[str, str], input: str | None = None)
     # A real CLI run is a fresh process. In-process, the official SDK keeps one session-less
     # holder per (base_url, api_key) argument pair for the life of the process, and RestClient()
     # passes (None, None): a holder made for an earlier test server would serve every later
-    # one. Forget them, as a new process would.
+    # one. Close and forget them, as a new process would (closed, so their pooled connections
+    # do not leak as ResourceWarnings).
     from tinker.lib.internal_client_holder import sessionless_holder_cache
 
     with sessionless_holder_cache._lock:
+        holders = list(sessionless_holder_cache._holders.values())
         sessionless_holder_cache._holders.clear()
+    for holder in holders:
+        holder.run_coroutine_threadsafe(holder.aclose()).result(timeout=30)
     runner = CliRunner()
     try:
         r = runner.invoke(main_cli, args, env=env, input=input, catch_exceptions=True)

@@ -95,7 +95,10 @@ async def sampler() -> AsyncIterator[Any]:
     with tempfile.TemporaryDirectory() as d:
         async with LocalServer(engine="torch", data_dir=d) as srv:
             service = tinker.ServiceClient(base_url=srv.base_url, api_key=srv.api_key)
-            s = await service.create_sampling_client_async(base_model=MODEL)
+            # The deprecated twin is the one way to start the session without blocking this
+            # loop, which also runs the server (`await create_sampling_client(...)` blocks).
+            with pytest.warns(FutureWarning, match="create_sampling_client_async"):
+                s = await service.create_sampling_client_async(base_model=MODEL)
             try:
                 yield s
             finally:
@@ -198,7 +201,8 @@ def test_an_engine_without_the_token_hook_streams_its_result(local_server: Any) 
     async def go() -> None:
         service = tinker.ServiceClient(base_url=local_server.base_url, api_key=local_server.api_key)
         try:
-            s = await service.create_sampling_client_async(base_model=MODEL)
+            with pytest.warns(FutureWarning, match="create_sampling_client_async"):
+                s = await service.create_sampling_client_async(base_model=MODEL)
             params = types.SamplingParams(max_tokens=7, seed=2)
             chunks = [c async for c in s.sample_stream(PROMPT, params, 2)]
             res = await s.sample(PROMPT, 2, params)
