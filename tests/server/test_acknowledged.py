@@ -65,12 +65,20 @@ class _Proc:
 
     def sigterm(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(timeout=60) == 0
+        try:
+            assert self.proc.wait(timeout=60) == 0
+        finally:
+            self._close_pipe()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
+            self.proc.wait(timeout=30)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 async def _optim(api: Api, model: str, seq: int) -> tuple[int, dict]:
@@ -221,8 +229,7 @@ async def test_optim_step_after_a_crash_says_the_state_is_lost(tmp_path):
             saved = (await api.result(fut["request_id"]))[1]["path"]
             _, fb = await api.fwdbwd(model, 2)
             assert (await api.result(fb["request_id"], accept=PROTO))[0] == 200
-        srv.proc.kill()
-        srv.proc.wait(timeout=30)
+        srv.kill()
 
         srv = _Proc(data)
         async with aiohttp.ClientSession() as http:

@@ -67,3 +67,4 @@ def test_python_m_server_prints_url_and_key_and_stops_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stdout.close()

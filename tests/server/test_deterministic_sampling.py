@@ -11,11 +11,7 @@ import pytest
 tinker = pytest.importorskip("tinker")
 pytest.importorskip("torch")
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.filterwarnings("ignore::FutureWarning"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-]
+pytestmark = pytest.mark.e2e
 
 MODEL = "tinker-actors/byte-1m"
 PARAMS = {"max_tokens": 12, "temperature": 1.0}  # no seed
@@ -23,7 +19,7 @@ PARAMS = {"max_tokens": 12, "temperature": 1.0}  # no seed
 
 def _samples(server) -> list[tuple[list[int], list[float]]]:
     with tinker.ServiceClient(base_url=server.base_url, api_key=server.api_key) as service:
-        sampler = service.create_sampling_client(base_model=MODEL)
+        sampler = service.create_sampling_client(base_model=MODEL).result()
         prompt = tinker.types.ModelInput.from_ints(list(b"User: hi\n\nAssistant:"))
         out = []
         for _ in range(3):

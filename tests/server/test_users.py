@@ -442,4 +442,7 @@ def test_serve_with_a_keys_file(tmp_path):
         assert (me("tml-a"), me("tml-b"), me("tml-env")) == ("alice", "bob", 401)
     finally:
         proc.terminate()
-        assert proc.wait(timeout=30) == 0
+        try:
+            assert proc.wait(timeout=30) == 0
+        finally:
+            proc.stdout.close()
