@@ -159,7 +159,8 @@ async def test_session_sends_telemetry_only_when_enabled(
 
     monkeypatch.setenv("TINKER_TELEMETRY", enabled)
     sc = tinker.ServiceClient(base_url=proxy.base_url, api_key=local_server.api_key)
-    await sc.create_sampling_client_async(base_model="tinker-actors/byte-1m")
+    with pytest.warns(FutureWarning, match="create_sampling_client_async"):
+        await sc.create_sampling_client_async(base_model="tinker-actors/byte-1m")
     await sc.aclose()
     paths = [p for p, _, _ in proxy.log]
     assert ("/api/v1/telemetry" in paths) is (enabled == "1")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import warnings
 from typing import Any
 
 import pytest
@@ -56,9 +55,9 @@ async def test_blocking_calls_inside_async_def_work_and_warn(
             len((await sampler.sample(prompt, 1, types.SamplingParams(max_tokens=2))).sequences)
             == 1
         )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # deprecated in 0.38 too
-            runs = sc.create_rest_client().list_training_runs().result()
+        with pytest.warns(FutureWarning, match=r"create_rest_client\(\) is deprecated"):
+            rc = sc.create_rest_client()  # deprecated in 0.38 too
+        runs = rc.list_training_runs().result()
         assert any(r.training_run_id == tc.model_id for r in runs.training_runs)
     assert _warned(caplog)
 
@@ -144,10 +143,11 @@ def test_wrong_key_raises_from_the_create_call(local_server: Any, sdk_name: str)
 
 async def test_wrong_key_raises_from_await_in_async_twin(local_server: Any) -> None:
     sc = tinker.ServiceClient(base_url=local_server.base_url, api_key="tml-wrong-key-0000")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        with pytest.raises(tinker.AuthenticationError):
-            await sc.create_lora_training_client_async(base_model=MODEL, rank=4)
+    with (
+        pytest.warns(FutureWarning, match="create_lora_training_client_async"),
+        pytest.raises(tinker.AuthenticationError),
+    ):
+        await sc.create_lora_training_client_async(base_model=MODEL, rank=4)
     await sc.aclose()
 
 

@@ -68,7 +68,8 @@ def test_sync_training_loop_save_restore_custom_loss_rest(local_server: Any) -> 
         tok = tc.get_tokenizer()
         assert tok.decode(tok.encode("abc", add_special_tokens=False)) == "abc"
 
-        rc = sc.create_rest_client()
+        with pytest.warns(FutureWarning, match=r"create_rest_client\(\) is deprecated"):
+            rc = sc.create_rest_client()
         cps = rc.list_checkpoints(tc.model_id).result()
         assert [c.tinker_path for c in cps.checkpoints] == [saved.path]
         run = rc.get_training_run_by_tinker_path(saved.path).result()
@@ -84,7 +85,9 @@ def test_sync_training_loop_save_restore_custom_loss_rest(local_server: Any) -> 
         rc.unpublish_checkpoint_from_tinker_path(saved.path).result()
         rc.delete_checkpoint_from_tinker_path(saved.path).result()
         assert rc.list_checkpoints(tc.model_id).result().checkpoints == []
-        assert sc.get_server_capabilities().supported_models
+        with pytest.warns(FutureWarning, match=r"get_server_capabilities\(\) is deprecated"):
+            caps = sc.get_server_capabilities()
+        assert caps.supported_models
 
 
 @pytest.mark.parametrize("local_server", [TORCH], indirect=True)

@@ -122,7 +122,8 @@ async def test_unpickled_sampler_session_owns_and_releases_its_transport(
     monkeypatch.setenv("TINKER_API_KEY", local_server.api_key)
     monkeypatch.setattr(sampling_actor, "IDLE_AFTER", 0.0)  # stop as soon as idle
     sc = tinker.ServiceClient(base_url=local_server.base_url, api_key=local_server.api_key)
-    sampler = await sc.create_sampling_client_async(base_model=MODEL)
+    with pytest.warns(FutureWarning, match="create_sampling_client_async"):
+        sampler = await sc.create_sampling_client_async(base_model=MODEL)
     clone = pickle.loads(pickle.dumps(sampler))
     session = clone._session
     assert session.for_handles and session is not sc.holder
