@@ -248,6 +248,8 @@ class FaultProxy:
         asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+        assert not self._thread.is_alive(), "the proxy's loop did not stop"
+        self.loop.close()  # its self-pipe sockets; an unclosed loop is a ResourceWarning
 
     def __enter__(self) -> FaultProxy:
         return self.start()

@@ -7,7 +7,6 @@ import base64
 import json
 import math
 import pickle
-import warnings
 
 import pytest
 
@@ -34,7 +33,10 @@ async def torch_server(tmp_path):
 
 async def _client(srv: LocalServer) -> tuple[tinker.ServiceClient, tinker.SamplingClient]:
     service = tinker.ServiceClient(base_url=srv.base_url, api_key=srv.api_key)
-    sampler = await service.create_sampling_client_async(base_model=BASE_MODEL)
+    # The deprecated twin starts the session without blocking this loop, which also runs the
+    # server (`await service.create_sampling_client(...)` would block it).
+    with pytest.warns(FutureWarning, match="create_sampling_client_async"):
+        sampler = await service.create_sampling_client_async(base_model=BASE_MODEL)
     return service, sampler
 
 
@@ -42,8 +44,7 @@ async def test_2000_concurrent_sample_async_none_lost(null_server):
     service, sampler = await _client(null_server)
     prompts = [types.ModelInput.from_ints([1 + i % 200, 2, 3]) for i in range(2000)]
     params = types.SamplingParams(max_tokens=4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # sample_async is deprecated in 0.38
+    with pytest.warns(FutureWarning, match="sample_async"):  # deprecated in 0.38
         results = await asyncio.gather(*(sampler.sample_async(p, 2, params) for p in prompts))
     assert len(results) == 2000
     assert all(isinstance(r, types.SampleResponse) for r in results)
