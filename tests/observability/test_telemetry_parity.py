@@ -21,7 +21,6 @@ import textwrap
 import threading
 import time
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -82,31 +81,29 @@ def run(sdk_name: str, scenario: str, srv: Any) -> list[dict[str, Any]]:
     else:
         import tinker_actors as sdk  # type: ignore[no-redef]
     before = len(srv.service.telemetry_log)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc = sdk.ServiceClient(base_url=srv.base_url, api_key=TEST_API_KEY)
-        if scenario == "create_error":
-            with pytest.raises(sdk.NotFoundError):
-                sc.create_training_client_from_state("tinker://no-such-run/weights/x").result()
-        tc = sc.create_lora_training_client(base_model=BASE_MODEL, rank=4).result()
-        if scenario == "normal":
-            tc.forward_backward([_datum(sdk, [2, 3, 4])], "cross_entropy").result()
-            tc.optim_step(sdk.types.AdamParams(learning_rate=1e-3)).result()
-        elif scenario == "user_error":
-            with pytest.raises(sdk.RequestFailedError):
-                tc.forward_backward([_datum(sdk, [2, 3])], "cross_entropy").result()
-        elif scenario == "sample_error":
-            sampler = sc.create_sampling_client(base_model=BASE_MODEL)
-            prompt = sdk.types.ModelInput.from_ints([1, 2, 3])
-            too_long = sdk.types.SamplingParams(max_tokens=10**6)
-            with pytest.raises(Exception) as ei:
-                sampler.sample(prompt, 1, too_long).result()
-            assert getattr(ei.value, "status_code", None) == 400 or "max_tokens" in str(ei.value)
-        elif scenario == "unexpected":
-            with pytest.raises(ValueError), sc.get_telemetry().capture_exceptions(fatal=True):
-                raise ValueError("boom in user code")
-        # "quick": nothing between start-up and close
-        sc.close("success").result()
+    sc = sdk.ServiceClient(base_url=srv.base_url, api_key=TEST_API_KEY)
+    if scenario == "create_error":
+        with pytest.raises(sdk.NotFoundError):
+            sc.create_training_client_from_state("tinker://no-such-run/weights/x").result()
+    tc = sc.create_lora_training_client(base_model=BASE_MODEL, rank=4).result()
+    if scenario == "normal":
+        tc.forward_backward([_datum(sdk, [2, 3, 4])], "cross_entropy").result()
+        tc.optim_step(sdk.types.AdamParams(learning_rate=1e-3)).result()
+    elif scenario == "user_error":
+        with pytest.raises(sdk.RequestFailedError):
+            tc.forward_backward([_datum(sdk, [2, 3])], "cross_entropy").result()
+    elif scenario == "sample_error":
+        sampler = sc.create_sampling_client(base_model=BASE_MODEL).result()
+        prompt = sdk.types.ModelInput.from_ints([1, 2, 3])
+        too_long = sdk.types.SamplingParams(max_tokens=10**6)
+        with pytest.raises(Exception) as ei:
+            sampler.sample(prompt, 1, too_long).result()
+        assert getattr(ei.value, "status_code", None) == 400 or "max_tokens" in str(ei.value)
+    elif scenario == "unexpected":
+        with pytest.raises(ValueError), sc.get_telemetry().capture_exceptions(fatal=True):
+            raise ValueError("boom in user code")
+    # "quick": nothing between start-up and close
+    sc.close("success").result()
     kinds = {
         # what each SDK sends in each scenario (0.38 sends no SESSION_END on a normal close)
         ("official", "normal"): 1,
