@@ -16,12 +16,13 @@ import asyncio
 import concurrent.futures
 import enum
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from . import codec, errors, events, manifest, types
-from .runtime import Runtime, await_concurrent, warn_if_blocking_async
+from .runtime import Runtime, await_concurrent, inbox_for, warn_if_blocking_async
 from .telemetry import get_logger
 from .transport import NO_RETRY, Response, RetryPolicy, retry_after_seconds
 
@@ -36,6 +37,7 @@ __all__ = [
     "POLL_BACKOFF",
     "APIFuture",
     "AwaitableConcurrentFuture",
+    "LightFuture",
     "PromiseExpiredError",
     "QueueState",
     "QueueStateLogger",
@@ -209,6 +211,225 @@ class AwaitableConcurrentFuture(APIFuture[T]):
             return cf.result(timeout)
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"future did not complete within {timeout} s") from None
+
+
+_PENDING, _FINISHED, _CANCELLED = 0, 1, 2
+# One lock for every LightFuture: held for a few bytecodes, to settle an outcome or to
+# register a waiter (a per-future lock would be an object per request).
+_light_lock = threading.Lock()
+
+
+class LightFuture(APIFuture[T]):
+    """An :class:`APIFuture` settled on the runtime loop, with no ``concurrent.futures.Future``
+    unless something needs one.
+
+    A ``concurrent.futures.Future`` is a dozen objects (its Condition, RLock, bound methods,
+    callback list); with thousands of requests in flight they are what the garbage collector
+    walks. This future keeps its outcome in slots: the owner settles it once
+    (``_resolve``/``_reject``/``_abandon``, on its loop), ``cancel()`` may settle it from any
+    thread, and both go through one process-wide lock, as does an awaiter registering itself.
+    ``await`` from another loop waits on one asyncio future of that loop, which the outcome
+    reaches through the loop's batched :class:`~tinker_actors.runtime.Inbox` (as
+    ``await_concurrent`` does). A real ``concurrent.futures.Future`` is made, chained both
+    ways (cancelling it cancels this future), only for a blocking ``result()`` or
+    ``exception()``, ``future()`` and ``add_done_callback``.
+
+    Same public behaviour as an ``APIFuture`` over a ``concurrent.futures.Future``:
+    ``result()`` of a cancelled future raises ``concurrent.futures.CancelledError``, a wait
+    in progress ends in ``asyncio.CancelledError``; ``cancel()`` is True unless the outcome
+    is already there. With ``_abandon_on_cancel`` (a sample request) cancelling an ``await``
+    or a ``result_async`` timeout cancels the future itself; otherwise only the wait ends.
+    """
+
+    __slots__ = ("_exc", "_lazy_cf", "_more", "_state", "_value", "_waiter")
+
+    _abandon_on_cancel: ClassVar[bool] = False
+
+    def __init__(self, runtime: Runtime | None = None) -> None:  # no super(): no cf
+        self._runtime = runtime
+        self._state = _PENDING
+        self._value: Any = None
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future[Any] | None = None  # the first awaiter (the usual one)
+        self._more: list[asyncio.Future[Any]] | None = None  # any further awaiters
+        self._lazy_cf: concurrent.futures.Future[T] | None = None
+
+    # -- settling (the owner, on its loop; cancel() from anywhere)
+    def _settle(self, state: int, value: Any, exc: BaseException | None) -> bool:
+        with _light_lock:
+            if self._state:
+                return False
+            self._state = state
+            self._value = value
+            self._exc = exc
+            waiter, more, cf = self._waiter, self._more, self._lazy_cf
+            self._waiter = self._more = None
+        if waiter is not None:
+            _hand_over(self, waiter)
+            if more:
+                for w in more:
+                    _hand_over(self, w)
+        if cf is not None:
+            _copy_to_cf(self, cf)
+        return True
+
+    def _resolve(self, value: T) -> bool:
+        """Sets the result unless the future is already settled (a cancelled caller's result
+        is dropped)."""
+        return self._settle(_FINISHED, value, None)
+
+    def _reject(self, exc: BaseException) -> bool:
+        return self._settle(_FINISHED, None, exc)
+
+    def _abandon(self) -> bool:
+        """The owner gave the operation up: the future ends cancelled (no cancel hook)."""
+        return self._settle(_CANCELLED, None, None)
+
+    def _on_cancel(self) -> None:
+        """Called once when a caller's ``cancel()`` settled the future (any thread)."""
+
+    def _outcome(self) -> T:
+        if self._state == _CANCELLED:
+            raise concurrent.futures.CancelledError()
+        exc = self._exc
+        if exc is not None:
+            raise exc
+        value: T = self._value
+        return value
+
+    # -- waiting
+    def _wait_on(self, fut: asyncio.Future[Any]) -> None:
+        """Registers an asyncio future (of the running loop) to receive the outcome."""
+        with _light_lock:
+            if not self._state:
+                if self._waiter is None:
+                    self._waiter = fut
+                elif self._more is None:
+                    self._more = [fut]
+                else:
+                    self._more.append(fut)
+                return
+        _deliver(self, fut)
+
+    def _stop_waiting(self, fut: asyncio.Future[Any]) -> None:
+        with _light_lock:
+            if self._waiter is fut:
+                self._waiter = None
+            elif self._more is not None and fut in self._more:
+                self._more.remove(fut)
+
+    def _await_outcome(self) -> Generator[Any, None, T]:
+        if not self._state:
+            fut = asyncio.get_running_loop().create_future()
+            self._wait_on(fut)
+            try:
+                yield from fut
+            except asyncio.CancelledError:
+                if self._abandon_on_cancel:
+                    self.cancel()  # abandoning the wait abandons the operation
+                else:
+                    self._stop_waiting(fut)
+                raise
+        return self._outcome()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._await_outcome()
+
+    async def result_async(self, timeout: float | None = None) -> T:  # noqa: ASYNC109
+        if self._state:
+            return self._outcome()
+        if timeout is None:
+            return await self
+        async with asyncio.timeout(timeout):
+            return await self
+
+    def result(self, timeout: float | None = None) -> T:
+        if not self._state:
+            warn_if_blocking_async(self._runtime, f"{type(self).__name__}.result()")
+            try:
+                return self.future().result(timeout)
+            except concurrent.futures.TimeoutError:
+                raise TimeoutError(f"APIFuture did not complete within {timeout} s") from None
+        return self._outcome()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self._state:
+            return self.future().exception(timeout)
+        if self._state == _CANCELLED:
+            raise concurrent.futures.CancelledError()
+        return self._exc
+
+    def future(self) -> concurrent.futures.Future[T]:
+        """A ``concurrent.futures.Future`` with this future's outcome (made on first use);
+        cancelling it cancels this future."""
+        with _light_lock:
+            cf = self._lazy_cf
+            if cf is not None:
+                return cf
+            cf = self._lazy_cf = concurrent.futures.Future()
+            pending = not self._state
+        if pending:
+            cf.add_done_callback(self._cf_done)
+        else:
+            _copy_to_cf(self, cf)
+        return cf
+
+    def _cf_done(self, cf: concurrent.futures.Future[T]) -> None:
+        if cf.cancelled():
+            self.cancel()
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], Any]) -> None:
+        self.future().add_done_callback(fn)
+
+    # -- state
+    def done(self) -> bool:
+        return self._state != _PENDING
+
+    def cancelled(self) -> bool:
+        return self._state == _CANCELLED
+
+    def cancel(self) -> bool:
+        if not self._state and self._settle(_CANCELLED, None, None):
+            self._on_cancel()
+            return True
+        return self._state == _CANCELLED
+
+    def __repr__(self) -> str:
+        state = self._state
+        name = "pending" if not state else "cancelled" if state == _CANCELLED else "done"
+        return f"<APIFuture {name}>"
+
+
+def _hand_over(f: LightFuture[Any], fut: asyncio.Future[Any]) -> None:
+    """Gives a settled future's outcome to an awaiter's asyncio future, on its loop."""
+    loop = fut.get_loop()
+    if loop is asyncio._get_running_loop():
+        _deliver(f, fut)
+    else:
+        inbox_for(loop).post(_deliver, f, fut)
+
+
+def _deliver(f: LightFuture[Any], fut: asyncio.Future[Any]) -> None:
+    if fut.done():  # the awaiter gave up
+        return
+    if f._state == _CANCELLED:
+        fut.cancel()
+    elif f._exc is not None:
+        fut.set_exception(f._exc)
+    else:
+        fut.set_result(f._value)
+
+
+def _copy_to_cf(f: LightFuture[Any], cf: concurrent.futures.Future[Any]) -> None:
+    try:
+        if f._state == _CANCELLED:
+            cf.cancel()
+        elif f._exc is not None:
+            cf.set_exception(f._exc)
+        else:
+            cf.set_result(f._value)
+    except concurrent.futures.InvalidStateError:  # its holder cancelled it meanwhile
+        pass
 
 
 def resolve(cf: concurrent.futures.Future[T], value: T) -> None:

@@ -19,8 +19,6 @@ module-level functions so they are tested without a loop.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
 import itertools
 import random
 import time
@@ -34,9 +32,8 @@ from tenacity import RetryCallState, retry_if_exception
 
 from .. import codec, errors, events, types
 from ..config import RetryConfig
-from ..futures import APIFuture, QueueStateObserver, poll_future, reject, resolve, result_decoder
+from ..futures import LightFuture, QueueStateObserver, poll_future, result_decoder
 from ..manifest import ROUTES
-from ..runtime import await_concurrent
 from ..telemetry import get_logger
 from ..transport import RetryPolicy, resume
 from .actor import Actor, Mailbox
@@ -221,70 +218,50 @@ class SampleCall:
     estimated_bytes: int = 0
 
 
-class SampleFuture(APIFuture[Any]):
-    """An APIFuture whose on-loop await goes straight to the request task.
+class SampleFuture(LightFuture[Any]):
+    """The future of one sample / compute_logprobs call, and the call itself in the mailbox.
 
-    Awaiting it on the runtime loop costs no thread-safe wake-up; cancelling that await (or a
-    ``result_async`` timeout) abandons the request, as in the official SDK, which then asks the
-    server to cancel it when the dynamic config allows.
+    A :class:`~tinker_actors.futures.LightFuture` (no ``concurrent.futures.Future`` unless
+    someone asks for one) that the actor settles from the request task. Awaiting it on the
+    runtime loop goes straight to that task (no hand-off); from another loop, one asyncio
+    future there gets the outcome through the loop's batched inbox. Cancelling that await
+    (or a ``result_async`` timeout), or ``cancel()``, abandons the request, as in the
+    official SDK, which then asks the server to cancel it when the dynamic config allows.
     """
 
-    __slots__ = ("_task",)
+    __slots__ = ("_task", "call", "decode")
 
-    def __init__(self, cf: concurrent.futures.Future[Any], runtime: Any) -> None:
-        super().__init__(cf, runtime)
+    _abandon_on_cancel = True
+
+    def __init__(
+        self, runtime: Any, call: SampleCall, decode: Callable[[types.SampleResponse], Any]
+    ) -> None:
+        super().__init__(runtime)
         self._task: asyncio.Task[None] | None = None
-
-    async def result_async(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109
-        cf = self._cf
-        if cf.done():
-            return cf.result()
-        task = self._task
-        if timeout is None:
-            await self._wait(task)
-        else:
-            async with asyncio.timeout(timeout):
-                await self._wait(task)
-        return cf.result()
+        self.call = call
+        self.decode = decode
 
     def __await__(self) -> Generator[Any, None, Any]:
-        """``await future``: ``result_async()`` without its coroutines (a generator)."""
-        cf = self._cf
-        if not cf.done():
+        """``await future``: a generator, no coroutine; the request task when on its loop."""
+        if not self._state:
             task = self._task
-            if task is not None and task.get_loop() is asyncio.get_running_loop():
-                yield from task  # never raises except CancelledError; outcome in the cf
+            loop = asyncio.get_running_loop()
+            if task is not None and task.get_loop() is loop:
+                yield from task  # never raises except CancelledError; outcome in the future
             else:
-                fut = await_concurrent(cf)
+                fut = loop.create_future()
+                self._wait_on(fut)
                 try:
                     yield from fut
                 except asyncio.CancelledError:
-                    cf.cancel()  # abandoning the wait abandons the request
+                    self.cancel()  # abandoning the wait abandons the request
                     raise
-        return cf.result()
+        return self._outcome()
 
-    async def _wait(self, task: asyncio.Task[None] | None) -> None:
-        if task is not None and task.get_loop() is asyncio.get_running_loop():
-            # The task never raises except CancelledError; its outcome is in the cf.
-            await task
-        else:
-            # Another loop (the default: the runtime runs on its own thread): a batched
-            # hand-off. Abandoning the wait abandons the request, as on the runtime loop.
-            try:
-                await await_concurrent(self._cf)
-            except asyncio.CancelledError:
-                self._cf.cancel()
-                raise
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One sample / compute_logprobs call in the sampler's mailbox."""
-
-    call: SampleCall
-    decode: Callable[[types.SampleResponse], Any]
-    reply: concurrent.futures.Future[Any]
-    future: SampleFuture
+    def _on_cancel(self) -> None:
+        task = self._task
+        if task is not None and not task.done() and self._runtime is not None:
+            self._runtime.call_soon(task.cancel)
 
 
 #: An idle sampling actor (no requests, no mail) stops after this many seconds; the next
@@ -324,7 +301,7 @@ class _Book:
         cloned_sampler_id: int | None,
         max_connections: int | None,
         now: float,
-        mailbox: Mailbox[Sample],
+        mailbox: Mailbox[SampleFuture],
     ):
         self.mailbox = mailbox
         # the actor reading the mailbox now, whether one runs, and how to start one (set by
@@ -334,7 +311,7 @@ class _Book:
         self.activate: Callable[[], None] | None = None
         self.cloned_sampler_id = cloned_sampler_id
         self.seq = itertools.count(SEQ_IDS_PER_CLONE * (cloned_sampler_id or 0))
-        self.requests: dict[asyncio.Task[None], concurrent.futures.Future[Any]] = {}
+        self.requests: dict[asyncio.Task[None], SampleFuture] = {}
         self.running: set[asyncio.Task[None]] = set()
         self.stuck: set[asyncio.Task[None]] = set()
         self.inflight = Slots(max_connections) if max_connections else None
@@ -404,13 +381,12 @@ class SamplingActor(Actor):
         call to a sampler whose actor stopped while idle starts a new one.
         """
         runtime = self.session.runtime
-        cf: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        fut = SampleFuture(cf, runtime)
+        fut = SampleFuture(runtime, call, decode)
         book = self.book
         try:
-            book.mailbox.put(Sample(call, decode, cf, fut))
+            book.mailbox.put(fut)
         except errors.ActorDeadError:
-            reject(cf, errors.TinkerError("SamplingClient was closed"))
+            fut._reject(errors.TinkerError("SamplingClient was closed"))
             return fut
         if not book.active and book.activate is not None:
             runtime.call_soon(book.activate)
@@ -428,20 +404,20 @@ class SamplingActor(Actor):
         return next(self.book.seq)
 
     # ------------------------------------------------------------------ request lifecycle
-    def _start_request(self, msg: Sample) -> None:
-        cf = msg.reply
-        if cf.done():  # cancelled before it started: nothing was promised to the server
+    def _start_request(self, fut: SampleFuture) -> None:
+        if fut._state:  # cancelled before it started: nothing was promised to the server
             return
-        task = self.session.runtime.loop.create_task(self._request(msg.call, msg.decode, cf))
-        msg.future._task = task
+        task = self.session.runtime.loop.create_task(self._request(fut))
+        fut._task = task
         requests = self.book.requests
-        requests[task] = cf
+        requests[task] = fut
         if len(requests) == 1:
             self._arm_idle()
         if events.ON:
             events.emit(events.SAMPLING_START, {"in_flight": len(requests)}, {})
         task.add_done_callback(self._request_done)
-        cf.add_done_callback(functools.partial(self._on_cf_done, task=task))
+        if fut._state:  # cancelled from another thread as the task was made: cancel it too
+            task.cancel()
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
         book = self.book
@@ -460,19 +436,11 @@ class SamplingActor(Actor):
         busy = bool(self.book.requests)
         timer.reschedule(None if busy else asyncio.get_running_loop().time() + self.idle_after)
 
-    def _on_cf_done(self, cf: concurrent.futures.Future[Any], task: asyncio.Task[None]) -> None:
-        if cf.cancelled() and not task.done():
-            self.session.runtime.call_soon(task.cancel)
-
-    async def _request(
-        self,
-        call: SampleCall,
-        decode: Callable[[types.SampleResponse], Any],
-        cf: concurrent.futures.Future[Any],
-    ) -> None:
-        """The whole life of one call; its outcome goes to ``cf`` (never raised, but cancel)."""
-        task = asyncio.current_task()
+    async def _request(self, fut: SampleFuture) -> None:
+        """The whole life of one call; its outcome goes to ``fut`` (never raised, but cancel)."""
+        task = fut._task
         assert task is not None
+        call = fut.call
         book = self.book
         try:
             if self.no_retries:
@@ -502,21 +470,21 @@ class SamplingActor(Actor):
                     book.running.discard(task)
                     if sem is not None:
                         sem.release()
-            value = decode(response)
+            value = fut.decode(response)
         except asyncio.CancelledError:
             if task in book.stuck:
                 book.stuck.discard(task)
                 task.uncancel()
-                reject(cf, no_progress_error(self.retry_config.progress_timeout))
+                fut._reject(no_progress_error(self.retry_config.progress_timeout))
                 return
-            cf.cancel()
+            fut._abandon()
             raise
         except BaseException as exc:
-            reject(cf, exc)
+            fut._reject(exc)
             if (tel := self.session.telemetry) is not None and isinstance(exc, Exception):
                 tel.log_fatal_exception_sync(exc)  # 0.38's capture_exceptions(fatal=True)
             return
-        resolve(cf, value)
+        fut._resolve(value)
 
     async def _attempt(self, call: SampleCall) -> types.SampleResponse:
         """One submission under one seq id, then its poll. 429 re-sends the same seq id."""
@@ -669,8 +637,8 @@ class SamplingActor(Actor):
                     self._idle_timer = timer
                     self._arm_idle()
                     while True:
-                        for msg in await mailbox.get():
-                            self._start_request(msg)
+                        for fut in await mailbox.get():
+                            self._start_request(fut)
             except TimeoutError:
                 if not book.requests and not len(mailbox):
                     self._passivated = True
@@ -720,10 +688,10 @@ class SamplingActor(Actor):
     def fail_all(self, exc: BaseException) -> None:
         """Fails every outstanding future with ``exc`` and closes the mailbox (the supervisor
         gave up, or the client closed): later calls fail at once."""
-        for msg in self.book.mailbox.close(exc):
-            reject(msg.reply, exc)
-        for task, cf in list(self.book.requests.items()):
-            reject(cf, exc)
+        for fut in self.book.mailbox.close(exc):
+            fut._reject(exc)
+        for task, fut in list(self.book.requests.items()):
+            fut._reject(exc)
             task.cancel()
 
 
