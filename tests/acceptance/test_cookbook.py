@@ -34,8 +34,6 @@ pytest.importorskip("torch")
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.filterwarnings("ignore::FutureWarning"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 
 RUNNER = Path(__file__).parent / "cookbook" / "run_loop.py"
