@@ -40,14 +40,27 @@ def _named(twin: Any, sync: Callable[..., Any]) -> None:
     twin.__qualname__ = f"{sync.__qualname__}_async"
 
 
-def _warn_deprecated(owner: Any, name: str, instead: str) -> None:
+def _deprecation(owner: Any, name: str, instead: str) -> str:
     cls = type(owner).__name__
-    warnings.warn(
+    return (
         f"{cls}.{name}_async() is deprecated, as in tinker 0.38, and will go with it: "
-        f"use {instead.format(cls=cls, name=name)} instead",
-        FutureWarning,
-        stacklevel=3,
+        f"use {instead.format(cls=cls, name=name)} instead"
     )
+
+
+def _warn_deprecated(
+    owner: Any, name: str, instead: str, messages: dict[type[Any], str] | None = None
+) -> None:
+    """0.38's FutureWarning, on every call (the warnings filters and registry decide what is
+    shown). ``messages`` caches the text per class: a twin on a hot path (``sample_async``)
+    formats it once, not once per call."""
+    if messages is None:
+        msg = _deprecation(owner, name, instead)
+    else:
+        msg = messages.get(type(owner)) or messages.setdefault(
+            type(owner), _deprecation(owner, name, instead)
+        )
+    warnings.warn(msg, FutureWarning, stacklevel=3)
 
 
 def async_twin(
@@ -55,10 +68,13 @@ def async_twin(
 ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
     """``name_async(...)`` returning what ``name(...)`` returns (usually its APIFuture)."""
     name = sync.__name__
+    messages: dict[type[Any], str] = {}
 
     async def twin(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         if deprecated:
-            _warn_deprecated(self, name, "{cls}.{name}(...), which returns an awaitable future")
+            _warn_deprecated(
+                self, name, "{cls}.{name}(...), which returns an awaitable future", messages
+            )
         method: Callable[P, R] = getattr(self, name)
         return method(*args, **kwargs)
 
@@ -80,10 +96,11 @@ def awaited_twin(
     """
     name = sync.__name__
     label = f"{sdk_method}.{name}_async" if sdk_method else None
+    messages: dict[type[Any], str] = {}
 
     async def twin(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if deprecated:
-            _warn_deprecated(self, name, "`await {cls}.{name}(...)`")
+            _warn_deprecated(self, name, "`await {cls}.{name}(...)`", messages)
         if before is not None:
             await before(self)
         method: Callable[P, Awaitable[T]] = getattr(self, name)
