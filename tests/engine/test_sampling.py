@@ -23,16 +23,23 @@ def _prompt(text: str) -> np.ndarray:
     return np.array([BOS_ID, *text.encode()], dtype=np.int64)
 
 
-@pytest.fixture(scope="module")
-def sampler(engine):
-    """A sampler over a LoRA with non-zero B, so the adapter is in the computation."""
-    engine.create_model("smp", M1, LoraSpec(rank=4, seed=9))
+def _lora_sampler(engine, model_id: str) -> str:
+    """A sampler (``{model_id}-s``) over a LoRA with non-zero B, so the adapter is in the
+    computation."""
+    engine.create_model(model_id, M1, LoraSpec(rank=4, seed=9))
     with torch.no_grad():
         g = torch.Generator().manual_seed(2)
-        for pair in engine._models["smp"].adapter.pairs.values():
+        for pair in engine._models[model_id].adapter.pairs.values():
             pair.b.copy_(torch.randn(pair.b.shape, generator=g) * 0.05)
-    engine.snapshot_sampler("smp-s", "smp")
-    return "smp-s"
+    engine.snapshot_sampler(f"{model_id}-s", model_id)
+    return f"{model_id}-s"
+
+
+@pytest.fixture(scope="module")
+def sampler(engine):
+    """Shared by the module's tests, which compare it with the live model "smp": none may
+    train "smp" (the snapshot test trains a model of its own)."""
+    return _lora_sampler(engine, "smp")
 
 
 def _toks(outcome):
@@ -224,16 +231,18 @@ def test_base_sampler_and_limits(engine):
         engine.sample("base", [SampleJob(prompt=prompt)])
 
 
-def test_sampler_snapshot_is_immutable(engine, sampler, sft_batch, tmp_path):
+def test_sampler_snapshot_is_immutable(engine, sft_batch, tmp_path):
+    # its own model: training the shared "smp" would change what later tests compare with
+    sampler = _lora_sampler(engine, "snap")
     job = SampleJob(prompt=_prompt("snap"), max_tokens=8, temperature=0.0, prompt_logprobs=True)
-    engine.save_sampler_weights("smp", tmp_path / "w")
+    engine.save_sampler_weights("snap", tmp_path / "w")
     engine.create_sampler("disk", M1, tmp_path / "w")
     before = engine.sample(sampler, [job])[0]
     from_disk = engine.sample("disk", [job])[0]
     assert _toks(before) == _toks(from_disk)
     for _ in range(3):
-        engine.forward_backward("smp", sft_batch, "cross_entropy", {}, False)
-        engine.optim_step("smp", AdamSpec(learning_rate=1e-2))
+        engine.forward_backward("snap", sft_batch, "cross_entropy", {}, False)
+        engine.optim_step("snap", AdamSpec(learning_rate=1e-2))
     after = engine.sample(sampler, [job])[0]
     np.testing.assert_array_equal(before.prompt_logprobs, after.prompt_logprobs)
     assert _toks(before) == _toks(after)
