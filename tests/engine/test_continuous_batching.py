@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tinker_actors.server import sampling as sampling_module
+from tinker_actors.server.engine import model as model_module
 from tinker_actors.server.engine.base import EngineUserError, LoraSpec, SampleJob
 from tinker_actors.server.engine.sampling import ContinuousBatch
 from tinker_actors.server.engine.tokenizer import BOS_ID, EOS_ID
@@ -163,6 +164,58 @@ def test_a_short_job_finishes_while_a_long_one_decodes_and_its_slot_is_reused(en
     got: dict[Any, Any] = {}
     _drain(batch, got)
     _assert_same(_alone(engine, "base", long_job), got["long"])
+
+
+@pytest.mark.parametrize("sampler", ["base", "lora"])
+def test_old_and_new_rows_attend_in_two_blocks_and_sample_what_they_sample_alone(
+    engine, sampler, monkeypatch
+):
+    """Rows of very different lengths side by side (a long job, then a burst of short ones
+    above it): the decode attention runs in two blocks of rows, each over the keys its
+    longest row needs, and every job still samples what it samples alone."""
+    blocks: list[int] = []
+    real = model_module._row_groups
+
+    def row_groups(lens: list[int], keys: int) -> list[tuple[int, int, int]]:
+        out = real(lens, keys)
+        blocks.append(len(out))
+        return out
+
+    monkeypatch.setattr(model_module, "_row_groups", row_groups)
+    long_job = SampleJob(prompt=_prompt("a long one"), max_tokens=150, seed=1, stop_at_eos=False)
+    short = [SampleJob(prompt=_prompt(f"s{i}"), max_tokens=12, seed=20 + i) for i in range(16)]
+    batch = engine.continuous_sampler(sampler)
+    got = dict(batch.admit([(long_job, "long")]))
+    for _ in range(100):
+        got.update(batch.step())
+    got.update(batch.admit([(j, i) for i, j in enumerate(short)]))
+    _drain(batch, got)
+    assert 2 in blocks and blocks.count(2) < len(blocks)
+    _assert_same(_alone(engine, sampler, long_job), got["long"])
+    for i, job in enumerate(short):
+        _assert_same(_alone(engine, sampler, job), got[i])
+
+
+def test_row_groups_split_only_when_it_reads_enough_fewer_keys():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        b = int(rng.integers(1, 70))
+        lens = [int(x) if rng.random() < 0.8 else 0 for x in rng.integers(0, 100, b)]
+        keys = max(lens) + 1
+        groups = model_module._row_groups(lens, keys)
+        assert groups[0][0] == 0 and groups[-1][1] == b
+        if len(groups) == 1:
+            assert groups == [(0, b, keys)]
+            continue
+        (_, mid, k1), (mid2, _, k2) = groups
+        assert mid == mid2 and k1 == max(lens[:mid]) + 1 and k2 == max(lens[mid:]) + 1
+        cost = mid * k1 + (b - mid) * k2
+        best = min(r * (max(lens[:r]) + 1) + (b - r) * (max(lens[r:]) + 1) for r in range(1, b))
+        assert cost == best
+        saved = b * keys - cost
+        assert saved * 6 >= b * keys and saved >= model_module.ROW_SPLIT_MIN_KEYS
+    assert model_module._row_groups([80] * 64, 81) == [(0, 64, 81)]  # lock-step: one block
+    assert model_module._row_groups([100, *[5] * 20], 101) == [(0, 1, 101), (1, 21, 6)]
 
 
 def test_holes_below_the_top_are_compacted_without_changing_samples(engine):

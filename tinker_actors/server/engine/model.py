@@ -196,6 +196,37 @@ def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))  # RMSNorm.forward
 
 
+# A second attention block costs about as much as reading this many more (row, key) pairs.
+ROW_SPLIT_MIN_KEYS = 512
+
+
+def _row_groups(lens: list[int], keys: int) -> list[tuple[int, int, int]]:
+    """The decode rows' attention as (first row, end row, keys) blocks: the whole batch over
+    ``keys``, or two blocks of rows, each over the keys its longest row needs, when that
+    reads at least a sixth fewer cached keys (and ``ROW_SPLIT_MIN_KEYS``). Attention reads every row's cache up to the
+    longest row's length (it is memory-bound at these sizes), and in a continuous batch rows
+    of very different ages sit side by side: a compaction or a burst leaves the older, longer
+    rows below the new ones, which a split finds. Masked keys weigh exactly 0, so a shorter
+    block changes a row's result by rounding at most (as any other batch height would)."""
+    b = len(lens)
+    if b * (keys - 1 - min(lens)) * 6 < b * keys:  # no split could save enough (lock-step)
+        return [(0, b, keys)]
+    best, split = b * keys, 0
+    suffix = [0] * (b + 1)
+    for r in range(b - 1, 0, -1):
+        suffix[r] = max(suffix[r + 1], lens[r] + 1)
+    head = 0
+    for r in range(1, b):
+        head = max(head, lens[r - 1] + 1)
+        cost = r * head + (b - r) * suffix[r]
+        if cost < best:
+            best, split = cost, r
+    saved = b * keys - best
+    if not split or saved * 6 < b * keys or saved < ROW_SPLIT_MIN_KEYS:
+        return [(0, b, keys)]
+    return [(0, split, max(lens[:split]) + 1), (split, b, max(lens[split:]) + 1)]
+
+
 @dataclass(frozen=True, slots=True)
 class _LayerPlan:
     ln1: torch.Tensor
@@ -308,6 +339,7 @@ def forward_rows(
     mask = torch.zeros(key_mask.shape, device=dev, dtype=cos.dtype)
     mask = mask.masked_fill_(~key_mask, float("-inf"))[:, None, None, :]
     keys = key_mask.shape[1]
+    groups = _row_groups(positions.tolist(), keys) if b else []
     gqa = nh != nkv
     scale = hd**-0.5
     qk_heads = nh + nkv
@@ -326,18 +358,22 @@ def forward_rows(
             kc, vc = cache.k[i], cache.v[i]
             kc.view(-1, hd).index_copy_(0, flat, k[:b].reshape(-1, hd))
             vc.view(-1, hd).index_copy_(0, flat, v[:b].reshape(-1, hd))
-            if gqa:
-                o = F.scaled_dot_product_attention(
-                    q[:b, :, None],
-                    kc[:b, :, :keys],
-                    vc[:b, :, :keys],
-                    attn_mask=mask,
-                    enable_gqa=gqa,
-                )
-            else:  # one query per row: two batched matmuls beat SDPA's kernel here
-                scores = torch.matmul(q[:b, :, None], kc[:b, :, :keys].transpose(-1, -2))
-                scores = scores.mul_(scale).add_(mask)
-                o = torch.matmul(torch.softmax(scores, dim=-1), vc[:b, :, :keys])
+            parts = []
+            for lo, hi, kk in groups:
+                if gqa:
+                    o = F.scaled_dot_product_attention(
+                        q[lo:hi, :, None],
+                        kc[lo:hi, :, :kk],
+                        vc[lo:hi, :, :kk],
+                        attn_mask=mask[lo:hi, :, :, :kk],
+                        enable_gqa=gqa,
+                    )
+                else:  # one query per row: two batched matmuls beat SDPA's kernel here
+                    scores = torch.matmul(q[lo:hi, :, None], kc[lo:hi, :, :kk].transpose(-1, -2))
+                    scores = scores.mul_(scale).add_(mask[lo:hi, :, :, :kk])
+                    o = torch.matmul(torch.softmax(scores, dim=-1), vc[lo:hi, :, :kk])
+                parts.append(o)
+            o = parts[0] if len(parts) == 1 else torch.cat(parts)
             outs.append(o.reshape(b, nh * hd))
         if n:
             qp = q[b:].reshape(n, t, nh, hd).transpose(1, 2)
