@@ -10,6 +10,12 @@ Options: ``--quick`` (short run), ``--reps N``, ``--only KEY[,KEY...]`` (scenari
 prefixes: sample, fwdbwd, train, idle, torch), ``--clients floor,official,tinker_actors``,
 ``--profile DIR`` (instead of benchmarking: run our client and the official one once per
 scenario under py-spy, writing collapsed stacks and a summary to DIR), ``--no-write``.
+
+``--check``: the benchmark gate (``benchmarks/gate.py``). Runs the selected scenarios as the
+committed ``benchmarks/results.json`` ran them (its quick flag and repetitions), writes
+nothing, compares the ratios (ours vs official, ours vs floor) with the baseline's and exits
+1 on a regression beyond the run-to-run spread. ``--current FILE`` compares a saved run
+instead of running; ``--save FILE`` keeps the checked run; ``--baseline FILE``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchmarks import gate
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -534,7 +542,14 @@ def run_spec(
             entry["error"] = rs[0].get("error", "failed") if rs else "not run"
         result["clients"][c] = entry
     result["ratios"] = ratios(spec, result["clients"])
+    result["better"] = directions(spec)
+    result["spread"] = gate.scenario_spreads(result, result["better"])
     return result
+
+
+def directions(spec: Spec) -> dict[str, str]:
+    """metric -> "hi" / "lo" (the gate needs it to pair the repetitions' ratios)."""
+    return {m.key: m.better for m in spec.metrics if m.better in ("hi", "lo")}
 
 
 def _brief(spec: Spec, r: dict[str, Any]) -> str:
@@ -609,6 +624,7 @@ def attach_torch_floor(scenarios: list[dict[str, Any]], spec_list: list[Spec]) -
                 **r["clients"],
             }
             r["ratios"] = ratios(spec, r["clients"])
+            r["spread"] = gate.scenario_spreads(r, directions(spec))
 
 
 # --------------------------------------------------------------------------- reporting
@@ -771,6 +787,39 @@ def render(results: dict[str, Any], spec_list: list[Spec]) -> str:
         "RSS is that import, so also compare *peak RSS - RSS after import* (the memory the "
         "exchange itself costs).",
         "",
+        "## How to use the gate",
+        "",
+        "Before merging a change that could cost performance, run the gate on the same kind "
+        "of machine that recorded this page:",
+        "",
+        "```",
+        ".venv/bin/python -m benchmarks --check                      # every scenario",
+        ".venv/bin/python -m benchmarks --check --only sample_c64,train --save /tmp/run.json",
+        ".venv/bin/python -m benchmarks --check --current /tmp/run.json --verbose  # re-check",
+        "```",
+        "",
+        "`--check` runs the selected scenarios as `benchmarks/results.json` ran them (its "
+        "`--quick` flag and repetitions; a torch scenario brings `torch_floor` along, its "
+        "floor), writes no files, and compares **ratios**, not times: tinker_actors vs the "
+        "official SDK and vs the floor, per scenario and measure, as in the tables here. A "
+        "ratio that fell by more than its tolerance fails the gate (exit status 1) with a line "
+        "naming the scenario, the measure and the comparison, e.g. `REGRESSION  sample_c64 "
+        "cpu_s vs_official: 8.15x -> 6.90x (-15.3%; tolerance 10.0%, ...)`; so does our "
+        "client failing a scenario. The tolerance is `max(2 x spread, 10%)`, where the spread "
+        "is the relative range (max - min) / median of the per-repetition ratios (each "
+        "repetition of ours against the other client's run next to it), the larger of the "
+        "baseline's and this run's; with a single repetition on both sides (the idle "
+        "scenario) it is 25%. Ratios that improved beyond the tolerance are listed too: "
+        "commit a new baseline (a full `python -m benchmarks`) when a change is meant to "
+        "move them. Exit status 2: nothing comparable (no baseline, or other parameters, "
+        "e.g. `--quick` against a full baseline). `--spread-factor` and `--tolerance-floor` "
+        "change the rule; `benchmarks/gate.py` holds it.",
+        "",
+        "The gate is **not in CI**: CI machines are shared and noisy, and a noisy run widens "
+        "the tolerance instead of failing, so a CI run would gate little. Run it by hand, on "
+        "an otherwise idle machine, before a merge; a failure on a busy machine is worth one "
+        "rerun before it is believed.",
+        "",
         "## Headline",
         "",
         "| scenario | measure | floor | official | tinker_actors | vs official | vs floor |",
@@ -929,6 +978,99 @@ def summarize(raw: Path, top: int = 25) -> str:
 
 
 # --------------------------------------------------------------------------- main
+def run_all(
+    spec_list: list[Spec],
+    reps: int,
+    clients: tuple[str, ...],
+    quick: bool,
+    command: str,
+    log: Any,
+    partial: Path | None = None,
+) -> dict[str, Any]:
+    """Runs the scenarios; returns the results document (``meta`` and ``scenarios``)."""
+    workdir = Path(tempfile.mkdtemp(prefix="tinker-bench-"))
+    t0 = time.monotonic()
+    load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    scenarios = []
+    try:
+        for spec in spec_list:
+            log(f"== {spec.key}: {spec.group}: {spec.label}")
+            r = run_spec(spec, spec.reps or reps, clients, workdir, log)
+            scenarios.append(r)
+            if partial is not None:  # partial results survive a crash of a later scenario
+                partial.write_text(json.dumps(scenarios, default=str))
+            for key, rr in r["ratios"].items():
+                if key in spec.headline:
+                    log(
+                        f"   {key}: vs official {fmt_ratio(rr.get('vs_official'))}, "
+                        f"vs floor {fmt_ratio(rr.get('vs_floor'))}"
+                    )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        attach_torch_floor(scenarios, spec_list)
+    except Exception as exc:  # never lose a run to a reporting bug
+        log(f"could not attach the torch floor: {type(exc).__name__}: {exc}")
+    return {
+        "meta": {
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": command,
+            "quick": quick,
+            "reps": reps,
+            "seconds": time.monotonic() - t0,
+            "machine": machine_info(),
+            "versions": versions(),
+            "loadavg_start": load0,
+            "loadavg_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "reproduce": ".venv/bin/python -m benchmarks" + (" --quick" if quick else ""),
+        },
+        "scenarios": scenarios,
+    }
+
+
+def check(a: argparse.Namespace, clients: tuple[str, ...], log: Any) -> int:
+    """``--check``: this run (or ``--current``) against the baseline; the exit status."""
+    base_path = Path(a.baseline)
+    if not base_path.exists():
+        log(f"benchmark gate: no baseline at {base_path} (a full `python -m benchmarks` writes it)")
+        return 2
+    baseline = json.loads(base_path.read_text())
+    only = [k.strip() for k in a.only.split(",") if k.strip()]
+    if a.current:
+        current = json.loads(Path(a.current).read_text())
+    else:
+        quick = a.quick or bool(baseline.get("meta", {}).get("quick"))
+        reps = a.reps or int(baseline.get("meta", {}).get("reps") or 3)
+        known = [s.key for s in specs(quick)]
+        spec_list = [s for s in specs(quick) if gate.selected(s.key, only, known)]
+        if any(s.engine == "torch" for s in spec_list) and not any(
+            s.key == "torch_floor" for s in spec_list
+        ):  # the torch rows' floor comes from it
+            spec_list.insert(0, next(s for s in specs(quick) if s.key == "torch_floor"))
+        if not spec_list:
+            log(f"benchmark gate: --only {a.only!r} selects no scenario")
+            return 2
+        cmd = "python -m benchmarks --check" + (f" --only {a.only}" if a.only else "")
+        log(
+            f"benchmark gate: {len(spec_list)} scenario(s), {reps} repetition(s), against {base_path}"
+        )
+        current = run_all(spec_list, reps, clients, quick, cmd, log)
+        if a.save:
+            Path(a.save).write_text(json.dumps(current, indent=1, default=str) + "\n")
+            log(f"this run: {a.save}")
+    fallback = {s.key: directions(s) for s in specs(False)}
+    report = gate.compare(
+        baseline,
+        current,
+        only=only,
+        better_fallback=fallback,
+        factor=a.spread_factor,
+        floor=a.tolerance_floor,
+    )
+    print(report.render(verbose=a.verbose))
+    return report.exit_code()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short run (about 2 minutes)")
@@ -947,16 +1089,34 @@ def main() -> None:
     ap.add_argument(
         "--render", action="store_true", help="only re-render the markdown from the existing JSON"
     )
+    g = ap.add_argument_group("the benchmark gate (--check)")
+    g.add_argument(
+        "--check",
+        action="store_true",
+        help="run (as the baseline ran: its --quick and repetitions), write nothing, and exit 1 "
+        "on a ratio that regressed beyond the run-to-run spread",
+    )
+    g.add_argument("--baseline", default=str(ROOT / "benchmarks" / "results.json"))
+    g.add_argument("--current", default=None, metavar="FILE", help="check a saved run instead")
+    g.add_argument("--save", default=None, metavar="FILE", help="keep the checked run's JSON")
+    g.add_argument("--spread-factor", type=float, default=gate.FACTOR)
+    g.add_argument("--tolerance-floor", type=float, default=gate.FLOOR)
+    g.add_argument("--verbose", action="store_true", help="list the ratios within tolerance too")
     a = ap.parse_args()
-    reps = a.reps or (1 if a.quick else 3)
     clients = tuple(c for c in a.clients.split(",") if c)
-    spec_list = specs(a.quick)
-    if a.only:
-        keys = [k.strip() for k in a.only.split(",") if k.strip()]
-        spec_list = [s for s in spec_list if any(s.key.startswith(k) for k in keys)]
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
+
+    if a.check:
+        sys.exit(check(a, clients, log))
+
+    reps = a.reps or (1 if a.quick else 3)
+    spec_list = specs(a.quick)
+    if a.only:
+        keys = [k.strip() for k in a.only.split(",") if k.strip()]
+        known = [s.key for s in spec_list]
+        spec_list = [s for s in spec_list if gate.selected(s.key, keys, known)]
 
     if a.render:
         results = json.loads(Path(a.json).read_text())
@@ -965,52 +1125,21 @@ def main() -> None:
         log(f"re-rendered {a.out} from {a.json}")
         return
 
-    workdir = Path(tempfile.mkdtemp(prefix="tinker-bench-"))
     if a.profile:
+        workdir = Path(tempfile.mkdtemp(prefix="tinker-bench-"))
         profile(spec_list, clients, Path(a.profile), workdir, log)
         shutil.rmtree(workdir, ignore_errors=True)
         return
 
     t0 = time.monotonic()
-    load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    scenarios = []
-    for spec in spec_list:
-        log(f"== {spec.key}: {spec.group}: {spec.label}")
-        r = run_spec(spec, spec.reps or reps, clients, workdir, log)
-        scenarios.append(r)
-        if not a.no_write:  # partial results survive a crash of a later scenario
-            Path(a.json + ".partial").write_text(json.dumps(scenarios, default=str))
-        for key, rr in r["ratios"].items():
-            if key in spec.headline:
-                log(
-                    f"   {key}: vs official {fmt_ratio(rr.get('vs_official'))}, "
-                    f"vs floor {fmt_ratio(rr.get('vs_floor'))}"
-                )
-    try:
-        attach_torch_floor(scenarios, spec_list)
-    except Exception as exc:  # never lose a run to a reporting bug
-        log(f"could not attach the torch floor: {type(exc).__name__}: {exc}")
     cmd = (
         "python -m benchmarks"
         + (" --quick" if a.quick else "")
         + (f" --reps {a.reps}" if a.reps else "")
         + (f" --only {a.only}" if a.only else "")
     )
-    results = {
-        "meta": {
-            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": cmd,
-            "quick": a.quick,
-            "reps": reps,
-            "seconds": time.monotonic() - t0,
-            "machine": machine_info(),
-            "versions": versions(),
-            "loadavg_start": load0,
-            "loadavg_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-            "reproduce": ".venv/bin/python -m benchmarks" + (" --quick" if a.quick else ""),
-        },
-        "scenarios": scenarios,
-    }
+    partial = None if a.no_write else Path(a.json + ".partial")
+    results = run_all(spec_list, reps, clients, a.quick, cmd, log, partial)
     try:
         md = render(results, spec_list)
     except Exception as exc:  # keep the JSON; the markdown can be re-rendered with --render
@@ -1025,7 +1154,6 @@ def main() -> None:
         Path(a.out).write_text(md)
         Path(a.json + ".partial").unlink(missing_ok=True)
         log(f"wrote {a.out} and {a.json} ({time.monotonic() - t0:.0f} s)")
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
