@@ -550,6 +550,8 @@ class ContinuousBatch:
             return done
         eos = backend.eos_id
         new_rows: list[int] = []
+        # each row's uniforms, written into _u with one index assignment per length
+        uniforms: dict[int, tuple[list[int], list[torch.Tensor]]] = {}
         for job, handle, max_new in ok:
             prompt = np.asarray(job.prompt, dtype=np.int64)
             e = _Entry(job, handle, SampleOutcome(sequences=[]), [None] * job.num_samples, 0)
@@ -577,7 +579,9 @@ class ContinuousBatch:
                 self._rows[slot] = row
                 if max_new:
                     g = torch.Generator().manual_seed((base_seed + k) % (1 << 63))
-                    self._u[slot, :max_new] = torch.rand(max_new, generator=g).to(dev)
+                    rows_u = uniforms.setdefault(max_new, ([], []))
+                    rows_u[0].append(slot)
+                    rows_u[1].append(torch.rand(max_new, generator=g))
                     row.random = job.temperature > 0
                     self._random += row.random
                     new_rows.append(slot)
@@ -593,6 +597,8 @@ class ContinuousBatch:
             cur = self._cache.max_len
             length = cur if need <= cur else min(ctx, max(_round_up(need), 2 * cur))
             self._cache.grow(self._cap, length)
+        for max_new, (u_slots, u_rows) in uniforms.items():
+            self._u[torch.tensor(u_slots, device=dev), :max_new] = torch.stack(u_rows).to(dev)
         if new_rows:
             s_t = torch.tensor(new_rows, device=dev)
             jobs = [r.entry.job for x in new_rows if (r := self._rows[x]) is not None]
