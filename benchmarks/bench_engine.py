@@ -6,7 +6,9 @@ Sampling: sampled tokens/s with 1 and with 64 concurrent jobs in one ``sample`` 
 are what the server's sampling scenarios send (``benchmarks/client_worker.py``:
 ``SamplingParams(max_tokens=64, temperature=1.0)``, whose default stop ends a sequence at EOS),
 so "the engine alone" and "through the server" count the same work; they are seeded here (the
-same tokens every run). ``--no-eos`` samples every sequence to max_tokens instead.
+same tokens every run). ``--no-eos`` samples every sequence to max_tokens instead. The same 64
+jobs also run through the engine's continuous batch (the path the server's sampler lane
+drives), all admitted at once.
 
     .venv/bin/python benchmarks/bench_engine.py [--model tinker-actors/byte-1m] [--steps 20]
 """
@@ -98,6 +100,33 @@ def bench_sample(engine, model, jobs_n, max_tokens, stop_at_eos: bool = True) ->
     return sum(len(s.tokens) for o in out for s in o.sequences) / dt
 
 
+def bench_continuous(engine, model, jobs_n, max_tokens, stop_at_eos: bool = True) -> float:
+    """``bench_sample``'s jobs through the engine's continuous batch (what the server's lane
+    drives), all admitted at once and stepped to the end: the server's engine path, alone."""
+    engine.create_sampler("bench-c", model, None)
+    prompt = np.array([257, *b"Once upon a time"], dtype=np.int64)
+    jobs = [
+        SampleJob(
+            prompt=prompt, max_tokens=max_tokens, temperature=1.0, seed=i, stop_at_eos=stop_at_eos
+        )
+        for i in range(jobs_n)
+    ]
+
+    batch = engine.continuous_sampler("bench-c")  # kept, as a busy lane keeps its batch
+
+    def run() -> tuple[float, int]:
+        t = time.perf_counter()
+        got = dict(batch.admit([(job, i) for i, job in enumerate(jobs)]))
+        while batch.jobs:
+            got.update(batch.step())
+        tokens = sum(len(s.tokens) for o in got.values() for s in o.sequences)
+        return time.perf_counter() - t, tokens
+
+    run()  # sizes the batch's row cache
+    dt, n = run()
+    return n / dt
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="tinker-actors/byte-1m")
@@ -114,6 +143,7 @@ def main() -> None:
     t_bare = bench_bare_train(engine, args.model, data, args.steps)
     s1 = bench_sample(engine, args.model, 1, args.max_tokens, not args.no_eos)
     s64 = bench_sample(engine, args.model, 64, args.max_tokens, not args.no_eos)
+    c64 = bench_continuous(engine, args.model, 64, args.max_tokens, not args.no_eos)
     print(
         f"model {args.model}, torch threads {torch.get_num_threads()}, "
         f"train batch {args.batch}x{args.length} tokens, LoRA rank 32"
@@ -124,6 +154,7 @@ def main() -> None:
     print(f"{'train step ms, engine':<34}{t_engine * 1e3:>14.1f}")
     print(f"{'sampled tokens/s, 1 job':<34}{s1:>14.0f}{1.0:>10.2f}")
     print(f"{'sampled tokens/s, 64 jobs':<34}{s64:>14.0f}{s64 / s1:>10.2f}")
+    print(f"{'  continuous batch, 64 jobs':<34}{c64:>14.0f}{c64 / s1:>10.2f}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,10 @@ def run(p: dict) -> dict:
         out[f"engine_sample_no_eos_tok_per_s_{n}"] = be.bench_sample(
             engine, p["base_model"], n, p["max_tokens"], stop_at_eos=False
         )
+        # the same jobs through the continuous batch the server's lane drives (for reference)
+        out[f"engine_continuous_tok_per_s_{n}"] = be.bench_continuous(
+            engine, p["base_model"], n, p["max_tokens"]
+        )
     import torch
 
     out["torch_threads"] = torch.get_num_threads()
