@@ -118,3 +118,22 @@ class ScriptedServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._server.close()
+
+
+class VirtualTime:
+    """A clock that only the injected sleep advances (retries and back-offs cost no real time).
+
+    ``sleep`` records each wait and yields to the loop once, as a real sleep would.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)

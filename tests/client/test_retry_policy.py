@@ -29,22 +29,7 @@ from tinker_actors.transport import (
     resume,
 )
 
-from .scripted import ScriptedServer
-
-
-class VirtualTime:
-    """A clock that only the injected sleep advances."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from .scripted import ScriptedServer, VirtualTime
 
 
 class Flaky:
@@ -126,7 +111,7 @@ def test_the_official_retry_config_maps_onto_a_policy() -> None:
 
 # ------------------------------------------------------------------ the controller
 async def test_retry_after_is_honoured_by_the_controller() -> None:
-    vt = VirtualTime()
+    vt = VirtualTime(100.0)
     e = err(429)
     e.delay = 7.0
     fn = Flaky(e, err(503))
@@ -135,7 +120,7 @@ async def test_retry_after_is_honoured_by_the_controller() -> None:
 
 
 async def test_attempt_budget_counts_the_controller_less_first_attempt() -> None:
-    vt = VirtualTime()
+    vt = VirtualTime(100.0)
     fn = Flaky(*(err() for _ in range(5)))
     with pytest.raises(_Retry):
         await run(RetryPolicy(max_attempts=3, base_delay=1.0, jitter=0.0), fn, vt)
@@ -143,7 +128,7 @@ async def test_attempt_budget_counts_the_controller_less_first_attempt() -> None
 
 
 async def test_time_budget_stops_on_the_injected_clock_and_cuts_the_last_wait() -> None:
-    vt = VirtualTime()
+    vt = VirtualTime(100.0)
     fn = Flaky(*(err() for _ in range(100)))
     policy = RetryPolicy(max_attempts=None, max_total=10.0, base_delay=1.0, jitter=0.0)
     with pytest.raises(_Retry):
@@ -153,7 +138,7 @@ async def test_time_budget_stops_on_the_injected_clock_and_cuts_the_last_wait() 
 
 
 async def test_a_billing_pause_is_neither_stopped_nor_cut_by_the_budgets() -> None:
-    vt = VirtualTime()
+    vt = VirtualTime(100.0)
     billing = [_Billing(errors.status_error_for(402, body={}), 5.0) for _ in range(4)]
     fn = Flaky(*billing)
     policy = RetryPolicy(max_attempts=2, max_total=6.0, base_delay=1.0, jitter=0.0)
@@ -162,7 +147,7 @@ async def test_a_billing_pause_is_neither_stopped_nor_cut_by_the_budgets() -> No
 
 
 async def test_cancellation_is_never_retried() -> None:
-    vt = VirtualTime()
+    vt = VirtualTime(100.0)
     fn = Flaky(err(), asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
         await run(STANDARD, fn, vt)
@@ -179,7 +164,7 @@ async def test_a_first_time_success_builds_no_controller(monkeypatch: pytest.Mon
         return real(self, **kw)
 
     monkeypatch.setattr(RetryPolicy, "controller", spy)
-    vt = VirtualTime()
+    vt = VirtualTime(100.0)
     async with ScriptedServer() as m:
         m.post("/api/v1/x", payload={"ok": 1})
         m.post("/api/v1/x", status=503)
@@ -200,7 +185,7 @@ async def test_a_first_time_success_builds_no_controller(monkeypatch: pytest.Mon
 
 
 async def test_no_retry_gives_up_after_one_attempt_without_a_note() -> None:
-    vt = VirtualTime()
+    vt = VirtualTime(100.0)
     async with ScriptedServer() as m:
         m.post("/api/v1/x", status=503)
         t = Transport(
@@ -257,7 +242,7 @@ async def test_the_poll_loop_waits_as_its_policies_say(monkeypatch: pytest.Monke
 
 # ------------------------------------------------------------------ RetryHandler
 async def test_retry_handler_runs_its_policy_on_the_injected_sleep() -> None:
-    vt = VirtualTime()
+    vt = VirtualTime(100.0)
     cfg = RetryConfig(retry_delay_base=0.5, retry_delay_max=2.0)
     handler: RetryHandler[str] = RetryHandler(cfg, sleep=vt.sleep, clock=vt.clock, rand=lambda: 0.0)
     assert handler.policy == RetryPolicy.from_retry_config(cfg)
@@ -269,7 +254,7 @@ async def test_retry_handler_runs_its_policy_on_the_injected_sleep() -> None:
 
 
 async def test_retry_handler_gives_up_when_its_policy_says() -> None:
-    vt = VirtualTime()
+    vt = VirtualTime(100.0)
     handler: RetryHandler[str] = RetryHandler(sleep=vt.sleep, clock=vt.clock)
     handler.policy = dataclasses.replace(handler.policy, max_attempts=2)
     fn = Flaky(*(RetryableException(str(n)) for n in range(5)))
@@ -279,7 +264,7 @@ async def test_retry_handler_gives_up_when_its_policy_says() -> None:
 
 
 async def test_retry_handler_does_not_retry_a_cancellation() -> None:
-    vt = VirtualTime()
+    vt = VirtualTime(100.0)
     handler: RetryHandler[str] = RetryHandler(
         RetryConfig(retryable_exceptions=(BaseException,), enable_stuck_detection=False),
         sleep=vt.sleep,

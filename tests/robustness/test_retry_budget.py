@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 import pytest
-from client.scripted import ScriptedServer
+from client.scripted import ScriptedServer, VirtualTime
 
 from tinker_actors import errors
 from tinker_actors.config import Settings
@@ -26,19 +26,6 @@ from tinker_actors.transport import (
 
 KEY = "tml-retry-budget-key-1234"
 OPTIM = "/api/v1/optim_step"
-
-
-class VirtualTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def transport(base: str, vt: VirtualTime) -> Transport:

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-from client.scripted import ScriptedServer, Seen
+from client.scripted import ScriptedServer, Seen, VirtualTime
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -259,18 +259,6 @@ class OwnHttp:
         return self.session
 
 
-class VirtualTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
-
-
 def datum() -> types.Datum:
     return types.Datum(
         model_input=types.ModelInput.from_ints([1, 2]),
@@ -392,7 +380,9 @@ class TrainingUnderFaults(RuleBasedStateMachine):
         assert not len(st_.mailbox)
         # mailbox order is seq-id order: the machine's order of sends
         told_ok = [
-            op.marker for op in self.ops if isinstance(op.msg, MUTATING_MESSAGES) and op.outcome == "ok"
+            op.marker
+            for op in self.ops
+            if isinstance(op.msg, MUTATING_MESSAGES) and op.outcome == "ok"
         ]
         model = self.toy.models[st_.model_id]
         if model.lost:
