@@ -223,12 +223,11 @@ class SamplingClient:
             if handle_session:
                 session.add_handle_client()
             await session.ensure_transport()
-            first = [True]
 
             async def start(previous: Any) -> SamplingActor:
                 # Captures the box and plain values, never the client.
                 prev = previous or box[0]
-                if first[0] and prev.state.value == "new":
+                if prev.state.value == "new":  # the client's first actor, never started
                     new = prev
                 else:
                     new = SamplingActor(
@@ -240,7 +239,6 @@ class SamplingClient:
                         previous=prev,
                         name=prev.name,
                     )
-                first[0] = False
                 await new.start()
                 box[0] = new
                 if handle_session:
