@@ -516,10 +516,33 @@ def status_error(status: int, body: bytes, headers: Mapping[str, str]) -> errors
 
 def idempotency_key() -> str:
     """``stainless-python-retry-<uuid4>``: a random version-4 UUID in its canonical form, as
-    0.38 sends it: ``uuid.uuid4()``'s 16 bytes of ``os.urandom`` (fork-safe), formatted
-    without building a ``uuid.UUID`` object (half the cost on the per-request path)."""
-    h = "%032x" % (int.from_bytes(os.urandom(16), "big") & _UUID4_CLEAR | _UUID4_SET)
+    0.38 sends it, from ``os.urandom`` as ``uuid.uuid4()``, formatted without building a
+    ``uuid.UUID`` object. The random bytes are read 4 KiB at a time (one system call per 256
+    keys); a forked child drops its parent's unused bytes, so no two processes share a key."""
+    try:
+        n = next(_random_ids)
+    except StopIteration:
+        _refill_random_ids()
+        n = next(_random_ids)
+    h = "%032x" % (n & _UUID4_CLEAR | _UUID4_SET)
     return f"stainless-python-retry-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_random_ids: Iterator[int] = iter(())
+
+
+def _refill_random_ids() -> None:
+    global _random_ids
+    buf = os.urandom(4096)
+    _random_ids = iter([int.from_bytes(buf[i : i + 16], "big") for i in range(0, 4096, 16)])
+
+
+def _drop_random_ids() -> None:
+    global _random_ids
+    _random_ids = iter(())
+
+
+os.register_at_fork(after_in_child=_drop_random_ids)
 
 
 # version 4 (bits 76-79 = 0100) and the RFC 4122 variant (bits 62-63 = 10)
@@ -543,6 +566,19 @@ def _maybe_multipart(content_type: str | None, headers: Mapping[str, str] | None
             if len(k) == 12 and k.lower() == "content-type":
                 return True
     return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """What every request of one kind (method, path, content type, SDK method, timeout and
+    the caller's header names) sends alike: its URL and its headers in wire order."""
+
+    version: object  # Transport._static_version it was built for
+    url: str
+    headers: dict[str, str]
+    has_body: bool
+    multipart: bool  # the caller's Content-Type says multipart: the general path builds it
+    timeout_header: str  # set when the caller's headers name x-stainless-read-timeout
 
 
 class _Call:
@@ -614,6 +650,8 @@ class Transport:
     _templates: dict[Any, tuple[object, dict[str, str], dict[str, str]]] = field(
         default_factory=dict, init=False, repr=False
     )
+    # whole requests' templates (see _Template), valid for one _static_version
+    _requests: dict[Any, _Template] = field(default_factory=dict, init=False, repr=False)
     _static_version: object = field(default_factory=object, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -698,6 +736,32 @@ class Transport:
         self._templates[key] = (self._static_version, head, tail)
         return head, tail
 
+    def _template(self, key: tuple[Any, ...], headers: Mapping[str, str] | None) -> _Template:
+        """The headers of one request kind, in the order ``_prepare``'s general path sends
+        them: the kind's fixed headers around X-Idempotency-Key, the caller's headers, then
+        x-stainless-read-timeout (and x-stainless-retry-count, set per attempt)."""
+        method, path, content_type, sdk_method, read_timeout, _ = key
+        has_body = method != "GET"
+        head, tail = self._headers(has_body, content_type, sdk_method, read_timeout)
+        hdrs = {**head, "X-Idempotency-Key": "", **tail} if has_body else {**head, **tail}
+        if headers:
+            hdrs.update(headers)
+        timeout_header = _timeout_str(read_timeout)
+        hdrs["x-stainless-read-timeout"] = timeout_header
+        hdrs["x-stainless-retry-count"] = "0"
+        t = _Template(
+            self._static_version,
+            self.url(path),
+            hdrs,
+            has_body,
+            _maybe_multipart(content_type, headers),
+            timeout_header if headers and "x-stainless-read-timeout" in headers else "",
+        )
+        if len(self._requests) > 256:
+            self._requests.clear()
+        self._requests[key] = t
+        return t
+
     # ------------------------------------------------------------------ public
     async def request(
         self,
@@ -776,6 +840,41 @@ class Transport:
     ) -> _Call:
         """Everything a logical request sends, built once for all its attempts."""
         method = method.upper()
+        if sdk_method != "":  # "" forces no attribution; else the outermost method wins
+            sdk_method = _sdk_method.get() or sdk_method
+        read_timeout = self.timeout if timeout is None else timeout
+        if files is None:
+            # The hot path: the request's kind has a template of every header in wire order
+            # (a request differs from it only in its idempotency key and the caller's values).
+            key = (method, path, content_type, sdk_method, read_timeout, tuple(headers or ()))
+            t = self._requests.get(key)
+            if t is None or t.version is not self._static_version:
+                t = self._template(key, headers)
+            if not t.multipart:
+                hdrs = t.headers.copy()
+                if t.has_body:
+                    if content is None:
+                        content = b"" if json is None else codec.json_encode(json)
+                    hdrs["X-Idempotency-Key"] = idempotency_key()
+                if headers:
+                    hdrs.update(headers)  # the template's keys: their places are kept
+                    if t.timeout_header:
+                        hdrs["x-stainless-read-timeout"] = t.timeout_header
+                if params:
+                    params = {k: _qv(v) for k, v in params.items() if v is not None}
+                return _Call(
+                    method,
+                    t.url,
+                    content,
+                    None,
+                    hdrs,
+                    params,
+                    read_timeout,
+                    self.jwt if authenticate else None,
+                    retry,
+                    raise_for_status,
+                    route,
+                )
         form = None
         if files is not None or _maybe_multipart(content_type, headers):
             from . import multipart
@@ -783,10 +882,7 @@ class Transport:
             form = multipart.for_request(method, json, content, files, content_type, headers)
             if form is not None:
                 json, content = None, b""
-        if sdk_method != "":  # "" forces no attribution; else the outermost method wins
-            sdk_method = _sdk_method.get() or sdk_method
         url = self.url(path)
-        read_timeout = self.timeout if timeout is None else timeout
         has_body = method != "GET"
         head, tail = self._headers(has_body, content_type, sdk_method, read_timeout)
         if has_body:
@@ -863,9 +959,7 @@ class Transport:
                     hdrs["X-API-Key"] = await jwt.token()
                 http = self.runtime.http()
                 try:
-                    # One aiohttp timeout: the whole request (pool wait, connect, send, read)
-                    # within read_timeout + connect_timeout, the connect within
-                    # connect_timeout, each read within read_timeout. Redirects are answers,
+                    # Every wait is bounded (see _client_timeout). Redirects are answers,
                     # not hops (as httpx in the official SDK): the archive route's 302
                     # carries the signed URL in Location.
                     async with http.request(
@@ -874,12 +968,16 @@ class Transport:
                         data=c.content if form is None else form.writer(),
                         headers=hdrs,
                         params=c.params,
-                        timeout=_client_timeout(self.connect_timeout, c.read_timeout),
+                        timeout=_client_timeout(
+                            self.connect_timeout,
+                            c.read_timeout,
+                            form is None and (c.content is None or len(c.content) <= _SMALL_BODY),
+                        ),
                         allow_redirects=False,
                     ) as r:
                         body = await r.read()
-                        rh = {k.lower(): v for k, v in r.headers.items()}
-                        resp = Response(r.status, rh, body, rh.get("content-type", ""))
+                        rh = r.headers  # case-insensitive, as httpx's headers
+                        resp = Response(r.status, rh, body, rh.get("Content-Type", ""))
                 except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                     raise errors.APITimeoutError(errors.RequestInfo(method, url)) from exc
                 except aiohttp.ClientError as exc:
@@ -1303,12 +1401,21 @@ class JwtAuth:
                 task.result()  # an unexpected failure of the refresh task is not hidden
 
 
-@functools.lru_cache(maxsize=32)
-def _client_timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
-    """aiohttp's per-request timeout (a frozen value, shared by every request alike): the
-    whole request within ``read + connect``, the connect within ``connect``, each read
-    within ``read``."""
-    return aiohttp.ClientTimeout(total=read + connect, sock_connect=connect, sock_read=read)
+# a body up to this size goes into the socket's send buffer at once: its write never waits
+_SMALL_BODY = 16 * 1024
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(connect: float, read: float, small_body: bool) -> aiohttp.ClientTimeout:
+    """aiohttp's timeout for one request, as httpx's ``Timeout(read, connect=connect)`` of the
+    official SDK bounds it: the TCP connect within ``connect``, each read of the response
+    (from the end of the body on) within ``read``. aiohttp bounds no write, so a large body,
+    whose write can wait on a peer that stopped reading, also gets a total bound of
+    ``read + connect``; a small one needs none, which spares every such request a timer.
+    A wait for a pooled connection ends when a request holding one ends, within its bounds.
+    """
+    total = None if small_body else read + connect
+    return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
 
 
 def _qv(v: Any) -> Any:

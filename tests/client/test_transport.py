@@ -6,6 +6,10 @@ ScriptedServer does not work with the installed aiohttp (ClientResponse gained a
 
 from __future__ import annotations
 
+import os
+import re
+import uuid
+
 import pytest
 
 from tinker_actors import errors
@@ -15,6 +19,7 @@ from tinker_actors.transport import (
     STANDARD,
     RetryPolicy,
     Transport,
+    idempotency_key,
     retry_after_seconds,
     should_retry,
 )
@@ -125,6 +130,45 @@ async def test_headers_on_requests() -> None:
     assert post_h["x-sdk-method"] == "TrainingClient.optim_step"
     assert post_h["User-Agent"] == "AsyncTinker/Python 0.38.0"
     assert "X-Idempotency-Key" not in get_h
+
+
+def test_idempotency_keys_are_fresh_uuid4s_across_refills_and_forks() -> None:
+    keys = [idempotency_key() for _ in range(1000)]  # several 256-key refills
+    assert len(set(keys)) == len(keys)
+    for k in keys[:300]:
+        u = uuid.UUID(k.removeprefix("stainless-python-retry-"))
+        assert u.version == 4 and u.variant == uuid.RFC_4122
+        assert k == f"stainless-python-retry-{u}"
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child draws from fresh random bytes, not the parent's leftovers
+        os.write(w, ",".join(idempotency_key() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    child = os.read(r, 4096).decode().split(",")
+    os.close(r)
+    parent = [idempotency_key() for _ in range(4)]
+    assert len(child) == 4 and not set(child) & set(parent)
+    assert all(re.fullmatch(r"stainless-python-retry-[0-9a-f-]{36}", k) for k in child)
+
+
+async def test_each_request_of_a_kind_gets_its_own_key_and_the_callers_header_values() -> None:
+    """The per-kind header template: same names in the same order on every request, with the
+    request's own idempotency key and the caller's values; a new API key reaches the next."""
+    async with ScriptedServer() as m:
+        t = make_transport([], m.base)
+        for _ in range(3):
+            m.post("/api/v1/x", status=200, payload={})
+        await t.request("POST", "/api/v1/x", json={}, headers={"X-Tinker-Request-Iteration": "0"})
+        await t.request("POST", "/api/v1/x", json={}, headers={"X-Tinker-Request-Iteration": "1"})
+        t.set_api_key("tml-rotated")
+        await t.request("POST", "/api/v1/x", json={}, headers={"X-Tinker-Request-Iteration": "2"})
+        hs = [r.headers for r in m.requests]
+    assert [h["X-Tinker-Request-Iteration"] for h in hs] == ["0", "1", "2"]
+    assert len({h["X-Idempotency-Key"] for h in hs}) == 3
+    assert [h["X-API-Key"] for h in hs] == ["tml-x", "tml-x", "tml-rotated"]
+    assert list(hs[0].keys()) == list(hs[1].keys()) == list(hs[2].keys())
 
 
 def test_should_retry_table() -> None:

@@ -129,6 +129,60 @@ async def test_server_that_never_answers_times_out() -> None:
     assert seen == 1
 
 
+# aiohttp's advice for bodies over 1 MiB (stream them) is beside the point here
+@pytest.mark.filterwarnings("ignore:Sending a large body:ResourceWarning")
+async def test_large_body_to_a_server_that_stops_reading_times_out() -> None:
+    """aiohttp bounds no write: a body bigger than the socket buffers, sent to a peer that
+    never reads, is bounded by the total (read + connect) the transport gives large bodies."""
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()  # accept, never read the body
+        writer.close()
+
+    server, base = await _raw_server(handler)
+    async with server:
+        t = transport(base, timeout=0.3, connect_timeout=0.3)
+        try:
+            async with asyncio.timeout(10):  # a hang guard only
+                with pytest.raises(errors.APITimeoutError):
+                    await t.request(
+                        "POST",
+                        "forward_backward",
+                        content=bytes(32 * 2**20),
+                        content_type="application/x-protobuf",
+                        retry=NO_RETRY,
+                    )
+        finally:
+            release.set()
+
+
+async def test_a_slow_but_steady_answer_is_not_cut_by_a_total_bound() -> None:
+    """As httpx's Timeout(read, connect=...) in the official SDK: the read bound is per read,
+    so an answer that keeps arriving (each part well within it) completes, however long."""
+    parts = 6
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"supported_models": []}'.ljust(parts * 8)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        for i in range(parts):  # the pacing is the scenario: 6 x 0.15 s > read + connect
+            await asyncio.sleep(0.15)
+            writer.write(body[i * 8 : (i + 1) * 8])
+            await writer.drain()
+        writer.close()
+
+    server, base = await _raw_server(handler)
+    async with server:
+        t = transport(base, timeout=0.5, connect_timeout=0.2)
+        async with asyncio.timeout(10):  # a hang guard only
+            out = await t.call("get_server_capabilities", retry=NO_RETRY)
+    assert out.supported_models == []
+
+
 # ------------------------------------------------------------------ statuses
 async def test_503_with_retry_after_beyond_60s_falls_back_to_backoff() -> None:
     sleeps: list[float] = []
