@@ -122,9 +122,15 @@ class Scripted:
 
 
 class Env:
-    def __init__(self, retry_config: RetryConfig | None = None, **dynamic: Any) -> None:
+    def __init__(
+        self,
+        retry_config: RetryConfig | None = None,
+        client_config: types.ClientConfigResponse | None = None,
+        **dynamic: Any,
+    ) -> None:
         self.server = Scripted()
         self.retry_config = retry_config
+        self.client_config = client_config
         self.dynamic = dynamic
 
     def _build(self) -> None:
@@ -133,6 +139,8 @@ class Env:
         self.session = Session(settings, runtime=loop_runtime(), rest_only=True)
         self.session.session_id = "sess-0"
         self.session.dynamic_config = types.ClientDynamicConfigResponse(**dynamic)
+        if self.client_config is not None:
+            self.session.client_config = self.client_config
         self.clock = FakeClock()
         self.sleeps: list[float] = []
         admission_for(self.session).backoff._clock = self.clock
@@ -313,3 +321,48 @@ async def test_queue_state_warning_is_debounced(caplog):
             "Sampling is paused for sampler sess-0:sample:0. Reason: concurrent sampler weights limit hit",
             "Sampling is paused for sampler sess-0:sample:0. Reason: busy",
         ]
+
+
+async def test_calls_beyond_the_in_flight_cap_wait_in_order_and_start_as_slots_free():
+    """0.38's RetryHandler cap (``sample_max_concurrent_requests``): at most that many calls
+    are in flight; the rest wait (as futures only, no task) and start, in call order, as
+    earlier ones finish. Cancelling a waiting call frees nothing and sends nothing."""
+    cap = 3
+    async with Env(
+        client_config=types.ClientConfigResponse(sample_max_concurrent_requests=cap)
+    ) as env:
+        m = env.server
+        gates = [asyncio.Event() for _ in range(7)]
+        polled: list[asyncio.Event] = [asyncio.Event() for _ in range(7)]
+
+        def hold(i: int) -> Any:
+            async def cb(path: str) -> None:
+                polled[i].set()
+                await gates[i].wait()
+
+            return cb
+
+        for i in range(7):
+            m.post(ASAMPLE, payload=submitted(f"req-{i}"))
+            m.post(
+                RETRIEVE,
+                body=proto_result([i]),
+                content_type="application/x-protobuf",
+                callback=hold(i),
+            )
+        futs = [env.client.sample(PROMPT, 1, PARAMS) for _ in range(8)]
+        for i in range(cap):
+            await polled[i].wait()
+        book = env.client._actor.book
+        assert len(book.requests) == cap and len(book.queued) == 8 - cap
+        assert all(f._task is None for f in futs[cap:])  # waiting calls hold no task
+        assert len(m.bodies(ASAMPLE)) == cap
+        futs[7].cancel()  # a waiting call abandoned: it is never sent
+        assert env.client._actor.in_flight == 8
+        for i in range(7):  # each finished call lets the next waiting one start
+            gates[i].set()
+            assert (await futs[i]).sequences[0].tokens == [i]
+            if i + cap < 7:
+                await polled[i + cap].wait()
+        assert [b["seq_id"] for b in m.bodies(ASAMPLE)] == list(range(7))
+        assert env.client._actor.in_flight == 0 and not book.queued

@@ -288,6 +288,7 @@ class _Book:
         "inflight",
         "last_progress",
         "mailbox",
+        "queued",
         "requests",
         "retries",
         "running",
@@ -312,6 +313,9 @@ class _Book:
         self.cloned_sampler_id = cloned_sampler_id
         self.seq = itertools.count(SEQ_IDS_PER_CLONE * (cloned_sampler_id or 0))
         self.requests: dict[asyncio.Task[None], SampleFuture] = {}
+        # calls read from the mailbox that wait for an in-flight slot (0.38's RetryHandler
+        # cap): just their futures, in order; a task is made when a slot frees
+        self.queued: deque[SampleFuture] = deque()
         self.running: set[asyncio.Task[None]] = set()
         self.stuck: set[asyncio.Task[None]] = set()
         self.inflight = Slots(max_connections) if max_connections else None
@@ -394,7 +398,7 @@ class SamplingActor(Actor):
 
     @property
     def in_flight(self) -> int:
-        return len(self.book.requests)
+        return len(self.book.requests) + len(self.book.queued)
 
     @property
     def cloned_sampler_id(self) -> int | None:
@@ -405,8 +409,19 @@ class SamplingActor(Actor):
 
     # ------------------------------------------------------------------ request lifecycle
     def _start_request(self, fut: SampleFuture) -> None:
+        """Starts a call now, or queues it (its future only) while every in-flight slot is
+        taken: a call waiting for a slot holds no task, coroutine or asyncio future."""
         if fut._state:  # cancelled before it started: nothing was promised to the server
             return
+        book = self.book
+        sem = None if self.no_retries else book.inflight
+        if sem is not None and (book.queued or not sem.try_acquire()):
+            book.queued.append(fut)  # every slot is held by a request in flight: not idle
+            return
+        self._launch(fut)
+
+    def _launch(self, fut: SampleFuture) -> None:
+        """The call's request task (its in-flight slot, if any, is taken)."""
         task = self.session.runtime.loop.create_task(self._request(fut))
         fut._task = task
         requests = self.book.requests
@@ -425,15 +440,24 @@ class SamplingActor(Actor):
         requests.pop(task, None)
         if events.ON:
             events.emit(events.SAMPLING_STOP, {"in_flight": len(requests)}, {})
-        if not requests and book.actor is not None:
-            book.actor._arm_idle()  # the actor reading the mailbox now (maybe a restarted one)
+        actor = book.actor  # the actor reading the mailbox now (maybe a restarted one)
+        queued, sem = book.queued, book.inflight
+        if queued and sem is not None and actor is not None:
+            while queued and sem.try_acquire():  # the freed slots go to the queued calls
+                fut = queued.popleft()
+                if fut._state:  # cancelled while it waited
+                    sem.release()
+                    continue
+                actor._launch(fut)
+        if not requests and not queued and actor is not None:
+            actor._arm_idle()
 
     def _arm_idle(self) -> None:
         """Idle (no requests): stop after ``idle_after`` unless mail comes; busy: never."""
         timer = self._idle_timer
         if timer is None or self.idle_after is None:
             return
-        busy = bool(self.book.requests)
+        busy = bool(self.book.requests or self.book.queued)
         timer.reschedule(None if busy else asyncio.get_running_loop().time() + self.idle_after)
 
     async def _request(self, fut: SampleFuture) -> None:
@@ -447,9 +471,7 @@ class SamplingActor(Actor):
                 response = await self._attempt(call)
             else:  # the retry handler (in-flight cap, progress, retries), inline: no coroutine
                 config = self.retry_config
-                sem = book.inflight
-                if sem is not None and not sem.try_acquire():
-                    await sem.acquire()
+                sem = book.inflight  # its slot was taken when the task was made
                 try:
                     running = book.running
                     if not running:
@@ -640,7 +662,7 @@ class SamplingActor(Actor):
                         for fut in await mailbox.get():
                             self._start_request(fut)
             except TimeoutError:
-                if not book.requests and not len(mailbox):
+                if not book.requests and not book.queued and not len(mailbox):
                     self._passivated = True
                     return  # idle: the next call starts a new actor
             finally:
@@ -689,6 +711,9 @@ class SamplingActor(Actor):
         """Fails every outstanding future with ``exc`` and closes the mailbox (the supervisor
         gave up, or the client closed): later calls fail at once."""
         for fut in self.book.mailbox.close(exc):
+            fut._reject(exc)
+        queued, self.book.queued = list(self.book.queued), deque()
+        for fut in queued:
             fut._reject(exc)
         for task, fut in list(self.book.requests.items()):
             fut._reject(exc)
