@@ -4,6 +4,13 @@ No SDK is imported. Request bodies are prebuilt (JSON templates with the seq id 
 forward_backward protobuf chunks prebuilt by ``benchmarks.prep_bodies`` with ``model_id`` and
 ``seq_id`` prepended as protobuf fields at send time). Each future is long-polled with
 ``retrieve_future`` until its result arrives; results are read as bytes, not decoded.
+
+The requests carry the headers the protocol has every client send (protocol.md section 4;
+what 0.38 sent in ``wire_captures/01``: platform, SDK method, a fresh idempotency key per
+request, retry count, read timeout, the poll's iteration and type), prebuilt per request
+kind, so the floor is the same exchange as the clients', not a lighter one. ``--client
+floor_min`` sends only what our server needs (X-API-Key and Content-Type): the bare minimum,
+recorded beside it.
 Prints ``BENCH_RESULT {json}`` like ``client_worker``.
 """
 
@@ -23,27 +30,84 @@ import aiohttp
 
 from benchmarks.client_worker import Region, pct, peak_rss_mb, rss_mb
 
-JSON = {"Content-Type": "application/json"}
-PROTO_ACCEPT = {"Content-Type": "application/json", "Accept": "application/x-protobuf"}
+JSON = "application/json"
+PROTO = "application/x-protobuf"
+# what every request of 0.38 carries (wire_captures/01), before its kind's own headers
+PLATFORM = {
+    "User-Agent": "AsyncTinker/Python 0.38.0",
+    "x-stainless-package-version": "0.38.0",
+    "x-stainless-os": "Linux",
+    "x-stainless-arch": "x64",
+    "x-stainless-runtime": "CPython",
+    "x-stainless-runtime-version": "3.11.7",
+    "x-stainless-async": "async:asyncio",
+}
+
+
+def uuid4_hex() -> str:
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 class Floor:
-    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
-        self.http, self.base = http, base + "/api/v1/"
+    def __init__(self, http: aiohttp.ClientSession, base: str, minimal: bool = False) -> None:
+        self.http, self.base, self.minimal = http, base + "/api/v1/", minimal
+        self.kinds: dict[tuple[str, str, str, str], dict[str, str]] = {}
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str] = JSON) -> bytes:
+    def headers(
+        self, content_type: str = JSON, accept: str = JSON, method: str = "", extra: str = ""
+    ) -> dict[str, str]:
+        """A request's headers: its kind's template (built once) and a fresh idempotency key."""
+        kind = (content_type, accept, method, extra)
+        t = self.kinds.get(kind)
+        if t is None:
+            if self.minimal:
+                t = {"Content-Type": content_type}
+                if accept != JSON:
+                    t["Accept"] = accept
+            else:
+                t = {"Accept": accept, "Content-Type": content_type, **PLATFORM}
+                if method:  # background requests (the heartbeat) name no SDK method
+                    t["x-sdk-version"] = "0.38.0"
+                    t["x-sdk-method"] = method
+                if extra == "sample":
+                    t["x-tinker-sampling-backpressure"] = "1"
+                elif extra:  # a poll of this request type
+                    t["x-tinker-request-iteration"] = "0"
+                    t["x-tinker-request-type"] = extra
+                    t["x-stainless-raw-response"] = "raw"
+                t["x-idempotency-key"] = ""
+                t["x-stainless-retry-count"] = "0"
+                t["x-stainless-read-timeout"] = "45" if extra and extra != "sample" else "60"
+            self.kinds[kind] = t
+        if self.minimal:
+            return t
+        h = t.copy()
+        h["x-idempotency-key"] = "stainless-python-retry-" + uuid4_hex()
+        return h
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+        headers = headers or self.headers()
         async with self.http.post(self.base + path, data=body, headers=headers) as r:
             data = await r.read()
             if r.status != 200:
                 raise RuntimeError(f"{path}: HTTP {r.status} {data[:200]!r}")
             return data
 
-    async def result(self, request_id: str, proto: bool) -> bytes:
+    async def result(self, request_id: str, proto: bool, method: str = "") -> bytes:
         body = b'{"request_id":"' + request_id.encode() + b'","allow_metadata_only":false}'
+        rtype = "Sample" if "Sampling" in method else "ForwardBackward" if proto else "OptimStep"
+        sent = time.time()
+        iteration = 0
         while True:
-            async with self.http.post(
-                self.base + "retrieve_future", data=body, headers=PROTO_ACCEPT if proto else JSON
-            ) as r:
+            h = self.headers(JSON, PROTO if proto else JSON, method, rtype)
+            if not self.minimal:
+                if iteration:
+                    h["x-tinker-request-iteration"] = str(iteration)
+                else:
+                    h["x-tinker-create-promise-roundtrip-time"] = str(time.time() - sent)
+            iteration += 1
+            async with self.http.post(self.base + "retrieve_future", data=body, headers=h) as r:
                 data = await r.read()
                 if r.status == 408:
                     continue
@@ -157,16 +221,16 @@ async def sc_sample(
         b',"prompt_logprobs":false,"topk_prompt_logprobs":0,"topk_sample_logprobs":0,'
         b'"prompt_alt_tokens_k":0,"record_stability_info":false,"type":"sample"}'
     )
-    hdr = {"Content-Type": "application/json", "X-Tinker-Sampling-Backpressure": "1"}
+    method = "SamplingClient.sample_async"
     seq = 0
 
     async def one() -> int:
         nonlocal seq
         body = head + str(seq).encode() + tail
         seq += 1
-        out = await f.post("asample", body, hdr)
+        out = await f.post("asample", body, f.headers(JSON, JSON, method, "sample"))
         rid = out.split(b'"request_id":"', 1)[1].split(b'"', 1)[0].decode()
-        return len(await f.result(rid, proto=True))
+        return len(await f.result(rid, proto=True, method=method))
 
     for _ in range(p.get("warmup", 3)):
         await one()
@@ -204,12 +268,16 @@ def load_chunks(p: dict[str, Any]) -> list[bytes]:
     return [(d / name).read_bytes() for name in sorted(os.listdir(d)) if name.endswith(".bin")]
 
 
+FWDBWD = "TrainingClient.forward_backward_async"
+OPTIM = "TrainingClient.optim_step_async"
+
+
 async def send_fwdbwd(f: Floor, model_id: str, seq: int, chunks: list[bytes]) -> list[str]:
     """All chunks of one forward_backward in one turn, the first chunk last (as 0.38 does)."""
-    hdr = {"Content-Type": "application/x-protobuf"}
     ids: list[str | None] = [None] * len(chunks)
 
     async def send(i: int) -> None:
+        hdr = f.headers(PROTO, JSON, FWDBWD)
         out = await f.post("forward_backward", fwdbwd_prefix(model_id, seq + i) + chunks[i], hdr)
         ids[i] = json.loads(out)["request_id"]
 
@@ -228,7 +296,7 @@ async def sc_fwdbwd(
     s0 = await stats(a, http)
     with Region() as reg:
         ids = await send_fwdbwd(f, mid, 1, chunks)
-        outs = await asyncio.gather(*(f.result(i, proto=True) for i in ids))
+        outs = await asyncio.gather(*(f.result(i, proto=True, method=FWDBWD) for i in ids))
     s1 = await stats(a, http)
     body = s1["body_bytes"] - s0["body_bytes"]
     return {
@@ -256,12 +324,18 @@ async def sc_train(
         nonlocal seq
         ids = await send_fwdbwd(f, mid, seq, chunks)
         seq += len(chunks)
-        out = await f.post("optim_step", optim_body(mid, seq))
+        out = await f.post("optim_step", optim_body(mid, seq), f.headers(JSON, JSON, OPTIM))
         seq += 1
         return [*ids, json.loads(out)["request_id"]]
 
     async def wait(ids: list[str]) -> None:
-        await asyncio.gather(*(f.result(i, proto=n < len(ids) - 1) for n, i in enumerate(ids)))
+        last = len(ids) - 1
+        await asyncio.gather(
+            *(
+                f.result(i, proto=n < last, method=FWDBWD if n < last else OPTIM)
+                for n, i in enumerate(ids)
+            )
+        )
 
     for _ in range(p.get("warmup", 2)):
         await wait(await submit())
@@ -327,7 +401,8 @@ async def run(a: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
     async with aiohttp.ClientSession(
         connector=conn, timeout=timeout, headers={"X-API-Key": a.api_key}
     ) as http:
-        return await SCENARIOS[a.scenario](a, p, http, Floor(http, a.base_url))
+        floor = Floor(http, a.base_url, minimal=a.client == "floor_min")
+        return await SCENARIOS[a.scenario](a, p, http, floor)
 
 
 def main() -> None:
@@ -336,7 +411,7 @@ def main() -> None:
     ap.add_argument("--base-url", required=True)
     ap.add_argument("--api-key", required=True)
     ap.add_argument("--params", default="{}")
-    ap.add_argument("--client", default="floor")
+    ap.add_argument("--client", default="floor", choices=("floor", "floor_min"))
     a = ap.parse_args()
     p = json.loads(a.params)
     rss_after_import = rss_mb()
