@@ -293,7 +293,9 @@ def specs(quick: bool) -> list[Spec]:
                     Metric("cpu_s", "client CPU s", "lo", "{:.3f}"),
                 ],
                 headline=["sampled_tok_per_s"],
-                clients=("official", "tinker_actors"),
+                # the floor (engine.sample in-process) runs in every repetition, beside the
+                # clients: on a shared machine its speed drifts between minutes
+                clients=("floor", "official", "tinker_actors"),
                 timeout=240,
                 note="max_tokens 64, prompt 17 tokens",
             )
@@ -382,10 +384,10 @@ def worker_cmd(client: str, spec: Spec, base_url: str, params: dict[str, Any]) -
         "--params",
         json.dumps(params),
     ]
+    if client == "bare_torch" or (client == "floor" and spec.scenario == "torch_sample"):
+        return [PY, "-m", "benchmarks.torch_floor", *common]
     if client in ("floor", FLOOR_MIN):
         return [PY, "-m", "benchmarks.floor_worker", "--client", client, *common]
-    if client == "bare_torch":
-        return [PY, "-m", "benchmarks.torch_floor", *common]
     return [PY, "-W", "ignore", "-m", "benchmarks.client_worker", "--client", client, *common]
 
 
@@ -615,7 +617,7 @@ def attach_torch_floor(scenarios: list[dict[str, Any]], spec_list: list[Spec]) -
                 "tokens_per_s": fm["bare_train_tokens_per_s"],
                 "steps_per_s": fm["bare_train_tokens_per_s"] / ntok,
             }
-        elif spec.scenario == "torch_sample":
+        elif spec.scenario == "torch_sample" and "floor" not in r["clients"]:
             v = fm.get(f"engine_sample_tok_per_s_{spec.params['concurrency']}")
             if v:
                 med = {"sampled_tok_per_s": v}
@@ -787,7 +789,8 @@ def render(results: dict[str, Any], spec_list: list[Spec]) -> str:
         "what the headers cost). In the torch-engine rows the "
         "floor is compute without HTTP: the bare torch loop of `benchmarks/bench_engine.py` "
         "for training, one in-process `engine.sample` call with the same number of jobs for "
-        "sampling.",
+        "sampling (run in every repetition beside the clients, on an engine warmed with the "
+        "same call).",
         "",
         "## Machine",
         "",

@@ -53,6 +53,21 @@ def run(p: dict) -> dict:
     return out
 
 
+def run_sample(p: dict) -> dict:
+    """The floor of one torch sampling scenario, run beside it in every repetition: the
+    scenario's ``concurrency`` jobs in one in-process ``engine.sample`` call, on an engine
+    warmed with the same call (the server it is compared with is warm too); the median of
+    three such calls, as the machine's speed wanders even within a repetition."""
+    from benchmarks import bench_engine as be
+    from tinker_actors.server.engine.torch_engine import TorchEngine
+
+    engine = TorchEngine(cache_dir=tempfile.mkdtemp(prefix="tinker-bench-engine-"))
+    n, model = p["concurrency"], p["base_model"]
+    be.bench_sample(engine, model, n, p["max_tokens"])  # warm-up: the same shape
+    rates = sorted(be.bench_sample(engine, model, n, p["max_tokens"]) for _ in range(3))
+    return {"sampled_tok_per_s": rates[1]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--params", default="{}")
@@ -62,7 +77,8 @@ def main() -> None:
     ap.add_argument("--client", default="bare_torch")
     a = ap.parse_args()
     try:
-        out = run(json.loads(a.params))
+        params = json.loads(a.params)
+        out = run_sample(params) if a.scenario == "torch_sample" else run(params)
         out["ok"] = True
     except BaseException as exc:
         traceback.print_exc()
