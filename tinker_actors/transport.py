@@ -577,7 +577,7 @@ class _Template:
     url: str
     headers: dict[str, str]
     has_body: bool
-    multipart: bool  # the caller's Content-Type says multipart: the general path builds it
+    multipart: bool  # the caller's Content-Type says multipart (the body may be a form)
     timeout_header: str  # set when the caller's headers name x-stainless-read-timeout
 
 
@@ -737,9 +737,9 @@ class Transport:
         return head, tail
 
     def _template(self, key: tuple[Any, ...], headers: Mapping[str, str] | None) -> _Template:
-        """The headers of one request kind, in the order ``_prepare``'s general path sends
-        them: the kind's fixed headers around X-Idempotency-Key, the caller's headers, then
-        x-stainless-read-timeout (and x-stainless-retry-count, set per attempt)."""
+        """The headers of one request kind, in wire order: the kind's fixed headers around
+        X-Idempotency-Key, the caller's headers, then x-stainless-read-timeout and
+        x-stainless-retry-count (set per attempt)."""
         method, path, content_type, sdk_method, read_timeout, _ = key
         has_body = method != "GET"
         head, tail = self._headers(has_body, content_type, sdk_method, read_timeout)
@@ -843,66 +843,35 @@ class Transport:
         if sdk_method != "":  # "" forces no attribution; else the outermost method wins
             sdk_method = _sdk_method.get() or sdk_method
         read_timeout = self.timeout if timeout is None else timeout
-        if files is None:
-            # The hot path: the request's kind has a template of every header in wire order
-            # (a request differs from it only in its idempotency key and the caller's values).
-            key = (method, path, content_type, sdk_method, read_timeout, tuple(headers or ()))
-            t = self._requests.get(key)
-            if t is None or t.version is not self._static_version:
-                t = self._template(key, headers)
-            if not t.multipart:
-                hdrs = t.headers.copy()
-                if t.has_body:
-                    if content is None:
-                        content = b"" if json is None else codec.json_encode(json)
-                    hdrs["X-Idempotency-Key"] = idempotency_key()
-                if headers:
-                    hdrs.update(headers)  # the template's keys: their places are kept
-                    if t.timeout_header:
-                        hdrs["x-stainless-read-timeout"] = t.timeout_header
-                if params:
-                    params = {k: _qv(v) for k, v in params.items() if v is not None}
-                return _Call(
-                    method,
-                    t.url,
-                    content,
-                    None,
-                    hdrs,
-                    params,
-                    read_timeout,
-                    self.jwt if authenticate else None,
-                    retry,
-                    raise_for_status,
-                    route,
-                )
+        # The request's kind has a template of every header in wire order: a request differs
+        # from it only in its idempotency key and the caller's values.
+        key = (method, path, content_type, sdk_method, read_timeout, tuple(headers or ()))
+        t = self._requests.get(key)
+        if t is None or t.version is not self._static_version:
+            t = self._template(key, headers)
+        hdrs = t.headers.copy()
+        if t.has_body:
+            hdrs["X-Idempotency-Key"] = idempotency_key()
+        if headers:
+            hdrs.update(headers)  # the template's keys: their places are kept
+            if t.timeout_header:
+                hdrs["x-stainless-read-timeout"] = t.timeout_header
         form = None
-        if files is not None or _maybe_multipart(content_type, headers):
+        if files is not None or t.multipart:
             from . import multipart
 
             form = multipart.for_request(method, json, content, files, content_type, headers)
             if form is not None:
                 json, content = None, b""
-        url = self.url(path)
-        has_body = method != "GET"
-        head, tail = self._headers(has_body, content_type, sdk_method, read_timeout)
-        if has_body:
-            if content is None:
-                content = b"" if json is None else codec.json_encode(json)
-            hdrs = {**head, "X-Idempotency-Key": idempotency_key(), **tail}
-        else:
-            hdrs = {**head, **tail}
-        if headers:
-            hdrs.update(headers)
-        if form is not None:
-            hdrs = {k: v for k, v in hdrs.items() if k.lower() != "content-type"}
-            hdrs["Content-Type"] = form.content_type
-        # after the caller's headers, as before (and the retry count after it, per attempt)
-        hdrs["x-stainless-read-timeout"] = _timeout_str(read_timeout)
+                hdrs = {k: v for k, v in hdrs.items() if k.lower() != "content-type"}
+                hdrs["Content-Type"] = form.content_type
+        if t.has_body and content is None:
+            content = b"" if json is None else codec.json_encode(json)
         if params:
             params = {k: _qv(v) for k, v in params.items() if v is not None}
         return _Call(
             method,
-            url,
+            t.url,
             content,
             form,
             hdrs,
