@@ -109,7 +109,7 @@ class ScriptedServer:
 
     async def __aenter__(self) -> ScriptedServer:
         self._changed = asyncio.Condition()
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 2**20)  # fwd/bwd chunks reach 5 MB
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._server = TestServer(app, port=0)
         await self._server.start_server()

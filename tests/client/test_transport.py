@@ -171,6 +171,20 @@ async def test_each_request_of_a_kind_gets_its_own_key_and_the_callers_header_va
     assert list(hs[0].keys()) == list(hs[1].keys()) == list(hs[2].keys())
 
 
+async def test_a_body_over_1_mib_is_sent_whole_and_without_a_warning() -> None:
+    """A forward_backward chunk may be 5 MB: aiohttp's ResourceWarning for large bytes
+    bodies must not reach the user (this suite turns warnings into errors)."""
+    body = bytes(range(256)) * (3 * 2**20 // 256)
+    async with ScriptedServer() as m:
+        t = make_transport([], m.base)
+        m.post("/api/v1/x", status=200, payload={})
+        await t.request("POST", "/api/v1/x", content=body, content_type="application/x-protobuf")
+        (req,) = m.requests
+    assert req.body == body
+    assert req.headers["Content-Type"] == "application/x-protobuf"
+    assert req.headers["Content-Length"] == str(len(body))
+
+
 def test_should_retry_table() -> None:
     assert should_retry(503, {}, STANDARD)
     assert should_retry(409, {}, STANDARD)
