@@ -506,7 +506,10 @@ def status_error(status: int, body: bytes, headers: Mapping[str, str]) -> errors
     A server that echoes a credential in its error body must not put it in the exception's
     message (which tracebacks and log lines print); ``.body`` keeps what the server sent.
     """
-    err = errors.status_error_for(status, body=body, headers=dict(headers))
+    # lower-case names, as httpx's headers iterate in the official SDK's errors
+    err = errors.status_error_for(
+        status, body=body, headers={k.lower(): v for k, v in headers.items()}
+    )
     clean = redact(err.message)
     if clean is not err.message:
         err.message = clean

@@ -185,6 +185,18 @@ async def test_a_body_over_1_mib_is_sent_whole_and_without_a_warning() -> None:
     assert req.headers["Content-Length"] == str(len(body))
 
 
+async def test_an_errors_headers_have_lower_case_names() -> None:
+    """As httpx's headers iterate in the official SDK's errors: ``err.headers`` is keyed by
+    lower-case names, whatever case the server sent."""
+    async with ScriptedServer() as m:
+        t = make_transport([], m.base)
+        m.post("/api/v1/x", status=404, payload={"detail": "no"}, headers={"X-Request-ID": "r-1"})
+        with pytest.raises(errors.NotFoundError) as ei:
+            await t.request("POST", "/api/v1/x", json={})
+    assert ei.value.headers["x-request-id"] == "r-1"
+    assert all(k == k.lower() for k in ei.value.headers)
+
+
 def test_should_retry_table() -> None:
     assert should_retry(503, {}, STANDARD)
     assert should_retry(409, {}, STANDARD)
