@@ -16,8 +16,6 @@ import re
 from collections.abc import MutableMapping
 from typing import Any
 
-import structlog
-
 from . import events as _events
 from .events import attach, detach
 
@@ -104,40 +102,82 @@ def _render(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
     return f"{line}\n{exc}" if exc else line
 
 
-_PROCESSORS: list[Any] = [
-    structlog.stdlib.filter_by_level,
-    structlog.contextvars.merge_contextvars,
-    redact_secrets,
-    _drop_logger_name,
-    structlog.processors.format_exc_info,
-    _render,
-]
+_STRUCTLOG: tuple[Any, list[Any], type] | None = None
 
 
-class _Logger(structlog.stdlib.BoundLogger):
-    """A stdlib-backed BoundLogger whose disabled levels cost one ``isEnabledFor`` check."""
+def _structlog() -> tuple[Any, list[Any], type]:
+    """structlog, the processor chain and the wrapper class, made on the first log call."""
+    global _STRUCTLOG
+    if _STRUCTLOG is None:
+        import structlog
 
+        class _Logger(structlog.stdlib.BoundLogger):
+            """A stdlib BoundLogger whose disabled levels cost one ``isEnabledFor`` check."""
+
+            def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+                if not self._logger.isEnabledFor(logging.DEBUG):
+                    return None
+                return super().debug(event, *args, **kw)
+
+            def info(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+                if not self._logger.isEnabledFor(logging.INFO):
+                    return None
+                return super().info(event, *args, **kw)
+
+        processors: list[Any] = [
+            structlog.stdlib.filter_by_level,
+            structlog.contextvars.merge_contextvars,
+            redact_secrets,
+            _drop_logger_name,
+            structlog.processors.format_exc_info,
+            _render,
+        ]
+        _STRUCTLOG = (structlog, processors, _Logger)
+    return _STRUCTLOG
+
+
+class _LazyLogger:
+    """What ``get_logger`` returns: the structlog logger is made by the first call on it.
+    Importing structlog also imports rich and pygments when they are installed (about 40 ms
+    and 6,000 objects that every full garbage collection walks); a client that logs nothing,
+    the common case on the request path, never pays for them."""
+
+    __slots__ = ("_initial", "_real", "_std")
+
+    def __init__(self, name: str | None, initial: dict[str, Any]) -> None:
+        self._std = logging.getLogger(name or ROOT_LOGGER)
+        self._initial = initial
+        self._real: Any = None
+
+    def __getattr__(self, attr: str) -> Any:
+        real = self._real
+        if real is None:
+            structlog, processors, wrapper = _structlog()
+            real = self._real = structlog.wrap_logger(
+                self._std,
+                processors=processors,
+                wrapper_class=wrapper,
+                cache_logger_on_first_use=True,
+                **self._initial,
+            )
+        return getattr(real, attr)
+
+    # a line at a level that is off costs one check, as in ``_Logger``, and no structlog
     def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        if not self._logger.isEnabledFor(logging.DEBUG):
-            return None
-        return super().debug(event, *args, **kw)
+        if self._std.isEnabledFor(logging.DEBUG):
+            return self.__getattr__("debug")(event, *args, **kw)
+        return None
 
     def info(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        if not self._logger.isEnabledFor(logging.INFO):
-            return None
-        return super().info(event, *args, **kw)
+        if self._std.isEnabledFor(logging.INFO):
+            return self.__getattr__("info")(event, *args, **kw)
+        return None
 
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:
     """A structlog logger writing through ``logging.getLogger(name)``; no global config."""
     apply_env_log_level()
-    return structlog.wrap_logger(
-        logging.getLogger(name or ROOT_LOGGER),
-        processors=_PROCESSORS,
-        wrapper_class=_Logger,
-        cache_logger_on_first_use=True,
-        **initial,
-    )
+    return _LazyLogger(name, initial)
 
 
 _applied = False

@@ -32,6 +32,26 @@ def run_clean(env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_structlog_is_imported_by_the_first_log_call_not_by_the_client() -> None:
+    """structlog brings rich and pygments when installed (~40 ms, ~6,000 objects every full
+    garbage collection walks): a client that logs nothing does not import it."""
+    script = (
+        "import sys\n"
+        "import tinker_actors, tinker_actors.clients.service, tinker_actors.actors.sampling\n"
+        "from tinker_actors.telemetry import get_logger\n"
+        "log = get_logger('tinker_actors.x')\n"
+        "assert 'structlog' not in sys.modules\n"
+        "log.warning('first line')\n"
+        "assert 'structlog' in sys.modules\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TINKER_LOG"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "first line" in out.stderr
+
+
 def test_unconfigured_user_sees_only_warnings_on_stderr_and_no_secrets() -> None:
     out = run_clean({})
     assert out.returncode == 0, out.stderr
