@@ -649,11 +649,7 @@ class Transport:
     jwt: JwtAuth | None = field(default=None, init=False, repr=False)
     # the session's telemetry reporter, set while it runs (0.38 reports failed futures to it)
     telemetry: Any = field(default=None, init=False, repr=False)
-    # header templates per request kind (see _headers), valid for one _static_version
-    _templates: dict[Any, tuple[object, dict[str, str], dict[str, str]]] = field(
-        default_factory=dict, init=False, repr=False
-    )
-    # whole requests' templates (see _Template), valid for one _static_version
+    # the requests' templates (see _Template), valid for one _static_version
     _requests: dict[Any, _Template] = field(default_factory=dict, init=False, repr=False)
     _static_version: object = field(default_factory=object, init=False, repr=False)
 
@@ -716,37 +712,20 @@ class Transport:
         return self.base_url + path
 
     # ------------------------------------------------------------------ one attempt
-    def _headers(
-        self, has_body: bool, content_type: str | None, sdk_method: str | None, read_timeout: float
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        """The fixed headers of a request kind, in wire order, around X-Idempotency-Key:
-        (credentials, platform, Accept, Content-Type) and (x-sdk-*, x-stainless-read-timeout).
-        Cached per kind; rebuilt when the static headers change (a new API key)."""
-        key = (has_body, content_type, sdk_method, read_timeout)
-        cached = self._templates.get(key)
-        if cached is not None and cached[0] is self._static_version:
-            return cached[1], cached[2]
-        head = dict(self._static_headers)
-        head["Accept"] = "application/json"
-        if has_body:
-            head["Content-Type"] = content_type or "application/json"
-        tail: dict[str, str] = {}
-        if sdk_method:
-            tail["x-sdk-version"] = SDK_VERSION
-            tail["x-sdk-method"] = sdk_method
-        if len(self._templates) > 256:
-            self._templates.clear()
-        self._templates[key] = (self._static_version, head, tail)
-        return head, tail
-
     def _template(self, key: tuple[Any, ...], headers: Mapping[str, str] | None) -> _Template:
         """The headers of one request kind, in wire order: the kind's fixed headers around
         X-Idempotency-Key, the caller's headers, then x-stainless-read-timeout and
         x-stainless-retry-count (set per attempt)."""
         method, path, content_type, sdk_method, read_timeout, _ = key
         has_body = method != "GET"
-        head, tail = self._headers(has_body, content_type, sdk_method, read_timeout)
-        hdrs = {**head, "X-Idempotency-Key": "", **tail} if has_body else {**head, **tail}
+        hdrs = dict(self._static_headers)  # credentials, platform
+        hdrs["Accept"] = "application/json"
+        if has_body:
+            hdrs["Content-Type"] = content_type or "application/json"
+            hdrs["X-Idempotency-Key"] = ""
+        if sdk_method:
+            hdrs["x-sdk-version"] = SDK_VERSION
+            hdrs["x-sdk-method"] = sdk_method
         if headers:
             hdrs.update(headers)
         timeout_header = _timeout_str(read_timeout)
