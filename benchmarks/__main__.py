@@ -789,8 +789,8 @@ def render(results: dict[str, Any], spec_list: list[Spec]) -> str:
         "what the headers cost). In the torch-engine rows the "
         "floor is compute without HTTP: the bare torch loop of `benchmarks/bench_engine.py` "
         "for training, one in-process `engine.sample` call with the same number of jobs for "
-        "sampling (run in every repetition beside the clients, on an engine warmed with the "
-        "same call).",
+        "sampling (run in every repetition beside the clients: the median of three calls on an "
+        "engine warmed with the same call).",
         "",
         "## Machine",
         "",
