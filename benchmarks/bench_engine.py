@@ -82,17 +82,22 @@ def bench_bare_train(engine, model, data, steps) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def bench_sample(engine, model, jobs_n, max_tokens, stop_at_eos: bool = True) -> float:
-    """Sampled tokens/s of one ``engine.sample`` call with ``jobs_n`` jobs: the server
-    scenario's requests (prompt, max_tokens, temperature 1, EOS stops them), seeded."""
-    engine.create_sampler("bench-s", model, None)
+def sample_jobs(jobs_n: int, max_tokens: int, stop_at_eos: bool) -> list[SampleJob]:
+    """The server scenario's requests (prompt, max_tokens, temperature 1), seeded 0..n-1."""
     prompt = np.array([257, *b"Once upon a time"], dtype=np.int64)
-    jobs = [
+    return [
         SampleJob(
             prompt=prompt, max_tokens=max_tokens, temperature=1.0, seed=i, stop_at_eos=stop_at_eos
         )
         for i in range(jobs_n)
     ]
+
+
+def bench_sample(engine, model, jobs_n, max_tokens, stop_at_eos: bool = True) -> float:
+    """Sampled tokens/s of one ``engine.sample`` call with ``jobs_n`` jobs: the server
+    scenario's requests (prompt, max_tokens, temperature 1, EOS stops them), seeded."""
+    engine.create_sampler("bench-s", model, None)
+    jobs = sample_jobs(jobs_n, max_tokens, stop_at_eos)
     engine.sample("bench-s", jobs[:1])
     t = time.perf_counter()
     out = engine.sample("bench-s", jobs)
@@ -104,13 +109,7 @@ def bench_continuous(engine, model, jobs_n, max_tokens, stop_at_eos: bool = True
     """``bench_sample``'s jobs through the engine's continuous batch (what the server's lane
     drives), all admitted at once and stepped to the end: the server's engine path, alone."""
     engine.create_sampler("bench-c", model, None)
-    prompt = np.array([257, *b"Once upon a time"], dtype=np.int64)
-    jobs = [
-        SampleJob(
-            prompt=prompt, max_tokens=max_tokens, temperature=1.0, seed=i, stop_at_eos=stop_at_eos
-        )
-        for i in range(jobs_n)
-    ]
+    jobs = sample_jobs(jobs_n, max_tokens, stop_at_eos)
 
     batch = engine.continuous_sampler("bench-c")  # kept, as a busy lane keeps its batch
 

@@ -410,26 +410,27 @@ def _hand_over(f: LightFuture[Any], fut: asyncio.Future[Any]) -> None:
 
 
 def _deliver(f: LightFuture[Any], fut: asyncio.Future[Any]) -> None:
-    if fut.done():  # the awaiter gave up
-        return
-    if f._state == _CANCELLED:
-        fut.cancel()
-    elif f._exc is not None:
-        fut.set_exception(f._exc)
-    else:
-        fut.set_result(f._value)
+    if not fut.done():  # else the awaiter gave up
+        _settle_into(f, fut)
 
 
 def _copy_to_cf(f: LightFuture[Any], cf: concurrent.futures.Future[Any]) -> None:
     try:
-        if f._state == _CANCELLED:
-            cf.cancel()
-        elif f._exc is not None:
-            cf.set_exception(f._exc)
-        else:
-            cf.set_result(f._value)
+        _settle_into(f, cf)
     except concurrent.futures.InvalidStateError:  # its holder cancelled it meanwhile
         pass
+
+
+def _settle_into(
+    f: LightFuture[Any], target: asyncio.Future[Any] | concurrent.futures.Future[Any]
+) -> None:
+    """Gives ``target`` the settled ``f``'s outcome: cancelled, an exception or a value."""
+    if f._state == _CANCELLED:
+        target.cancel()
+    elif f._exc is not None:
+        target.set_exception(f._exc)
+    else:
+        target.set_result(f._value)
 
 
 def resolve(cf: concurrent.futures.Future[T], value: T) -> None:

@@ -263,13 +263,17 @@ def test_the_committed_results_pass_against_themselves(tmp_path: Path) -> None:
     results = ROOT / "benchmarks" / "results.json"
     if not results.exists():
         pytest.skip("no benchmarks/results.json yet (a full `python -m benchmarks` writes it)")
-    r = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--check", "--current", str(results)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def check(current: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "benchmarks", "--check", "--current", str(current), *extra],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    r = check(results)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "benchmark gate: passed" in r.stdout
     # one ratio of the baseline made worse than its tolerance: exit 1, named
@@ -281,21 +285,6 @@ def test_the_committed_results_pass_against_themselves(tmp_path: Path) -> None:
     sc["ratios"]["cpu_s"] = {k: v / 2 for k, v in sc["ratios"]["cpu_s"].items()}
     worse = tmp_path / "worse.json"
     worse.write_text(json.dumps(doc_))
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--check",
-            "--current",
-            str(worse),
-            "--only",
-            "sample",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = check(worse, "--only", "sample")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "REGRESSION  sample_c64 cpu_s vs_official" in r.stdout
