@@ -268,14 +268,21 @@ TRAINING = RetryPolicy(
 )
 
 
-@dataclass(frozen=True, slots=True)
 class Response:
-    """A fully read HTTP response."""
+    """A fully read HTTP response (a plain slotted class: two are made per sample)."""
 
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    content_type: str = ""
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self, status: int, headers: Mapping[str, str], body: bytes, content_type: str = ""
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.content_type = content_type
+
+    def __repr__(self) -> str:
+        return f"Response(status={self.status}, content_type={self.content_type!r})"
 
     @property
     def is_proto(self) -> bool:
@@ -519,25 +526,34 @@ def status_error(status: int, body: bytes, headers: Mapping[str, str]) -> errors
 
 def idempotency_key() -> str:
     """``stainless-python-retry-<uuid4>``: a random version-4 UUID in its canonical form, as
-    0.38 sends it, from ``os.urandom`` as ``uuid.uuid4()``, formatted without building a
-    ``uuid.UUID`` object. The random bytes are read 4 KiB at a time (one system call per 256
-    keys); a forked child drops its parent's unused bytes, so no two processes share a key."""
+    0.38 sends it, from ``os.urandom`` as ``uuid.uuid4()``, without building a ``uuid.UUID``
+    object. The random bytes are read 4 KiB at a time and made into 256 keys at once (one
+    system call and one list per 256 requests); a forked child drops its parent's unused
+    keys, so no two processes share one."""
     try:
-        n = next(_random_ids)
+        return next(_random_ids)
     except StopIteration:
         _refill_random_ids()
-        n = next(_random_ids)
-    h = "%032x" % (n & _UUID4_CLEAR | _UUID4_SET)
-    return f"stainless-python-retry-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        return next(_random_ids)
 
 
-_random_ids: Iterator[int] = iter(())
+_random_ids: Iterator[str] = iter(())
+
+# the uuid4 variant nibble: the RFC 4122 bits (10xx) over the random nibble's low two bits
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
 def _refill_random_ids() -> None:
     global _random_ids
-    buf = os.urandom(4096)
-    _random_ids = iter([int.from_bytes(buf[i : i + 16], "big") for i in range(0, 4096, 16)])
+    h = os.urandom(4096).hex()
+    v = _VARIANT
+    _random_ids = iter(
+        [
+            f"stainless-python-retry-{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}"
+            f"-{v[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+            for i in range(0, 8192, 32)
+        ]
+    )
 
 
 def _drop_random_ids() -> None:
@@ -548,9 +564,6 @@ def _drop_random_ids() -> None:
 os.register_at_fork(after_in_child=_drop_random_ids)
 
 
-# version 4 (bits 76-79 = 0100) and the RFC 4122 variant (bits 62-63 = 10)
-_UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
-_UUID4_SET = (0x4 << 76) | (0x2 << 62)
 _RETRY_COUNT = tuple(str(i) for i in range(16))
 
 
@@ -574,14 +587,18 @@ def _maybe_multipart(content_type: str | None, headers: Mapping[str, str] | None
 @dataclass(frozen=True, slots=True)
 class _Template:
     """What every request of one kind (method, path, content type, SDK method, timeout and
-    the caller's header names) sends alike: its URL and its headers in wire order."""
+    the caller's header names) sends alike: its URL, its headers in wire order, and the
+    aiohttp timeouts its attempts run under."""
 
-    version: object  # Transport._static_version it was built for
+    method: str
     url: str
     headers: dict[str, str]
     has_body: bool
     multipart: bool  # the caller's Content-Type says multipart (the body may be a form)
     timeout_header: str  # set when the caller's headers name x-stainless-read-timeout
+    read_timeout: float
+    small_timeout: aiohttp.ClientTimeout  # see _client_timeout
+    large_timeout: aiohttp.ClientTimeout
 
 
 class _Call:
@@ -594,44 +611,50 @@ class _Call:
         "form",
         "hdrs",
         "jwt",
-        "method",
         "params",
         "raise_for_status",
-        "read_timeout",
         "retry",
         "route",
         "started",
-        "url",
+        "t",
+        "timeout",
     )
 
     def __init__(
         self,
-        method: str,
-        url: str,
+        t: _Template,
         content: bytes | None,
         form: Any,
         hdrs: dict[str, str],
         params: Mapping[str, Any] | None,
-        read_timeout: float,
         jwt: JwtAuth | None,
         retry: RetryPolicy,
         raise_for_status: bool,
         route: str | None,
     ) -> None:
-        self.method = method
-        self.url = url
+        self.t = t
         self.content = content
         self.form = form
         self.hdrs = hdrs
         self.params = params
-        self.read_timeout = read_timeout
         self.jwt = jwt
         self.retry = retry
         self.raise_for_status = raise_for_status
         self.route = route
+        # a body that fits the socket buffer needs no total bound (see _client_timeout)
+        small = form is None and (content is None or len(content) <= _SMALL_BODY)
+        self.timeout = t.small_timeout if small else t.large_timeout
         self.started = time.time()
         self.attempt = 0
         self.billing_started: float | None = None
+
+    @property
+    def method(self) -> str:
+        return self.t.method
+
+    @property
+    def url(self) -> str:
+        return self.t.url
 
 
 @dataclass
@@ -649,9 +672,8 @@ class Transport:
     jwt: JwtAuth | None = field(default=None, init=False, repr=False)
     # the session's telemetry reporter, set while it runs (0.38 reports failed futures to it)
     telemetry: Any = field(default=None, init=False, repr=False)
-    # the requests' templates (see _Template), valid for one _static_version
+    # the requests' templates (see _Template), built from _static_headers
     _requests: dict[Any, _Template] = field(default_factory=dict, init=False, repr=False)
-    _static_version: object = field(default_factory=object, init=False, repr=False)
 
     def __post_init__(self) -> None:
         h = {
@@ -675,7 +697,7 @@ class Transport:
     def set_api_key(self, key: str) -> None:
         """The static X-API-Key (a credential command's output, resolved once)."""
         self._static_headers["X-API-Key"] = key
-        self._static_version = object()  # the header templates hold the old key
+        self._requests.clear()  # the header templates hold the old key
 
     def enable_jwt(self, credential: Credential, **kw: Any) -> JwtAuth:
         """JWT mode (``pjwt_auth_enabled``): X-API-Key carries a JWT exchanged for the credential."""
@@ -732,12 +754,15 @@ class Transport:
         hdrs["x-stainless-read-timeout"] = timeout_header
         hdrs["x-stainless-retry-count"] = "0"
         t = _Template(
-            self._static_version,
+            method,
             self.url(path),
             hdrs,
             has_body,
             _maybe_multipart(content_type, headers),
             timeout_header if headers and "x-stainless-read-timeout" in headers else "",
+            read_timeout,
+            _client_timeout(self.connect_timeout, read_timeout, True),
+            _client_timeout(self.connect_timeout, read_timeout, False),
         )
         if len(self._requests) > 256:
             self._requests.clear()
@@ -774,7 +799,7 @@ class Transport:
         (``tinker_actors.multipart``); each attempt streams a freshly built body.
         """
         c = self._prepare(
-            method,
+            method.upper(),
             path,
             json,
             content,
@@ -821,15 +846,15 @@ class Transport:
         route: str | None,
     ) -> _Call:
         """Everything a logical request sends, built once for all its attempts."""
-        method = method.upper()
         if sdk_method != "":  # "" forces no attribution; else the outermost method wins
             sdk_method = _sdk_method.get() or sdk_method
         read_timeout = self.timeout if timeout is None else timeout
         # The request's kind has a template of every header in wire order: a request differs
         # from it only in its idempotency key and the caller's values.
-        key = (method, path, content_type, sdk_method, read_timeout, tuple(headers or ()))
+        names = tuple(headers) if headers else ()
+        key = (method, path, content_type, sdk_method, read_timeout, names)
         t = self._requests.get(key)
-        if t is None or t.version is not self._static_version:
+        if t is None:
             t = self._template(key, headers)
         hdrs = t.headers.copy()
         if t.has_body:
@@ -852,13 +877,11 @@ class Transport:
         if params:
             params = {k: _qv(v) for k, v in params.items() if v is not None}
         return _Call(
-            method,
-            t.url,
+            t,
             content,
             form,
             hdrs,
             params,
-            read_timeout,
             self.jwt if authenticate else None,
             retry,
             raise_for_status,
@@ -896,44 +919,46 @@ class Transport:
     async def _attempt(self, c: _Call) -> Response:
         """One HTTP attempt of a logical request (``c`` carries its state across attempts)."""
         hdrs = c.hdrs
-        hdrs["x-stainless-retry-count"] = (
-            _RETRY_COUNT[c.attempt] if c.attempt < 16 else str(c.attempt)
-        )
-        c.attempt += 1
+        n = c.attempt
+        hdrs["x-stainless-retry-count"] = _RETRY_COUNT[n] if n < 16 else str(n)
+        c.attempt = n + 1
         jwt = c.jwt
         form = c.form
-        method, url = c.method, c.url
+        t = c.t
         replayed = False
         try:
             while True:
                 if jwt is not None:
                     hdrs["X-API-Key"] = await jwt.token()
-                http = self.runtime.http()
+                content = c.content
                 try:
                     # Every wait is bounded (see _client_timeout). Redirects are answers,
                     # not hops (as httpx in the official SDK): the archive route's 302
                     # carries the signed URL in Location.
-                    async with http.request(
-                        method,
-                        url,
-                        data=_body(c.content) if form is None else form.writer(),
+                    async with self.runtime.http().request(
+                        t.method,
+                        t.url,
+                        data=(
+                            form.writer()
+                            if form is not None
+                            else _LargeBody(content)
+                            if content is not None and len(content) > _TOO_LARGE_BODY
+                            else content
+                        ),
                         headers=hdrs,
                         params=c.params,
-                        timeout=_client_timeout(
-                            self.connect_timeout,
-                            c.read_timeout,
-                            form is None and (c.content is None or len(c.content) <= _SMALL_BODY),
-                        ),
+                        timeout=c.timeout,
                         allow_redirects=False,
                     ) as r:
                         body = await r.read()
                         rh = r.headers  # case-insensitive, as httpx's headers
                         resp = Response(r.status, rh, body, rh.get("Content-Type", ""))
                 except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                    raise errors.APITimeoutError(errors.RequestInfo(method, url)) from exc
+                    raise errors.APITimeoutError(errors.RequestInfo(t.method, t.url)) from exc
                 except aiohttp.ClientError as exc:
                     raise errors.APIConnectionError(
-                        errors.RequestInfo(method, url), message=str(exc) or type(exc).__name__
+                        errors.RequestInfo(t.method, t.url),
+                        message=str(exc) or type(exc).__name__,
                     ) from exc
                 if (
                     jwt is not None
@@ -1366,10 +1391,7 @@ class _LargeBody(aiohttp.BytesPayload):
         self._size = len(value)
 
 
-def _body(content: bytes | None) -> bytes | aiohttp.BytesPayload | None:
-    if content is not None and len(content) > aiohttp.payload.TOO_LARGE_BYTES_BODY:
-        return _LargeBody(content)
-    return content
+_TOO_LARGE_BODY = aiohttp.payload.TOO_LARGE_BYTES_BODY
 
 
 @functools.lru_cache(maxsize=64)
