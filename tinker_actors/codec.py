@@ -16,6 +16,7 @@ import json
 import math
 import re
 import struct
+import sys
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, TypeVar, cast, overload
@@ -668,6 +669,23 @@ def encode_sample_response(resp: SampleResponse) -> bytes:
     return body
 
 
+# little-endian int32 / float32 buffers as lists: a memoryview cast where the machine's own
+# layout is that (no numpy call per sequence: about 0.4 us against 0.7), else numpy
+_NATIVE_LE32 = sys.byteorder == "little" and struct.calcsize("i") == struct.calcsize("f") == 4
+
+
+def _i32_list(buf: bytes) -> list[int]:
+    if _NATIVE_LE32:
+        return memoryview(buf).cast("i").tolist()
+    return cast("list[int]", np.frombuffer(buf, dtype="<i4").tolist())
+
+
+def _f32_list(buf: bytes) -> list[float]:
+    if _NATIVE_LE32:
+        return cast("list[float]", memoryview(buf).cast("f").tolist())
+    return cast("list[float]", np.frombuffer(buf, dtype="<f4").tolist())
+
+
 def decode_sample_response(
     body: bytes, sequence_ids: Sequence[str] | None = None
 ) -> SampleResponse:
@@ -687,8 +705,8 @@ def decode_sample_response(
         seqs.append(
             SampledSequence(
                 stop_reason=stop,
-                tokens=np.frombuffer(s.tokens, dtype="<i4").tolist(),
-                logprobs=np.frombuffer(s.logprobs, dtype="<f4").tolist() if s.logprobs else None,
+                tokens=_i32_list(s.tokens),
+                logprobs=_f32_list(s.logprobs) if s.logprobs else None,
                 topk_logprobs=_topk_from_proto(s.topk_sampled_logprobs)
                 if s.HasField("topk_sampled_logprobs")
                 else None,

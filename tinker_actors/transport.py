@@ -657,6 +657,18 @@ class _Call:
         return self.t.url
 
 
+def _headers(t: _Template, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """A request's headers: its kind's, a fresh idempotency key, the caller's values."""
+    hdrs = t.headers.copy()
+    if t.has_body:
+        hdrs["X-Idempotency-Key"] = idempotency_key()
+    if headers:
+        hdrs.update(headers)  # the template's keys: their places are kept
+        if t.timeout_header:
+            hdrs["x-stainless-read-timeout"] = t.timeout_header
+    return hdrs
+
+
 @dataclass
 class Transport:
     """Sends requests for one client configuration over the runtime's shared session."""
@@ -734,11 +746,28 @@ class Transport:
         return self.base_url + path
 
     # ------------------------------------------------------------------ one attempt
+    def _kind(
+        self,
+        method: str,
+        path: str,
+        content_type: str | None,
+        sdk_method: str | None,
+        timeout: float | None,
+        headers: Mapping[str, str] | None,
+    ) -> _Template:
+        """The template of a request's kind: every header in wire order, so that a request
+        differs from it only in its idempotency key and the caller's values."""
+        if sdk_method != "":  # "" forces no attribution; else the outermost method wins
+            sdk_method = _sdk_method.get() or sdk_method
+        key = (method, path, content_type, sdk_method, timeout, tuple(headers) if headers else ())
+        return self._requests.get(key) or self._template(key, headers)
+
     def _template(self, key: tuple[Any, ...], headers: Mapping[str, str] | None) -> _Template:
         """The headers of one request kind, in wire order: the kind's fixed headers around
         X-Idempotency-Key, the caller's headers, then x-stainless-read-timeout and
         x-stainless-retry-count (set per attempt)."""
-        method, path, content_type, sdk_method, read_timeout, _ = key
+        method, path, content_type, sdk_method, timeout, _ = key
+        read_timeout = self.timeout if timeout is None else timeout
         has_body = method != "GET"
         hdrs = dict(self._static_headers)  # credentials, platform
         hdrs["Accept"] = "application/json"
@@ -846,23 +875,8 @@ class Transport:
         route: str | None,
     ) -> _Call:
         """Everything a logical request sends, built once for all its attempts."""
-        if sdk_method != "":  # "" forces no attribution; else the outermost method wins
-            sdk_method = _sdk_method.get() or sdk_method
-        read_timeout = self.timeout if timeout is None else timeout
-        # The request's kind has a template of every header in wire order: a request differs
-        # from it only in its idempotency key and the caller's values.
-        names = tuple(headers) if headers else ()
-        key = (method, path, content_type, sdk_method, read_timeout, names)
-        t = self._requests.get(key)
-        if t is None:
-            t = self._template(key, headers)
-        hdrs = t.headers.copy()
-        if t.has_body:
-            hdrs["X-Idempotency-Key"] = idempotency_key()
-        if headers:
-            hdrs.update(headers)  # the template's keys: their places are kept
-            if t.timeout_header:
-                hdrs["x-stainless-read-timeout"] = t.timeout_header
+        t = self._kind(method, path, content_type, sdk_method, timeout, headers)
+        hdrs = _headers(t, headers)
         form = None
         if files is not None or t.multipart:
             from . import multipart
@@ -874,14 +888,12 @@ class Transport:
                 hdrs["Content-Type"] = form.content_type
         if t.has_body and content is None:
             content = b"" if json is None else codec.json_encode(json)
-        if params:
-            params = {k: _qv(v) for k, v in params.items() if v is not None}
         return _Call(
             t,
             content,
             form,
             hdrs,
-            params,
+            _query(params),
             self.jwt if authenticate else None,
             retry,
             raise_for_status,
@@ -935,7 +947,10 @@ class Transport:
                     # Every wait is bounded (see _client_timeout). Redirects are answers,
                     # not hops (as httpx in the official SDK): the archive route's 302
                     # carries the signed URL in Location.
-                    async with self.runtime.http().request(
+                    # Awaited, not entered: the context manager's five coroutines per request
+                    # buy nothing here, since the body is read whole and then released (a
+                    # writer still sending gives the connection back when it ends).
+                    r = await self.runtime.http().request(
                         t.method,
                         t.url,
                         data=(
@@ -949,10 +964,13 @@ class Transport:
                         params=c.params,
                         timeout=c.timeout,
                         allow_redirects=False,
-                    ) as r:
+                    )
+                    try:
                         body = await r.read()
-                        rh = r.headers  # case-insensitive, as httpx's headers
-                        resp = Response(r.status, rh, body, rh.get("Content-Type", ""))
+                    finally:
+                        r.release()
+                    rh = r.headers  # case-insensitive, as httpx's headers
+                    resp = Response(r.status, rh, body, rh.get("Content-Type", ""))
                 except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                     raise errors.APITimeoutError(errors.RequestInfo(t.method, t.url)) from exc
                 except aiohttp.ClientError as exc:
@@ -1192,22 +1210,38 @@ class Transport:
             if enc == "none":
                 raise TypeError(f"{r.name} takes no request body")
             content = body if isinstance(body, bytes) else codec.json_encode(body)
-        c = self._prepare(
-            r.method,
-            path,
-            None,
-            content,
-            ctype,
-            headers,
-            query,
-            timeout,
-            retry,
-            sdk_method,
-            raise_for_status,
-            authenticate,
-            None,
-            r.name,
-        )
+        t = self._kind(r.method, path, ctype, sdk_method, timeout, headers)
+        if t.multipart:  # a caller's multipart Content-Type: request()'s form handling
+            c = self._prepare(
+                r.method,
+                path,
+                None,
+                content,
+                ctype,
+                headers,
+                query,
+                timeout,
+                retry,
+                sdk_method,
+                raise_for_status,
+                authenticate,
+                None,
+                r.name,
+            )
+        else:
+            if t.has_body and content is None:
+                content = b""
+            c = _Call(
+                t,
+                content,
+                None,
+                _headers(t, headers),
+                _query(query),
+                self.jwt if authenticate else None,
+                retry,
+                raise_for_status,
+                r.name,
+            )
         # request()'s body, inlined: one coroutine less on every call (the hot path)
         resp: Response
         if tracing.ENABLED or events.ON:
@@ -1405,6 +1439,13 @@ def _client_timeout(connect: float, read: float, small_body: bool) -> aiohttp.Cl
     """
     total = None if small_body else read + connect
     return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
+
+
+def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Query parameters as the official SDK sends them: None left out, booleans lower-case."""
+    if not params:
+        return None
+    return {k: _qv(v) for k, v in params.items() if v is not None}
 
 
 def _qv(v: Any) -> Any:

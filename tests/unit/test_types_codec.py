@@ -475,6 +475,27 @@ def test_sample_response_roundtrip_and_official(resp: t.SampleResponse) -> None:
         codec.decode_sample_response(body, [*ids, "extra"])
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_sample_token_buffers_decode_alike_on_either_byte_order(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tokens and logprobs come off the wire as little-endian int32/float32: a memoryview
+    cast reads them where that is the machine's own layout, numpy elsewhere; same lists."""
+    monkeypatch.setattr(codec, "_NATIVE_LE32", native)
+    seq = t.SampledSequence(
+        stop_reason="stop",
+        tokens=[0, 1, -5, 2**31 - 1, -(2**31)],
+        logprobs=[-0.5, 0.0, -3.25, -1e-7, -40.0],
+    )
+    back = codec.decode_sample_response(
+        codec.encode_sample_response(t.SampleResponse(sequences=[seq]))
+    )
+    got = back.sequences[0]
+    assert got.tokens == seq.tokens and all(type(x) is int for x in got.tokens)
+    assert got.logprobs == np.float32(seq.logprobs).tolist()
+    assert all(type(x) is float for x in got.logprobs or [])
+
+
 def test_sample_response_tensors() -> None:
     resp = t.SampleResponse(
         sequences=[t.SampledSequence(stop_reason="length", tokens=[1])],
