@@ -764,6 +764,13 @@ def cell(
     return text
 
 
+def _instructions_section() -> list[str]:
+    from . import instructions
+
+    saved = instructions.load()
+    return instructions.section(saved) if saved else []
+
+
 def render(results: dict[str, Any], spec_list: list[Spec]) -> str:
     by_key = {s.key: s for s in spec_list}
     meta = results["meta"]
@@ -813,6 +820,7 @@ def render(results: dict[str, Any], spec_list: list[Spec]) -> str:
         ".venv/bin/python -m benchmarks --quick    # short run (~2 min)",
         ".venv/bin/python -m benchmarks --only sample_c64,train --reps 5 --no-write",
         ".venv/bin/python -m benchmarks --only train --profile /tmp/prof   # py-spy profiles",
+        ".venv/bin/python -m benchmarks --instructions   # callgrind counts (needs valgrind)",
         "```",
         "",
         "Each client runs in a fresh interpreter (`benchmarks/client_worker.py`: the same "
@@ -859,6 +867,7 @@ def render(results: dict[str, Any], spec_list: list[Spec]) -> str:
         "an otherwise idle machine, before a merge; a failure on a busy machine is worth one "
         "rerun before it is believed.",
         "",
+        *_instructions_section(),
         "## Headline",
         "",
         "| scenario | measure | floor | official | tinker_actors | vs official | vs floor |",
@@ -1131,6 +1140,13 @@ def main() -> None:
     ap.add_argument(
         "--render", action="store_true", help="only re-render the markdown from the existing JSON"
     )
+    ap.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count client instructions per sample under callgrind (needs valgrind): a "
+        "load-independent measure of the sampling scenarios (default: sample_c64,"
+        "sample_c1000; floor,tinker_actors)",
+    )
     g = ap.add_argument_group("the benchmark gate (--check)")
     g.add_argument(
         "--check",
@@ -1152,6 +1168,17 @@ def main() -> None:
 
     if a.check:
         sys.exit(check(a, clients, log))
+
+    if a.instructions:
+        from . import instructions
+
+        given = "" if a.clients == ",".join(CLIENTS) else a.clients
+        instructions.main(a.only, given, log, write=not a.no_write)
+        if not a.no_write and Path(a.json).exists():  # show it on the page
+            results = json.loads(Path(a.json).read_text())
+            Path(a.out).write_text(render(results, specs(bool(results["meta"]["quick"]))))
+            log(f"re-rendered {a.out}")
+        return
 
     reps = a.reps or (1 if a.quick else 3)
     spec_list = specs(a.quick)
