@@ -759,15 +759,16 @@ class Transport:
         differs from it only in its idempotency key and the caller's values."""
         if sdk_method != "":  # "" forces no attribution; else the outermost method wins
             sdk_method = _sdk_method.get() or sdk_method
-        key = (method, path, content_type, sdk_method, timeout, tuple(headers) if headers else ())
+        read_timeout = self.timeout if timeout is None else timeout
+        names = tuple(headers) if headers else ()
+        key = (method, path, content_type, sdk_method, read_timeout, names)
         return self._requests.get(key) or self._template(key, headers)
 
     def _template(self, key: tuple[Any, ...], headers: Mapping[str, str] | None) -> _Template:
         """The headers of one request kind, in wire order: the kind's fixed headers around
         X-Idempotency-Key, the caller's headers, then x-stainless-read-timeout and
         x-stainless-retry-count (set per attempt)."""
-        method, path, content_type, sdk_method, timeout, _ = key
-        read_timeout = self.timeout if timeout is None else timeout
+        method, path, content_type, sdk_method, read_timeout, _ = key
         has_body = method != "GET"
         hdrs = dict(self._static_headers)  # credentials, platform
         hdrs["Accept"] = "application/json"
