@@ -1143,9 +1143,9 @@ def main() -> None:
     ap.add_argument(
         "--instructions",
         action="store_true",
-        help="count client instructions per sample under callgrind (needs valgrind): a "
-        "load-independent measure of the sampling scenarios (default: sample_c64,"
-        "sample_c1000; floor,tinker_actors)",
+        help="count client instructions per sample under callgrind (needs valgrind), a "
+        "measure that moves far less with the machine's load than CPU seconds (default: "
+        "sample_c64; floor,tinker_actors)",
     )
     g = ap.add_argument_group("the benchmark gate (--check)")
     g.add_argument(
