@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from benchmarks import __main__ as bench
-from benchmarks.instructions import collected, per_sample, render, samples_for, section
+from benchmarks.instructions import (
+    collected,
+    per_sample,
+    render,
+    samples_for,
+    section,
+    too_many_exchanges,
+)
 
 
 def test_collected_reads_the_totals_line(tmp_path: Path) -> None:
@@ -60,3 +67,8 @@ def test_the_page_shows_the_last_run_with_its_commit() -> None:
     assert text.startswith("## Instructions per sample (callgrind)")
     assert "commit abc1234" in text
     assert "| sample_c64 | 1,000 | 1,100 | 1.10x |" in text
+
+
+def test_a_starved_servers_extra_polls_are_flagged_but_heartbeats_are_not() -> None:
+    assert not too_many_exchanges(2002, 4004, 1000)  # two heartbeats in the longer run
+    assert too_many_exchanges(2000, 4400, 1000)  # 2.4 requests per sample: try_again polls
