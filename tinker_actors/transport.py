@@ -596,7 +596,6 @@ class _Template:
     has_body: bool
     multipart: bool  # the caller's Content-Type says multipart (the body may be a form)
     timeout_header: str  # set when the caller's headers name x-stainless-read-timeout
-    read_timeout: float
     small_timeout: aiohttp.ClientTimeout  # see _client_timeout
     large_timeout: aiohttp.ClientTimeout
 
@@ -790,7 +789,6 @@ class Transport:
             has_body,
             _maybe_multipart(content_type, headers),
             timeout_header if headers and "x-stainless-read-timeout" in headers else "",
-            read_timeout,
             _client_timeout(self.connect_timeout, read_timeout, True),
             _client_timeout(self.connect_timeout, read_timeout, False),
         )
@@ -828,17 +826,15 @@ class Transport:
         ``files`` (POST/PUT) sends ``json`` as multipart form fields plus the files
         (``tinker_actors.multipart``); each attempt streams a freshly built body.
         """
+        t = self._kind(method.upper(), path, content_type, sdk_method, timeout, headers)
         c = self._prepare(
-            method.upper(),
-            path,
+            t,
             json,
             content,
             content_type,
             headers,
             params,
-            timeout,
             retry,
-            sdk_method,
             raise_for_status,
             authenticate,
             files,
@@ -860,29 +856,26 @@ class Transport:
 
     def _prepare(
         self,
-        method: str,
-        path: str,
+        t: _Template,
         json: Any,
         content: bytes | None,
         content_type: str | None,
         headers: Mapping[str, str] | None,
         params: Mapping[str, Any] | None,
-        timeout: float | None,
         retry: RetryPolicy,
-        sdk_method: str | None,
         raise_for_status: bool,
         authenticate: bool,
         files: Any,
         route: str | None,
     ) -> _Call:
-        """Everything a logical request sends, built once for all its attempts."""
-        t = self._kind(method, path, content_type, sdk_method, timeout, headers)
+        """Everything a logical request of kind ``t`` sends, built once for all its
+        attempts (``json`` and ``files`` only from ``request()``)."""
         hdrs = _headers(t, headers)
         form = None
         if files is not None or t.multipart:
             from . import multipart
 
-            form = multipart.for_request(method, json, content, files, content_type, headers)
+            form = multipart.for_request(t.method, json, content, files, content_type, headers)
             if form is not None:
                 json, content = None, b""
                 hdrs = {k: v for k, v in hdrs.items() if k.lower() != "content-type"}
@@ -1212,37 +1205,19 @@ class Transport:
                 raise TypeError(f"{r.name} takes no request body")
             content = body if isinstance(body, bytes) else codec.json_encode(body)
         t = self._kind(r.method, path, ctype, sdk_method, timeout, headers)
-        if t.multipart:  # a caller's multipart Content-Type: request()'s form handling
-            c = self._prepare(
-                r.method,
-                path,
-                None,
-                content,
-                ctype,
-                headers,
-                query,
-                timeout,
-                retry,
-                sdk_method,
-                raise_for_status,
-                authenticate,
-                None,
-                r.name,
-            )
-        else:
-            if t.has_body and content is None:
-                content = b""
-            c = _Call(
-                t,
-                content,
-                None,
-                _headers(t, headers),
-                _query(query),
-                self.jwt if authenticate else None,
-                retry,
-                raise_for_status,
-                r.name,
-            )
+        c = self._prepare(
+            t,
+            None,
+            content,
+            ctype,
+            headers,
+            query,
+            retry,
+            raise_for_status,
+            authenticate,
+            None,
+            r.name,
+        )
         # request()'s body, inlined: one coroutine less on every call (the hot path)
         resp: Response
         if tracing.ENABLED or events.ON:
