@@ -20,7 +20,7 @@ import os
 import platform
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -600,18 +600,33 @@ class _Template:
     large_timeout: aiohttp.ClientTimeout
 
 
+#: ``_Call.result`` for a request that returns its ``Response`` itself
+_RAW: Any = object()
+
+
+def _result(resp: Response, result: Any) -> Any:
+    """What a request returns: the Response (``_RAW``), None, or its body as ``result``."""
+    if result is _RAW:
+        return resp
+    return None if result is None else codec.json_decode(resp.body, result)
+
+
 class _Call:
     """One logical request across its attempts (what a closure would otherwise capture)."""
 
     __slots__ = (
         "attempt",
+        "began",
         "billing_started",
         "content",
+        "controlled",
         "form",
         "hdrs",
         "jwt",
+        "log_context",
         "params",
         "raise_for_status",
+        "result",
         "retry",
         "route",
         "started",
@@ -630,6 +645,7 @@ class _Call:
         retry: RetryPolicy,
         raise_for_status: bool,
         route: str | None,
+        began: float,
     ) -> None:
         self.t = t
         self.content = content
@@ -644,8 +660,14 @@ class _Call:
         small = form is None and (content is None or len(content) <= _SMALL_BODY)
         self.timeout = t.small_timeout if small else t.large_timeout
         self.started = time.time()
+        self.began = began  # on the transport's clock: the retry budget counts from here
         self.attempt = 0
         self.billing_started: float | None = None
+        # what a successful attempt returns: the Response (_RAW), None, or this type decoded
+        self.result: Any = _RAW
+        # set once a retry controller makes the attempts: an attempt then only raises _Retry
+        self.controlled = False
+        self.log_context: Mapping[str, Any] | None = None
 
     @property
     def method(self) -> str:
@@ -842,17 +864,9 @@ class Transport:
         )
         if tracing.ENABLED or events.ON:
             return await self._request_observed(c, path, log_context)
-        # The fast path: the first attempt with no retry controller (most calls never retry);
-        # a retryable failure builds one, which replays it.
-        start = self.clock()
-        try:
-            return await self._attempt(c)
-        except _Retry as first:
-            failed = first
-        final: Response = await self._retry_from(
-            retry, functools.partial(self._attempt, c), failed, start, c.method, c.url, log_context
-        )
-        return final
+        c.log_context = log_context
+        resp: Response = await self._attempt(c)
+        return resp
 
     def _prepare(
         self,
@@ -892,12 +906,16 @@ class Transport:
             retry,
             raise_for_status,
             route,
+            self.clock(),
         )
 
     async def _request_observed(
         self, call: _Call, path: str, log_context: Mapping[str, Any] | None
     ) -> Response:
-        """``request`` with the opt-in tracing span and/or the event catalogue around it."""
+        """``request`` with the opt-in tracing span and/or the event catalogue around it: the
+        attempts report to their own controller, and the Response comes back raw."""
+        call.controlled = True
+        call.result = _RAW
         fn = functools.partial(self._attempt, call)
         method, url, route = call.method, call.url, call.route
 
@@ -922,76 +940,100 @@ class Transport:
                 return resp
         return await run()
 
-    async def _attempt(self, c: _Call) -> Response:
-        """One HTTP attempt of a logical request (``c`` carries its state across attempts)."""
-        hdrs = c.hdrs
-        n = c.attempt
-        hdrs["x-stainless-retry-count"] = _RETRY_COUNT[n] if n < 16 else str(n)
-        c.attempt = n + 1
-        jwt = c.jwt
-        form = c.form
-        t = c.t
-        replayed = False
+    async def _attempt(self, c: _Call) -> Any:
+        """One HTTP attempt of a logical request (``c`` carries its state across attempts).
+
+        A success returns what the request asks for (``c.result``). A retryable failure of
+        the first attempt hands the request to a retry controller, which makes the further
+        attempts: a request that never fails costs no controller and no other coroutine.
+        """
         try:
-            while True:
-                if jwt is not None:
-                    hdrs["X-API-Key"] = await jwt.token()
-                content = c.content
-                try:
-                    # Every wait is bounded (see _client_timeout). Redirects are answers,
-                    # not hops (as httpx in the official SDK): the archive route's 302
-                    # carries the signed URL in Location.
-                    # Awaited, not entered: the context manager's five coroutines per request
-                    # buy nothing here, since the body is read whole and then released (a
-                    # writer still sending gives the connection back when it ends).
-                    r = await self.runtime.http().request(
-                        t.method,
-                        t.url,
-                        data=(
-                            form.writer()
-                            if form is not None
-                            else _LargeBody(content)
-                            if content is not None and len(content) > _TOO_LARGE_BODY
-                            else content
-                        ),
-                        headers=hdrs,
-                        params=c.params,
-                        timeout=c.timeout,
-                        allow_redirects=False,
-                    )
+            hdrs = c.hdrs
+            n = c.attempt
+            hdrs["x-stainless-retry-count"] = _RETRY_COUNT[n] if n < 16 else str(n)
+            c.attempt = n + 1
+            jwt = c.jwt
+            form = c.form
+            t = c.t
+            replayed = False
+            try:
+                while True:
+                    if jwt is not None:
+                        hdrs["X-API-Key"] = await jwt.token()
+                    content = c.content
                     try:
-                        body = await r.read()
-                    finally:
-                        r.release()
-                    rh = r.headers  # case-insensitive, as httpx's headers
-                    resp = Response(r.status, rh, body, rh.get("Content-Type", ""))
-                except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                    raise errors.APITimeoutError(errors.RequestInfo(t.method, t.url)) from exc
-                except aiohttp.ClientError as exc:
-                    raise errors.APIConnectionError(
-                        errors.RequestInfo(t.method, t.url),
-                        message=str(exc) or type(exc).__name__,
-                    ) from exc
-                if (
-                    jwt is not None
-                    and not replayed
-                    and resp.status == 401
-                    and _invalid_token(resp.headers)
-                ):
-                    # the JWT was revoked or expired early: exchange it and replay once
-                    await jwt.refresh(stale=hdrs["X-API-Key"])
-                    replayed = True
-                    continue
-                break
-        except errors.APIConnectionError as exc:  # APITimeoutError subclasses it
-            if self.telemetry is not None:
-                self._report_failure(exc, c.route, c.attempt - 1, c.started)
-            raise _Retry(exc) from exc
-        if "x-deprecation-note" in resp.headers:
-            _deprecation(resp)
+                        # Every wait is bounded (see _client_timeout). Redirects are
+                        # answers, not hops (as httpx in the official SDK): the archive
+                        # route's 302 carries the signed URL in Location. Awaited, not
+                        # entered: the context manager's five coroutines per request buy
+                        # nothing, since the body is read whole and then released (a writer
+                        # still sending gives the connection back when it ends).
+                        r = await self.runtime.http().request(
+                            t.method,
+                            t.url,
+                            data=(
+                                form.writer()
+                                if form is not None
+                                else _LargeBody(content)
+                                if content is not None and len(content) > _TOO_LARGE_BODY
+                                else content
+                            ),
+                            headers=hdrs,
+                            params=c.params,
+                            timeout=c.timeout,
+                            allow_redirects=False,
+                        )
+                        try:
+                            body = await r.read()
+                        finally:
+                            r.release()
+                        rh = r.headers  # case-insensitive, as httpx's headers
+                        resp = Response(r.status, rh, body, rh.get("Content-Type", ""))
+                    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                        raise errors.APITimeoutError(errors.RequestInfo(t.method, t.url)) from exc
+                    except aiohttp.ClientError as exc:
+                        raise errors.APIConnectionError(
+                            errors.RequestInfo(t.method, t.url),
+                            message=str(exc) or type(exc).__name__,
+                        ) from exc
+                    if (
+                        jwt is not None
+                        and not replayed
+                        and resp.status == 401
+                        and _invalid_token(resp.headers)
+                    ):
+                        # the JWT was revoked or expired early: exchange it and replay once
+                        await jwt.refresh(stale=hdrs["X-API-Key"])
+                        replayed = True
+                        continue
+                    break
+            except errors.APIConnectionError as exc:  # APITimeoutError subclasses it
+                if self.telemetry is not None:
+                    self._report_failure(exc, c.route, c.attempt - 1, c.started)
+                raise _Retry(exc) from exc
+            if "x-deprecation-note" in resp.headers:
+                _deprecation(resp)
+            if resp.status >= 400 and c.raise_for_status:
+                raise self._failed(c, resp)
+        except _Retry as failed:
+            if c.controlled:
+                raise
+            c.controlled = True
+            return await self._retry_from(
+                c.retry,
+                functools.partial(self._attempt, c),
+                failed,
+                c.began,
+                c.method,
+                c.url,
+                c.log_context,
+            )
+        return _result(resp, c.result)
+
+    def _failed(self, c: _Call, resp: Response) -> BaseException:
+        """The error an attempt's 4xx/5xx answer raises: a ``_Retry`` when the policy retries
+        it (402 while the billing pause lasts), else the mapped ``APIStatusError``."""
         status = resp.status
-        if status < 400 or not c.raise_for_status:
-            return resp
         retry = c.retry
         err = status_error(status, resp.body, resp.headers)
         if self.telemetry is not None and not (status == 402 and retry.billing_pause):
@@ -1001,11 +1043,11 @@ class Transport:
             c.billing_started = c.billing_started or now
             if now - c.billing_started < retry.billing_pause:
                 log.warning("paused due to billing (HTTP 402); retrying", url=c.url)
-                raise _Billing(err, retry.billing_interval)
-            raise err
+                return _Billing(err, retry.billing_interval)
+            return err
         if should_retry(status, resp.headers, retry):
-            raise _Retry(err, retry_after_seconds(resp.headers))
-        raise err
+            return _Retry(err, retry_after_seconds(resp.headers))
+        return err
 
     def _report_failure(
         self, exc: BaseException, route: str | None, attempts: int, started: float
@@ -1162,7 +1204,7 @@ class Transport:
             attempts = controller.statistics.get("attempt_number", 1)
             raise _annotate(r.error, policy, attempts, self.clock() - start) from None
 
-    async def call(
+    def call(
         self,
         route: str | manifest.Route,
         body: Any = None,
@@ -1170,20 +1212,24 @@ class Transport:
         path_params: Mapping[str, Any] | None = None,
         query: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
         retry: RetryPolicy = STANDARD,
         sdk_method: str | None = None,
         raise_for_status: bool = True,
         raw: bool = False,
         authenticate: bool = True,
         log_context: Mapping[str, Any] | None = None,
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Calls a manifest route by name: the one way the clients reach an endpoint.
 
         ``body`` is a wire Struct (JSON routes; already-encoded JSON bytes are sent as
-        they are) or the encoded bytes of a protobuf route. Returns the decoded
-        ``route.response_type`` (an ``UntypedAPIFuture`` for future routes, None for
-        routes without a response type), or the ``Response`` itself with ``raw=True``.
+        they are) or the encoded bytes of a protobuf route. The awaited result is the
+        decoded ``route.response_type`` (an ``UntypedAPIFuture`` for future routes, None
+        for routes without a response type), or the ``Response`` itself with ``raw=True``.
+
+        Not a coroutine function: it checks and builds the request now and returns the
+        attempt's coroutine, so a call on the hot path is one coroutine, not two. A bad
+        route, query or body raises here, at the call.
         """
         r = manifest.ROUTES.get(route) if isinstance(route, str) else route
         if r is None:
@@ -1218,33 +1264,17 @@ class Transport:
             None,
             r.name,
         )
-        # request()'s body, inlined: one coroutine less on every call (the hot path)
-        resp: Response
+        rtype = _RAW if raw else r.response_type
         if tracing.ENABLED or events.ON:
-            resp = await self._request_observed(c, path, log_context)
-        else:
-            start = self.clock()
-            failed: _Retry | None = None
-            try:
-                resp = await self._attempt(c)
-            except _Retry as first:
-                failed = first
-            if failed is not None:
-                resp = await self._retry_from(
-                    retry,
-                    functools.partial(self._attempt, c),
-                    failed,
-                    start,
-                    c.method,
-                    c.url,
-                    log_context,
-                )
-        if raw:
-            return resp
-        rtype = r.response_type
-        if rtype is None:
-            return None
-        return codec.json_decode(resp.body, rtype)
+            return self._call_observed(c, path, log_context, rtype)
+        c.result = rtype
+        c.log_context = log_context
+        return self._attempt(c)
+
+    async def _call_observed(
+        self, c: _Call, path: str, log_context: Mapping[str, Any] | None, rtype: Any
+    ) -> Any:
+        return _result(await self._request_observed(c, path, log_context), rtype)
 
 
 # routes 0.38 calls directly, not through execute_with_retries (protocol.md 9.2)
