@@ -96,17 +96,43 @@ def result_decoder(
     Protobuf results are SampleResponse (``sequence_ids`` from the submit reply fill each
     sequence's id) or ForwardBackwardOutput; JSON results decode into ``route.result_type``.
     """
+    if sequence_ids is None:
+        decoder = _DECODERS.get(request_type)
+        if decoder is not None:
+            return decoder
     route = RESULT_ROUTES.get(request_type)
     if route is None:
         raise KeyError(f"unknown request type {request_type!r}")
     rtype = route.result_type
-    if route.result_encoding == "protobuf":
-        if rtype is types.SampleResponse:
-            return lambda r: codec.decode_sample_response(r.body, sequence_ids)
-        if rtype is types.ForwardBackwardOutput:
-            return lambda r: codec.decode_forward_backward_output(r.body)
+    if route.result_encoding == "protobuf" and rtype not in _PROTO_RESULTS:
         raise TypeError(f"no protobuf decoder for {rtype!r}")
-    return lambda r: codec.json_decode(r.body, rtype)
+    decoder = _Decoder(rtype, sequence_ids)
+    if sequence_ids is None:
+        _DECODERS[request_type] = decoder
+    return decoder
+
+
+class _Decoder:
+    """A future's result decoder: one small object per poll (or one per request type)
+    rather than a closure, which costs three objects alive for as long as the poll."""
+
+    __slots__ = ("result_type", "sequence_ids")
+
+    def __init__(self, result_type: Any, sequence_ids: list[str] | None) -> None:
+        self.result_type = result_type
+        self.sequence_ids = sequence_ids
+
+    def __call__(self, r: Response) -> Any:
+        rtype = self.result_type
+        if rtype is types.SampleResponse:
+            return codec.decode_sample_response(r.body, self.sequence_ids)
+        if rtype is types.ForwardBackwardOutput:
+            return codec.decode_forward_backward_output(r.body)
+        return codec.json_decode(r.body, rtype)
+
+
+_PROTO_RESULTS = (types.SampleResponse, types.ForwardBackwardOutput)
+_DECODERS: dict[str, _Decoder] = {}
 
 
 # ============================================================================ APIFuture

@@ -19,6 +19,7 @@ module-level functions so they are tested without a loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import random
 import time
@@ -46,7 +47,6 @@ from .admission import (
 from .telemetry import retry_handler_exception
 
 if TYPE_CHECKING:
-    from ..transport import Transport
     from .session import Session
 
 __all__ = [
@@ -374,6 +374,11 @@ class SamplingActor(Actor):
         self.idle_after: float | None = IDLE_AFTER
         self._idle_timer: asyncio.Timeout | None = None
         self._passivated = False
+        # Every request task's done callback: bound once, and run in one context (the actor's,
+        # taken when it starts) instead of a bound method and a context copy per request,
+        # which would live as long as the request.
+        self._on_request_done = self._request_done
+        self._context: contextvars.Context | None = None
 
     # ------------------------------------------------------------------ public (any thread)
     def submit(
@@ -430,7 +435,7 @@ class SamplingActor(Actor):
             self._arm_idle()
         if events.ON:
             events.emit(events.SAMPLING_START, {"in_flight": len(requests)}, {})
-        task.add_done_callback(self._request_done)
+        task.add_done_callback(self._on_request_done, context=self._context)
         if fut._state:  # cancelled from another thread as the task was made: cancel it too
             task.cancel()
 
@@ -509,21 +514,56 @@ class SamplingActor(Actor):
         fut._resolve(value)
 
     async def _attempt(self, call: SampleCall) -> types.SampleResponse:
-        """One submission under one seq id, then its poll. 429 re-sends the same seq id."""
+        """One submission under one seq id, then its poll.
+
+        The asample POST runs under admission (count and byte budgets); a 429 pauses the
+        session's dispatch and re-sends the SAME body (same seq id) after the pause, and a
+        402 does so for up to the billing pause. Both steps are in this one coroutine, not
+        one per step: it lives as long as the request.
+        """
         if self.cloned_sampler_id is None:
             await self._join()
         transport = self.session.transport
         assert transport is not None, "session not started"
         seq_id = self.next_seq_id()
-        untyped = await self._submit(transport, call, seq_id)
+        adm = self.admission
+        ticket = adm.try_acquire(call.estimated_bytes) or await adm.acquire(call.estimated_bytes)
+        try:
+            body = codec.json_encode(self._sample_request(call, seq_id))
+            billing_since: float | None = None
+            while True:
+                remaining = adm.backoff.remaining()
+                while remaining > 0:
+                    await self.sleep(min(remaining, 1.0))
+                    remaining = adm.backoff.remaining()
+                try:
+                    untyped: types.UntypedAPIFuture = await transport.call(
+                        _ASAMPLE,
+                        body,
+                        headers=BACKPRESSURE_HEADERS,
+                        retry=ASAMPLE_RETRY,
+                        sdk_method=call.sdk_method,
+                    )
+                    break
+                except errors.RateLimitError:
+                    pass
+                except errors.BillingError:
+                    now = self.clock()
+                    billing_since = billing_since if billing_since is not None else now
+                    limit = self.session.client_config.billing_exception_max_pause_duration_sec
+                    if now - billing_since >= limit:
+                        raise
+                adm.backoff.request(backoff_seconds(call.estimated_bytes))
+                log.debug("asample backpressure; pausing dispatch", seq_id=seq_id)
+        finally:
+            adm.release(ticket)
         started = time.time()
-        decode = result_decoder(_SAMPLE_TYPE, sequence_ids=untyped.sample_sequence_ids)
         try:
             response: types.SampleResponse = await poll_future(
                 transport,
                 untyped.request_id,
                 _SAMPLE_TYPE,
-                decode,
+                result_decoder(_SAMPLE_TYPE, sequence_ids=untyped.sample_sequence_ids),
                 observer=self.observer,
                 start_time=started,
                 billing_max_pause=float(
@@ -537,42 +577,6 @@ class SamplingActor(Actor):
         _check_prompt_alt_tokens(response, call.prompt_alt_tokens_k)
         _check_prompt_logprobs_last_n(response, call.prompt_logprobs_last_n)
         return response
-
-    async def _submit(
-        self, transport: Transport, call: SampleCall, seq_id: int
-    ) -> types.UntypedAPIFuture:
-        """POSTs asample under admission; waits out 429 pauses and re-sends the same body."""
-        adm = self.admission
-        ticket = adm.try_acquire(call.estimated_bytes) or await adm.acquire(call.estimated_bytes)
-        try:
-            body = codec.json_encode(self._sample_request(call, seq_id))
-            billing_since: float | None = None
-            while True:
-                remaining = adm.backoff.remaining()
-                while remaining > 0:
-                    await self.sleep(min(remaining, 1.0))
-                    remaining = adm.backoff.remaining()
-                try:
-                    submitted: types.UntypedAPIFuture = await transport.call(
-                        _ASAMPLE,
-                        body,
-                        headers=BACKPRESSURE_HEADERS,
-                        retry=ASAMPLE_RETRY,
-                        sdk_method=call.sdk_method,
-                    )
-                    return submitted
-                except errors.RateLimitError:
-                    pass
-                except errors.BillingError:
-                    now = self.clock()
-                    billing_since = billing_since if billing_since is not None else now
-                    limit = self.session.client_config.billing_exception_max_pause_duration_sec
-                    if now - billing_since >= limit:
-                        raise
-                adm.backoff.request(backoff_seconds(call.estimated_bytes))
-                log.debug("asample backpressure; pausing dispatch", seq_id=seq_id)
-        finally:
-            adm.release(ticket)
 
     def _sample_request(self, call: SampleCall, seq_id: int) -> types.SampleRequest:
         return types.SampleRequest(
@@ -647,6 +651,7 @@ class SamplingActor(Actor):
         One watchdog for every request (not one per request) and the cancel drain run
         beside it, in the actor's group.
         """
+        self._context = contextvars.copy_context()
         self.spawn(self._drain_cancels(), name=f"{self.name}:cancels")
         config = self.retry_config
         if not self.no_retries and config.enable_stuck_detection:

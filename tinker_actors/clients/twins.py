@@ -103,12 +103,13 @@ def awaited_twin(
             _warn_deprecated(self, name, "`await {cls}.{name}(...)`", messages)
         if before is not None:
             await before(self)
-        method: Callable[P, Awaitable[T]] = getattr(self, name)
+        # the bound method is not kept in a local: it would live as long as the await
+        fut: Awaitable[T] | T
         if label is None:
-            fut = method(*args, **kwargs)
+            fut = getattr(self, name)(*args, **kwargs)
         else:
             with sdk_method_scope(label):
-                fut = method(*args, **kwargs)
+                fut = getattr(self, name)(*args, **kwargs)
         return await fut if inspect.isawaitable(fut) else fut
 
     _named(twin, sync)
