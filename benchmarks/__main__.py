@@ -95,6 +95,9 @@ SAMPLE_METRICS = [
     Metric("rss_growth_mb", "peak RSS - RSS after import, MB", "lo", "{:.0f}"),
     Metric("http_requests", "HTTP requests (server)", "info", "{:.0f}"),
     Metric("server_cpu_s", "server CPU s", "info", "{:.2f}"),
+    Metric("gc_s", "client GC CPU s (in client CPU s)", "info", "{:.3f}"),
+    Metric("gc_gen0_runs", "young collections (gen 0)", "info", "{:.0f}"),
+    Metric("gc_gen2_runs", "full collections (gen 2)", "info", "{:.0f}"),
 ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -57,15 +58,33 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Region:
-    """Wall and process CPU (all threads) of a timed region."""
+    """Wall and process CPU (all threads) of a timed region, and the garbage collector's
+    share: its CPU seconds (``gc_s``, each collection timed on the thread that ran it) and
+    its collections per generation (``gc_runs``)."""
 
     def __enter__(self) -> Region:
+        self.gc_s = 0.0
+        self.gc_runs = [0, 0, 0]
+        self._gc_t0 = 0.0
+        gc.callbacks.append(self._on_gc)
         self.t0, self.c0 = time.perf_counter(), cpu_s()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.t0
         self.cpu = cpu_s() - self.c0
+        gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_t0 = time.thread_time()
+        else:
+            self.gc_s += time.thread_time() - self._gc_t0
+            self.gc_runs[info["generation"]] += 1
+
+    def gc_fields(self) -> dict[str, Any]:
+        """The GC measures for a scenario's result."""
+        return {"gc_s": self.gc_s, "gc_gen0_runs": self.gc_runs[0], "gc_gen2_runs": self.gc_runs[2]}
 
 
 def service(a: argparse.Namespace) -> Any:
@@ -132,6 +151,7 @@ async def sc_sample(a: argparse.Namespace, p: dict[str, Any]) -> dict[str, Any]:
         "p99_ms": pct(lat, 0.99) * 1e3,
         "http_requests": s1["total"] - s0["total"],
         "server_cpu_s": s1["cpu_s"] - s0["cpu_s"],
+        **reg.gc_fields(),
     }
     await close(svc)
     return out

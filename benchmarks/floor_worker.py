@@ -260,6 +260,7 @@ async def sc_sample(
         "p99_ms": pct(lat, 0.99) * 1e3,
         "http_requests": s1["total"] - s0["total"],
         "server_cpu_s": s1["cpu_s"] - s0["cpu_s"],
+        **reg.gc_fields(),
     }
 
 
