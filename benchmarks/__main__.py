@@ -767,6 +767,76 @@ def cell(
     return text
 
 
+def _gc_section(results: dict[str, Any]) -> list[str]:
+    """The collector's share of client CPU in the sampling scenarios, and the rest compared
+    with the floor (empty for results recorded before the GC was measured)."""
+    rows = []
+    for r in results["scenarios"]:
+        if not r["key"].startswith("sample_c"):
+            continue
+        per: dict[str, dict[str, float]] = {}
+        for client in ("floor", "tinker_actors"):
+            runs = [
+                x
+                for x in r["clients"].get(client, {}).get("runs", [])
+                if x.get("ok") and "gc_s" in x
+            ]
+            if not runs:
+                break
+            n = r["params"]["total"]
+            per[client] = {
+                "share": statistics.median(x["gc_s"] / x["cpu_s"] for x in runs),
+                "young": statistics.median(1000 * x["gc_gen0_runs"] / n for x in runs),
+                "full": statistics.median(1000 * x["gc_gen2_runs"] / n for x in runs),
+                "rest": statistics.median(x["cpu_s"] - x["gc_s"] for x in runs),
+                "cpu": statistics.median(x["cpu_s"] for x in runs),
+            }
+        else:
+            f, o = per["floor"], per["tinker_actors"]
+            rows.append(
+                f"| {r['params']['concurrency']:,} | {f['share']:.0%} | {o['share']:.0%} | "
+                f"{f['young']:.0f} | {o['young']:.0f} | {f['full']:.1f} | {o['full']:.1f} | "
+                f"{fmt_ratio(f['cpu'] / o['cpu'])} | {fmt_ratio(f['rest'] / o['rest'])} |"
+            )
+    if not rows:
+        return []
+    return [
+        "## Where the client CPU goes: the garbage collector",
+        "",
+        "With many requests in flight, CPython's cyclic garbage collector takes a large share "
+        "of every client's CPU, the floor's included: each request holds dozens of container "
+        "objects (coroutines, futures, aiohttp's request and response) while it waits, and "
+        "each collection walks the ones alive. The sampling runs time every collection "
+        "(`gc.callbacks`, on the thread that ran it); medians over the repetitions of the "
+        "tables below, ratios in this page's sense (floor / ours).",
+        "",
+        "| in flight | GC share of client CPU: floor | tinker_actors | young collections "
+        "per 1,000 samples: floor | tinker_actors | full collections per 1,000: floor | "
+        "tinker_actors | client CPU vs floor | client CPU without GC vs floor |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        "Why ours collects more often (measured on issue 15; CPython 3.11): a young "
+        "collection starts when allocations minus deallocations of container objects since "
+        "the last one pass 700, and a deallocation while that count is zero is not counted. "
+        "Neither client leaks or makes cyclic garbage (`gc.DEBUG_SAVEALL` finds nothing), and "
+        "with the collector off their counts grow alike (0.7 to 0.8 per sample at 64 in "
+        "flight, about 9 at 1,000), so the difference is in how allocations and "
+        "deallocations interleave. Each floor worker frees one "
+        "request's objects and allocates the next one's in the same step. Our requests start "
+        "in batches (one mailbox hand-off starts every call it carries, each in its own "
+        "task) and end in batches, so the count swings wider and crosses 700 more often; "
+        "nearly every young collection we traced started inside the asample POST of a "
+        "freshly started request. Full collections follow the young ones (one per ~110) and "
+        "walk the whole heap, larger for us after start-up (about 50,000 objects against the "
+        "floor's 31,000: numpy, protobuf, msgspec, tenacity, structlog, the types package). "
+        "What an object held across an await costs: the floor holding 36 more empty lists "
+        "per sample while its requests wait used about 15 % more CPU at 1,000 in flight and "
+        "none more at 64.",
+        "",
+    ]
+
+
 def _instructions_section() -> list[str]:
     from . import instructions
 
@@ -871,6 +941,7 @@ def render(results: dict[str, Any], spec_list: list[Spec]) -> str:
         "rerun before it is believed.",
         "",
         *_instructions_section(),
+        *_gc_section(results),
         "## Headline",
         "",
         "| scenario | measure | floor | official | tinker_actors | vs official | vs floor |",
