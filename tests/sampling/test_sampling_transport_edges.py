@@ -366,3 +366,35 @@ async def test_calls_beyond_the_in_flight_cap_wait_in_order_and_start_as_slots_f
                 await polled[i + cap].wait()
         assert [b["seq_id"] for b in m.bodies(ASAMPLE)] == list(range(7))
         assert env.client._actor.in_flight == 0 and not book.queued
+
+
+async def test_a_call_cancelled_as_its_task_is_made_gives_its_in_flight_slot_back():
+    """A cancel from another thread can land between the mailbox check and the task's
+    creation: the task is then cancelled before its first step and never runs its body.
+    Its in-flight slot must still come back, or the next call waits forever."""
+    cap = 1
+    async with Env(
+        client_config=types.ClientConfigResponse(sample_max_concurrent_requests=cap)
+    ) as env:
+        actor = env.client._actor
+        launch = actor._launch
+        made: list[asyncio.Task[None]] = []
+        launched = asyncio.Event()
+
+        def cancelled_meanwhile(fut: Any) -> None:
+            fut.cancel()  # the other thread's cancel: no task yet, so nothing to cancel
+            launch(fut)
+            made.append(fut._task)
+            launched.set()
+
+        actor._launch = cancelled_meanwhile  # type: ignore[method-assign]
+        first = env.client.sample(PROMPT, 1, PARAMS)
+        await launched.wait()  # the actor read its mailbox and made the task
+        await asyncio.wait(made)
+        actor._launch = launch  # type: ignore[method-assign]
+        assert first.cancelled()
+        assert actor.book.inflight is not None and actor.book.inflight.free == cap
+        assert env.server.bodies(ASAMPLE) == []  # nothing was sent for it
+        env.server.post(ASAMPLE, payload=submitted("req-1"))
+        env.server.post(RETRIEVE, body=proto_result([5]), content_type="application/x-protobuf")
+        assert (await env.client.sample(PROMPT, 1, PARAMS)).sequences[0].tokens == [5]

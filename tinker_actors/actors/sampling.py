@@ -438,6 +438,10 @@ class SamplingActor(Actor):
         task.add_done_callback(self._on_request_done, context=self._context)
         if fut._state:  # cancelled from another thread as the task was made: cancel it too
             task.cancel()
+            # cancelled before its first step, the body that gives the in-flight slot back
+            # never runs: give it back here (its done callback hands it to a queued call)
+            if not self.no_retries and self.book.inflight is not None:
+                self.book.inflight.release()
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
         book = self.book
