@@ -915,7 +915,6 @@ class Transport:
         """``request`` with the opt-in tracing span and/or the event catalogue around it: the
         attempts report to their own controller, and the Response comes back raw."""
         call.controlled = True
-        call.result = _RAW
         fn = functools.partial(self._attempt, call)
         method, url, route = call.method, call.url, call.route
 

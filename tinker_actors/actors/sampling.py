@@ -426,7 +426,8 @@ class SamplingActor(Actor):
         self._launch(fut)
 
     def _launch(self, fut: SampleFuture) -> None:
-        """The call's request task (its in-flight slot, if any, is taken)."""
+        """The call's request task (its in-flight slot, if any, is taken; the task's done
+        callback gives it back)."""
         task = self.session.runtime.loop.create_task(self._request(fut))
         fut._task = task
         requests = self.book.requests
@@ -438,10 +439,6 @@ class SamplingActor(Actor):
         task.add_done_callback(self._on_request_done, context=self._context)
         if fut._state:  # cancelled from another thread as the task was made: cancel it too
             task.cancel()
-            # cancelled before its first step, the body that gives the in-flight slot back
-            # never runs: give it back here (its done callback hands it to a queued call)
-            if not self.no_retries and self.book.inflight is not None:
-                self.book.inflight.release()
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
         book = self.book
@@ -449,8 +446,12 @@ class SamplingActor(Actor):
         requests.pop(task, None)
         if events.ON:
             events.emit(events.SAMPLING_STOP, {"in_flight": len(requests)}, {})
-        actor = book.actor  # the actor reading the mailbox now (maybe a restarted one)
         queued, sem = book.queued, book.inflight
+        # the slot the task took when it was made goes back here, when it ends, whether its
+        # body ran or not (a task cancelled before its first step never runs it)
+        if sem is not None and not self.no_retries:
+            sem.release()
+        actor = book.actor  # the actor reading the mailbox now (maybe a restarted one)
         if queued and sem is not None and actor is not None:
             while queued and sem.try_acquire():  # the freed slots go to the queued calls
                 fut = queued.popleft()
@@ -480,7 +481,6 @@ class SamplingActor(Actor):
                 response = await self._attempt(call)
             else:  # the retry handler (in-flight cap, progress, retries), inline: no coroutine
                 config = self.retry_config
-                sem = book.inflight  # its slot was taken when the task was made
                 try:
                     running = book.running
                     if not running:
@@ -499,8 +499,6 @@ class SamplingActor(Actor):
                     book.completed += 1
                 finally:
                     book.running.discard(task)
-                    if sem is not None:
-                        sem.release()
             value = fut.decode(response)
         except asyncio.CancelledError:
             if task in book.stuck:
